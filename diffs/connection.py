@@ -1,0 +1,85 @@
+"""The one place a Redis client is built: lazily, once per process, from the settings.
+
+Nothing connects at import or registration time. The cached client is dropped when
+``DIFFS_SETTINGS`` changes (see ``diffs.settings``) and can be dropped by hand with
+:func:`reset_connection`. In ``test_mode`` every client is backed by one shared
+``fakeredis.FakeServer``, so writes, reads and ``prune_diffs`` see the same data.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import redis
+from django.core.exceptions import ImproperlyConfigured
+
+from diffs.settings import DiffsSettings, get_settings
+
+if TYPE_CHECKING:
+    import fakeredis
+
+_lock = threading.Lock()
+_client: redis.Redis | None = None
+_fake_server: fakeredis.FakeServer | None = None
+
+
+def get_connection() -> redis.Redis:
+    """Return the process-wide Redis client described by ``DIFFS_SETTINGS``."""
+    global _client
+    client = _client
+    if client is not None:
+        return client
+    with _lock:
+        if _client is None:
+            _client = build_client(get_settings())
+        return _client
+
+
+def reset_connection() -> None:
+    """Drop the cached client; the next :func:`get_connection` builds a new one."""
+    global _client
+    with _lock:
+        old, _client = _client, None
+    if old is not None:
+        old.close()
+
+
+def build_client(conf: DiffsSettings) -> redis.Redis:
+    """Build a new client for ``conf`` (uncached; most code wants :func:`get_connection`)."""
+    if conf.test_mode:
+        return _build_fake_client(conf)
+    if conf.url:
+        # from_url lets the URL win over the same key in the kwargs, which is what we
+        # document: host, port and db come from the URL, the rest from 'redis'.
+        return redis.Redis.from_url(conf.url, **conf.user_redis)
+    return redis.Redis(**conf.redis)
+
+
+def get_fake_server() -> fakeredis.FakeServer:
+    """Return the process-wide fake server behind every test-mode client."""
+    global _fake_server
+    fakeredis = _import_fakeredis()
+    if _fake_server is None:
+        _fake_server = fakeredis.FakeServer()
+    return _fake_server
+
+
+def _build_fake_client(conf: DiffsSettings) -> redis.Redis:
+    fakeredis = _import_fakeredis()
+    options: dict[str, Any] = {
+        key: conf.redis[key] for key in ("db", "decode_responses") if key in conf.redis
+    }
+    return fakeredis.FakeRedis(server=get_fake_server(), **options)
+
+
+def _import_fakeredis() -> Any:
+    try:
+        import fakeredis
+    except ImportError:
+        msg = (
+            "DIFFS_SETTINGS['test_mode'] is True but fakeredis is not installed. "
+            "Install it with: pip install 'django-diffs[test]'"
+        )
+        raise ImproperlyConfigured(msg) from None
+    return fakeredis

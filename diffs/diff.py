@@ -1,0 +1,93 @@
+"""The ``Diff`` value object and its Redis member encoding.
+
+A member is compact JSON: ``{"id":"…","created":false,"data":…}``, with
+``"deleted":true`` added for deletions only. ``id`` is random and unique, so two
+identical changes are two members (0.1.16 collapsed them into one). ``data`` comes
+last so the encoder can splice in data that was already encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from diffs.clock import now_ms
+
+_REQUIRED_KEYS = ("data", "created")
+
+
+def new_diff_id() -> str:
+    """Return a fresh random member id (64 bits, hex)."""
+    return secrets.token_hex(8)
+
+
+def encode_data(data: Any) -> str:
+    """Encode diff data as compact JSON; raises ``TypeError``/``ValueError`` if it cannot."""
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_member(diff_id: str, data_json: str, created: bool | None, deleted: bool) -> str:
+    """Return the member text for already encoded ``data_json``."""
+    head = {"id": diff_id, "created": created}
+    if deleted:
+        head["deleted"] = True
+    return f'{json.dumps(head, separators=(",", ":"))[:-1]},"data":{data_json}}}'
+
+
+@dataclass(frozen=True)
+class Diff:
+    """One recorded change.
+
+    Attributes:
+        data: what the model's ``serialize_diff`` returned, or the default serializer's
+            ``[{"model", "pk", "fields"}]`` list, as JSON gives it back.
+        created: True for the diff of a newly created object.
+        timestamp: the sorted-set score: Unix epoch milliseconds.
+        deleted: True for the diff recorded when the object was deleted.
+        id: the member's unique id (None for a Diff not read from or written to Redis).
+    """
+
+    data: Any = None
+    created: bool | None = None
+    timestamp: float = field(default_factory=now_ms)
+    deleted: bool = False
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        # As in 0.1.16, a str is a JSON document (the default serializer's output).
+        if isinstance(self.data, str):
+            object.__setattr__(self, "data", json.loads(self.data))
+
+    def __repr__(self) -> str:
+        kind = "deleted" if self.deleted else "created" if self.created else "updated"
+        return f"<Diff {kind} at {self.timestamp}>"
+
+    def to_member(self) -> str:
+        """Return the Redis member for this diff (it must have an ``id``)."""
+        if self.id is None:
+            msg = "Diff.to_member() needs a Diff with an id; use Diff(..., id=new_diff_id())."
+            raise ValueError(msg)
+        return build_member(self.id, encode_data(self.data), self.created, self.deleted)
+
+    @classmethod
+    def from_member(cls, member: bytes | str, score: float) -> Diff:
+        """Decode a member read from Redis; raises ``ValueError`` if it is not ours."""
+        text = member.decode("utf-8") if isinstance(member, bytes) else member
+        payload = json.loads(text)
+        if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED_KEYS):
+            msg = f"member lacks the keys {_REQUIRED_KEYS}"
+            raise ValueError(msg)
+        diff = cls(
+            created=payload["created"],
+            timestamp=float(score),
+            deleted=payload.get("deleted") is True,
+            id=payload.get("id"),
+        )
+        # Set after construction: stored data is already decoded, and a str in it is a
+        # plain string, not a JSON document to parse again.
+        object.__setattr__(diff, "data", payload["data"])
+        return diff

@@ -1,0 +1,15 @@
+"""Exceptions raised by django-diffs."""
+
+from __future__ import annotations
+
+
+class DiffsError(Exception):
+    """Base class of every django-diffs exception."""
+
+
+class RegistrationError(DiffsError, TypeError):
+    """``@diffs.register`` was given something it cannot track."""
+
+
+class HookError(DiffsError, TypeError):
+    """A model hook (``serialize_diff``, ``get_diff_parent``, …) returned something unusable."""

@@ -1,0 +1,158 @@
+"""Turning a saved or deleted instance into the diff to store, through the model hooks.
+
+The hooks a registered model may define (all optional):
+
+* ``send_diff()``: return ``False`` (exactly) to record nothing for this change.
+* ``serialize_diff(dirty_fields, created=...)``: return the diff's data. ``dirty_fields``
+  maps each changed field to its old value (on create and delete: to its current one).
+* ``get_diff_parent()``: return a model instance (``Question(id=self.question_id)`` is
+  enough, no query needed) whose sorted set receives the diff instead of this one's.
+* ``_last_save_at``: an attribute (epoch ms, or a datetime) used as the diff's score.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import serializers
+from django.db import models
+
+from diffs.clock import datetime_to_ms
+from diffs.diff import build_member, encode_data, new_diff_id
+from diffs.exceptions import HookError
+from diffs.keys import model_label, normalize_pk, object_key
+
+logger = logging.getLogger("diffs")
+
+
+@dataclass(frozen=True)
+class PendingDiff:
+    """A diff ready to be written: its key, member and (optional) fixed score."""
+
+    key: str
+    member: str
+    timestamp: float | None
+    #: ``app_label.model_name`` and pk of the object the diff describes (for logs).
+    label: str
+    pk: str
+
+
+def build_pending(
+    instance: models.Model,
+    changes: dict[str, Any],
+    *,
+    prefix: str,
+    created: bool,
+    deleted: bool = False,
+) -> PendingDiff | None:
+    """Run the hooks for one change and return what to write, or None to skip it."""
+    model = type(instance)
+    describe = f"{model_label(model)}:{instance.pk}"
+    if _send_diff_refuses(instance):
+        logger.debug("Skipped diff of %s because send_diff() returned False.", describe)
+        return None
+    data = _data_for(instance, changes, created=created, deleted=deleted)
+    if not data:
+        logger.debug("Skipped diff of %s because its data was empty.", describe)
+        return None
+    target = _target_for(instance)
+    return PendingDiff(
+        key=object_key(prefix, type(target), target.pk),
+        member=build_member(new_diff_id(), _encode(model, data), created, deleted),
+        timestamp=_fixed_timestamp(instance),
+        label=model_label(model),
+        pk=normalize_pk(model, instance.pk),
+    )
+
+
+def _send_diff_refuses(instance: models.Model) -> bool:
+    hook = getattr(instance, "send_diff", None)
+    # Only the identity False skips: None, 0 and "" do not (as in 0.1.16).
+    return hook is not None and hook() is False
+
+
+def _data_for(
+    instance: models.Model, changes: dict[str, Any], *, created: bool, deleted: bool
+) -> Any:
+    hook = getattr(instance, "serialize_diff", None)
+    if hook is None:
+        return default_data(instance, None if deleted else list(changes))
+    data = hook(changes, created=created)
+    if isinstance(data, str):
+        data = _parse_json_text(type(instance), data)
+    return data
+
+
+def default_data(instance: models.Model, fields: list[str] | None) -> list[dict[str, Any]]:
+    """The default serializer's ``[{"model", "pk", "fields"}]`` for ``fields`` (None: all)."""
+    # The "python" serializer gives the same structure as the "json" one without the
+    # encode/decode round trip; the member encoder uses the same DjangoJSONEncoder.
+    result: list[dict[str, Any]] = serializers.serialize("python", [instance], fields=fields)
+    return result
+
+
+def _parse_json_text(model: type[models.Model], text: str) -> Any:
+    # 0.1.16 read a str returned by serialize_diff as a JSON document; so do we.
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        msg = (
+            f"{model.__name__}.serialize_diff() returned a str that is not JSON ({error}). "
+            "Return the data itself (a dict or list), or a valid JSON document."
+        )
+        raise HookError(msg) from error
+
+
+def _encode(model: type[models.Model], data: Any) -> str:
+    try:
+        return encode_data(data)
+    except (TypeError, ValueError) as error:
+        msg = (
+            f"{model.__name__}.serialize_diff() returned data JSON cannot hold ({error}). "
+            "Return dicts, lists, strings, numbers, booleans and None; dates, times, "
+            "Decimals and UUIDs are converted for you."
+        )
+        raise HookError(msg) from error
+
+
+def _target_for(instance: models.Model) -> models.Model:
+    hook = getattr(instance, "get_diff_parent", None)
+    if hook is None:
+        return instance
+    parent = hook()
+    if not parent:
+        return instance  # 0.1.16 treated a falsy parent as "no parent"
+    name = type(instance).__name__
+    if not isinstance(parent, models.Model):
+        msg = (
+            f"{name}.get_diff_parent() returned {type(parent).__name__}, not a model "
+            "instance. Return the parent object, e.g. Question(id=self.question_id)."
+        )
+        raise HookError(msg)
+    if parent.pk is None:
+        msg = (
+            f"{name}.get_diff_parent() returned a {type(parent).__name__} without a primary "
+            "key, so its diffs would have no home. Return a saved parent, or one built "
+            "with its pk, e.g. Question(id=self.question_id)."
+        )
+        raise HookError(msg)
+    return parent
+
+
+def _fixed_timestamp(instance: models.Model) -> float | None:
+    value = getattr(instance, "_last_save_at", None)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return datetime_to_ms(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    msg = (
+        f"{type(instance).__name__}._last_save_at is {value!r}; it must be epoch "
+        "milliseconds (a number) or a datetime."
+    )
+    raise HookError(msg)

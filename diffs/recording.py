@@ -1,0 +1,85 @@
+"""Signal receivers that record a diff for every save and delete of a registered model.
+
+The changed fields are computed in ``pre_save``, before the fields' own ``pre_save``
+runs, so ``auto_now`` timestamps do not make every save look like a change; the diff
+is built in ``post_save`` and written on commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import models
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from diffs import tracking
+from diffs.payload import build_pending
+from diffs.settings import get_settings
+from diffs.writer import schedule
+
+logger = logging.getLogger("diffs")
+
+#: Instance attribute carrying the changes from pre_save to post_save.
+CHANGES_ATTRIBUTE = "_diffs_changes"
+
+_RECEIVERS = ((pre_save, "pre_save"), (post_save, "post_save"), (post_delete, "post_delete"))
+
+
+def connect(model: type[models.Model]) -> None:
+    """Connect the receivers for ``model``; a second call does nothing."""
+    uid = model._meta.label_lower
+    pre_save.connect(on_pre_save, sender=model, dispatch_uid=f"diffs.pre_save.{uid}")
+    post_save.connect(on_post_save, sender=model, dispatch_uid=f"diffs.post_save.{uid}")
+    post_delete.connect(on_post_delete, sender=model, dispatch_uid=f"diffs.post_delete.{uid}")
+
+
+def disconnect(model: type[models.Model]) -> None:
+    """Disconnect the receivers for ``model``."""
+    uid = model._meta.label_lower
+    for signal, name in _RECEIVERS:
+        signal.disconnect(sender=model, dispatch_uid=f"diffs.{name}.{uid}")
+
+
+def on_pre_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Remember what this save changes, before field ``pre_save`` hooks run."""
+    setattr(instance, CHANGES_ATTRIBUTE, tracking.changed_fields(instance, update_fields))
+
+
+def on_post_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Build the diff of a completed save and schedule its write."""
+    changes = instance.__dict__.pop(CHANGES_ATTRIBUTE, None)
+    if changes is None:  # saved while the receivers were being connected
+        return
+    if not changes and not created:
+        logger.debug("Skipped diff of %s pk=%s: no field changed.", sender.__name__, instance.pk)
+        return
+    pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
+    if pending is not None:
+        schedule(pending, using)
+
+
+def on_post_delete(
+    sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
+) -> None:
+    """Record a ``deleted=True`` diff for a row that ``delete()`` removed."""
+    pending = build_pending(
+        instance,
+        tracking.current_state(instance),
+        prefix=get_settings().prefix,
+        created=False,
+        deleted=True,
+    )
+    if pending is not None:
+        schedule(pending, using)

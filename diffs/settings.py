@@ -1,0 +1,254 @@
+"""``DIFFS_SETTINGS``: defaults, validation and a lazily built, cached view.
+
+Settings are read on first use and cached; the cache is dropped whenever Django
+announces a settings change (``override_settings``, pytest-django's ``settings``
+fixture), so nothing here is frozen at import time. Validation lives here once and
+serves both the system checks (``diffs.checks``) and runtime, which raises
+``ImproperlyConfigured`` with the same message when the checks were skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+SETTING_NAME = "DIFFS_SETTINGS"
+
+DEFAULTS: Mapping[str, Any] = {
+    "redis": {"host": "localhost", "port": 6379, "db": 0},
+    "url": None,
+    "max_element_age": 3600,
+    "use_transactions": True,
+    "test_mode": False,
+    "prefix": "diffs:",
+}
+
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with ``DIFFS_SETTINGS``; ``check_id`` is ``diffs.E00N``/``W00N``."""
+
+    check_id: str
+    msg: str
+    hint: str
+    is_error: bool = True
+
+
+@dataclass(frozen=True)
+class DiffsSettings:
+    """The merged, validated settings. Build it with :func:`get_settings`."""
+
+    redis: dict[str, Any] = field(default_factory=dict)
+    #: The ``redis`` dict exactly as the user gave it (no defaults merged in).
+    user_redis: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+    max_element_age: float = 3600
+    use_transactions: bool = True
+    test_mode: bool = False
+    prefix: str = "diffs:"
+
+
+def _raw_settings() -> Any:
+    # A falsy value (None, {}) means "all defaults", as in 0.1.16.
+    return getattr(django_settings, SETTING_NAME, None) or {}
+
+
+def find_problems(raw: Any) -> list[Problem]:
+    """Return every problem with a raw ``DIFFS_SETTINGS`` value (empty when it is fine)."""
+    if not isinstance(raw, Mapping):
+        return [
+            Problem(
+                "diffs.E001",
+                f"{SETTING_NAME} must be a dict, not {type(raw).__name__}.",
+                f"Set {SETTING_NAME} = {{...}} with the keys {', '.join(sorted(DEFAULTS))}.",
+            )
+        ]
+    problems = _unknown_key_problems(raw)
+    for key, validate in _VALIDATORS.items():
+        if key in raw:
+            problems.extend(validate(raw[key]))
+    problems.extend(_combination_problems(raw))
+    return problems
+
+
+def _unknown_key_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for key in raw:
+        if key in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+        suggestion = f" Did you mean {close[0]!r}?" if close else ""
+        problems.append(
+            Problem(
+                "diffs.E002",
+                f"{SETTING_NAME} has an unknown key {key!r}.{suggestion}",
+                f"Remove it; the known keys are {', '.join(sorted(DEFAULTS))}.",
+            )
+        )
+    return problems
+
+
+def _check_redis(value: Any) -> list[Problem]:
+    if isinstance(value, Mapping):
+        return []
+    return [
+        Problem(
+            "diffs.E003",
+            f"{SETTING_NAME}['redis'] must be a dict of redis.Redis() keyword arguments, "
+            f"not {type(value).__name__}.",
+            "Use e.g. {'host': 'localhost', 'port': 6379, 'db': 0}, or give a URL in "
+            f"{SETTING_NAME}['url'] instead.",
+        )
+    ]
+
+
+def _check_max_element_age(value: Any) -> list[Problem]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return []
+    return [
+        Problem(
+            "diffs.E004",
+            f"{SETTING_NAME}['max_element_age'] must be a positive number of seconds, "
+            f"not {value!r}.",
+            "Set it to how long a diff should be kept, e.g. 3600 for one hour.",
+        )
+    ]
+
+
+def _bool_check(key: str, check_id: str) -> Any:
+    def check(value: Any) -> list[Problem]:
+        if isinstance(value, bool):
+            return []
+        return [
+            Problem(
+                check_id,
+                f"{SETTING_NAME}[{key!r}] must be True or False, not {value!r}.",
+                f"Set {SETTING_NAME}[{key!r}] to a bool.",
+            )
+        ]
+
+    return check
+
+
+def _check_prefix(value: Any) -> list[Problem]:
+    if isinstance(value, str) and value:
+        return []
+    return [
+        Problem(
+            "diffs.E007",
+            f"{SETTING_NAME}['prefix'] must be a non-empty string, not {value!r}.",
+            "Use a string that no other Redis user shares, e.g. 'diffs:'.",
+        )
+    ]
+
+
+def _check_url(value: Any) -> list[Problem]:
+    if value is None:
+        return []
+    if isinstance(value, str) and urlsplit(value).scheme in URL_SCHEMES:
+        return []
+    return [
+        Problem(
+            "diffs.E008",
+            f"{SETTING_NAME}['url'] must be a redis://, rediss:// or unix:// URL, not {value!r}.",
+            "Use e.g. 'redis://localhost:6379/0', 'rediss://user:pass@host:6380/0' "
+            "or 'unix:///run/redis.sock?db=0', or remove 'url' and use 'redis'.",
+        )
+    ]
+
+
+_CONNECTION_KEYS = ("host", "port", "db", "unix_socket_path")
+
+
+def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    redis_value = raw.get("redis")
+    if not raw.get("url") or not isinstance(redis_value, Mapping):
+        return []
+    overlapping = sorted(k for k in _CONNECTION_KEYS if k in redis_value)
+    if not overlapping:
+        return []
+    return [
+        Problem(
+            "diffs.W001",
+            f"{SETTING_NAME} sets both 'url' and {', '.join(overlapping)} in 'redis'; "
+            "the URL wins for those.",
+            "Keep the server address in one place: drop them from 'redis' or drop 'url'.",
+            is_error=False,
+        )
+    ]
+
+
+_VALIDATORS = {
+    "redis": _check_redis,
+    "max_element_age": _check_max_element_age,
+    "use_transactions": _bool_check("use_transactions", "diffs.E005"),
+    "test_mode": _bool_check("test_mode", "diffs.E006"),
+    "prefix": _check_prefix,
+    "url": _check_url,
+}
+
+
+def build_settings(raw: Any) -> DiffsSettings:
+    """Merge ``raw`` over the defaults, raising ``ImproperlyConfigured`` on the first error."""
+    errors = [p for p in find_problems(raw) if p.is_error]
+    if errors:
+        first = errors[0]
+        msg = f"{first.msg} {first.hint} ({first.check_id})"
+        raise ImproperlyConfigured(msg)
+    # Deep copies: neither DEFAULTS nor the user's dict may ever be mutated by us.
+    user_redis = copy.deepcopy(dict(raw.get("redis") or {}))
+    merged_redis = {**copy.deepcopy(dict(DEFAULTS["redis"])), **user_redis}
+    return DiffsSettings(
+        redis=merged_redis,
+        user_redis=user_redis,
+        url=raw.get("url", DEFAULTS["url"]),
+        max_element_age=raw.get("max_element_age", DEFAULTS["max_element_age"]),
+        use_transactions=raw.get("use_transactions", DEFAULTS["use_transactions"]),
+        test_mode=raw.get("test_mode", DEFAULTS["test_mode"]),
+        prefix=raw.get("prefix", DEFAULTS["prefix"]),
+    )
+
+
+_cache_lock = threading.Lock()
+_cached: DiffsSettings | None = None
+
+
+def get_settings() -> DiffsSettings:
+    """Return the current settings, read from ``settings.DIFFS_SETTINGS`` on first use."""
+    global _cached
+    current = _cached
+    if current is not None:
+        return current
+    with _cache_lock:
+        if _cached is None:
+            _cached = build_settings(_raw_settings())
+        return _cached
+
+
+def clear_settings_cache() -> None:
+    """Forget the cached settings (and, through the signal below, the Redis client)."""
+    global _cached
+    with _cache_lock:
+        _cached = None
+
+
+@receiver(setting_changed, dispatch_uid="diffs.settings.setting_changed")
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        clear_settings_cache()
+        # Imported here: connection imports this module.
+        from diffs.connection import reset_connection
+
+        reset_connection()

@@ -1,0 +1,46 @@
+"""Writing diffs to Redis: now, or when the database transaction commits.
+
+A Redis failure here never breaks the ``save()`` that produced the diff: the
+database write already happened (and, on commit, is already durable), so the error
+is logged on the ``diffs`` logger with the model and pk instead of raised.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import redis
+from django.db import transaction
+
+from diffs.clock import now_ms
+from diffs.connection import get_connection
+from diffs.payload import PendingDiff
+from diffs.settings import get_settings
+
+logger = logging.getLogger("diffs")
+
+
+def schedule(pending: PendingDiff, using: str | None) -> None:
+    """Write ``pending`` on commit of database ``using`` (or now, per the settings)."""
+    if get_settings().use_transactions:
+        # Registered on the alias the instance was saved to: a rollback of that
+        # transaction, or of a savepoint around the save, discards the diff.
+        transaction.on_commit(functools.partial(write, pending), using=using)
+    else:
+        write(pending)
+
+
+def write(pending: PendingDiff) -> None:
+    """Add ``pending`` to its sorted set, logging instead of raising on Redis errors."""
+    score = now_ms() if pending.timestamp is None else pending.timestamp
+    try:
+        get_connection().zadd(pending.key, {pending.member: score})
+    except redis.RedisError:
+        logger.exception(
+            "Could not write the diff of %s pk=%s to Redis key %s; the database change "
+            "itself was saved.",
+            pending.label,
+            pending.pk,
+            pending.key,
+        )

@@ -1,0 +1,52 @@
+"""Test settings.
+
+Default: fakeredis (test_mode) and SQLite in memory, no server needed. Environment
+variables switch to real servers:
+
+* ``DIFFS_TEST_REDIS_URL=redis://127.0.0.1:6379/15``: a real Redis (never db 0;
+  the suite flushes that db only);
+* ``DIFFS_TEST_DATABASE=postgres``: PostgreSQL at ``DIFFS_TEST_PG_HOST``
+  (127.0.0.1), port 5432, user ``postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "django-diffs-tests"
+USE_TZ = True
+TIME_ZONE = "America/Chicago"  # not UTC on purpose: scores must still be true epoch ms
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "diffs",
+    "tests.testapp",
+]
+
+REDIS_URL = os.environ.get("DIFFS_TEST_REDIS_URL", "")
+
+if REDIS_URL:
+    DIFFS_SETTINGS: dict[str, object] = {"url": REDIS_URL}
+else:
+    DIFFS_SETTINGS = {"test_mode": True}
+
+if os.environ.get("DIFFS_TEST_DATABASE", "sqlite") == "postgres":
+    _default = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "diffs",
+        "USER": os.environ.get("DIFFS_TEST_PG_USER", "postgres"),
+        "HOST": os.environ.get("DIFFS_TEST_PG_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("DIFFS_TEST_PG_PORT", "5432"),
+    }
+else:
+    _default = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+DATABASES = {
+    "default": _default,
+    # A second alias, to show diffs follow the transaction of the database saved to.
+    "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+}
+
+LOGGING_CONFIG = None

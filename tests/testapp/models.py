@@ -1,0 +1,93 @@
+"""Models the tests need: the README's Question/Choice, and one model per edge case."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from dirtyfields import DirtyFieldsMixin
+from django.db import models
+
+import diffs
+
+
+@diffs.register
+class Question(models.Model):
+    question_text = models.CharField(max_length=200)
+    pub_date = models.DateTimeField("date published", null=True)
+    votes = models.IntegerField(default=0)
+
+
+@diffs.register
+class Choice(models.Model):
+    question = models.ForeignKey(Question, on_delete=models.CASCADE)
+    choice_text = models.CharField(max_length=200)
+    votes = models.IntegerField(default=0)
+
+    def get_diff_parent(self) -> Question:
+        # no database lookup: the pk is all the key needs
+        return Question(id=self.question_id)
+
+
+@diffs.register
+class Article(models.Model):
+    """Six field types, the FK included."""
+
+    title = models.CharField(max_length=100)
+    body = models.TextField(blank=True)
+    rank = models.IntegerField(default=0)
+    published_at = models.DateTimeField(null=True)
+    is_public = models.BooleanField(default=False)
+    question = models.ForeignKey(Question, null=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+@diffs.register
+class UUIDItem(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    name = models.CharField(max_length=50)
+
+
+@diffs.register
+class CodeItem(models.Model):
+    code = models.CharField(primary_key=True, max_length=1000)
+    name = models.CharField(max_length=50)
+
+
+@diffs.register
+class MixinItem(DirtyFieldsMixin, models.Model):
+    """Already uses django-dirtyfields: nothing is grafted."""
+
+    name = models.CharField(max_length=50)
+
+
+@diffs.register
+class OwnDirtyItem(models.Model):
+    """Brings its own get_dirty_fields(), which is called with no arguments."""
+
+    name = models.CharField(max_length=50)
+
+    def get_dirty_fields(self) -> dict[str, Any]:
+        return {"name": "always"}
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=50)
+
+
+@diffs.register
+class Restaurant(Place):
+    """Multi-table inheritance: the parent model is not registered."""
+
+    serves_pizza = models.BooleanField(default=False)
+
+
+class Untracked(models.Model):
+    name = models.CharField(max_length=50)
+
+
+class AbstractThing(models.Model):
+    name = models.CharField(max_length=50)
+
+    class Meta:
+        abstract = True
