@@ -70,7 +70,8 @@ def _build_fake_client(conf: DiffsSettings) -> redis.Redis:
     options: dict[str, Any] = {
         key: conf.redis[key] for key in ("db", "decode_responses") if key in conf.redis
     }
-    return fakeredis.FakeRedis(server=get_fake_server(), **options)
+    client: redis.Redis = fakeredis.FakeRedis(server=get_fake_server(), **options)
+    return client
 
 
 def _import_fakeredis() -> Any:

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.core import serializers
+from django.core.serializers.python import Serializer as PythonSerializer
 from django.db import models
 
 from diffs.clock import datetime_to_ms
@@ -82,17 +82,31 @@ def _data_for(
     if hook is None:
         return default_data(instance, None if deleted else list(changes))
     data = hook(changes, created=created)
-    if isinstance(data, str):
+    if isinstance(data, str) and data:
         data = _parse_json_text(type(instance), data)
     return data
 
 
 def default_data(instance: models.Model, fields: list[str] | None) -> list[dict[str, Any]]:
-    """The default serializer's ``[{"model", "pk", "fields"}]`` for ``fields`` (None: all)."""
-    # The "python" serializer gives the same structure as the "json" one without the
-    # encode/decode round trip; the member encoder uses the same DjangoJSONEncoder.
-    result: list[dict[str, Any]] = serializers.serialize("python", [instance], fields=fields)
-    return result
+    """The default serializer's ``[{"model", "pk", "fields"}]`` for ``fields`` (None: all).
+
+    Values come from Django's own "python" serializer, field by field, so they match
+    ``serializers.serialize("json", ...)`` once encoded. Unlike ``serialize()``, which
+    writes a multi-table child's own fields only, every concrete field is considered,
+    so a change to an inherited field is not reported as ``"fields": {}``.
+    """
+    serializer = PythonSerializer()
+    serializer.use_natural_foreign_keys = False
+    serializer.use_natural_primary_keys = False
+    serializer.start_object(instance)
+    for field in instance._meta.concrete_fields:
+        if not getattr(field, "serialize", True) or (fields is not None and field.name not in fields):
+            continue
+        if field.remote_field is None:
+            serializer.handle_field(instance, field)
+        else:
+            serializer.handle_fk_field(instance, field)
+    return [serializer.get_dump_object(instance)]
 
 
 def _parse_json_text(model: type[models.Model], text: str) -> Any:

@@ -64,7 +64,9 @@ def registered_models() -> list[type[models.Model]]:
 
 
 def _validate(model: Any) -> None:
-    if not (isinstance(model, type) and issubclass(model, models.Model)):
+    if not (
+        isinstance(model, type) and issubclass(model, models.Model) and hasattr(model, "_meta")
+    ):
         msg = (
             f"@diffs.register expects a Django model class, got {model!r}. "
             "Put the decorator directly above a 'class ...(models.Model):' statement."
@@ -76,10 +78,18 @@ def _validate(model: Any) -> None:
             "models have no rows. Register each concrete subclass instead."
         )
         raise RegistrationError(msg)
-    existing = getattr(model, DESCRIPTOR_NAME, None)
+    existing = _raw_attribute(model, DESCRIPTOR_NAME)
     if existing is not None and not isinstance(existing, DiffModelDescriptor):
         msg = (
             f"{model.__name__} already has an attribute {DESCRIPTOR_NAME!r} "
             f"({type(existing).__name__}), which @diffs.register would replace. Rename it."
         )
         raise RegistrationError(msg)
+
+
+def _raw_attribute(model: type[models.Model], name: str) -> Any:
+    # Looked up in the class dicts: getattr() would run our own descriptor.
+    for klass in model.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None

@@ -20,7 +20,7 @@ logger = logging.getLogger("diffs")
 Score = float | str
 
 
-def decode_entries(key: str, entries: Iterable[tuple[bytes | str, float]]) -> list[Diff]:
+def decode_entries(key: str, entries: Iterable[Any]) -> list[Diff]:
     """Turn ``(member, score)`` pairs into diffs, skipping members that are not ours."""
     diffs = []
     for member, score in entries:
@@ -122,7 +122,8 @@ class DiffSortedSet:
 
     def zadd(self, members: Mapping[str, float]) -> int:
         """Add raw ``{member: score}`` pairs; returns how many were new."""
-        return int(self.client.zadd(self.key, dict(members)))
+        added = self.client.zadd(self.key, dict(members))
+        return int(added or 0)
 
     def zscore(self, member: str) -> float | None:
         """The score of a raw member, or None."""

@@ -23,3 +23,10 @@ def redis_client() -> Iterator[redis.Redis]:
     yield client
     clear_settings_cache()
     diffs.reset_connection()
+
+
+def diffs_settings(**changes: object):
+    """``override_settings`` for DIFFS_SETTINGS keys, keeping the suite's Redis choice."""
+    from django.test import override_settings
+
+    return override_settings(DIFFS_SETTINGS={**settings.DIFFS_SETTINGS, **changes})

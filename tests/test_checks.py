@@ -1,0 +1,87 @@
+"""System checks diffs.E001… and diffs.W001."""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from diffs.checks import check_settings
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_valid_settings_have_no_messages():
+    assert check_settings() == []
+    with override_settings(DIFFS_SETTINGS=None):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("redis://localhost", ["diffs.E001"]),
+        ({"hosts": 1}, ["diffs.E002"]),
+        ({"redis": ["localhost"]}, ["diffs.E003"]),
+        ({"max_element_age": 0}, ["diffs.E004"]),
+        ({"use_transactions": None}, ["diffs.E005"]),
+        ({"test_mode": "no"}, ["diffs.E006"]),
+        ({"prefix": 5}, ["diffs.E007"]),
+        ({"url": "memcached://x"}, ["diffs.E008"]),
+        ({"url": "redis://x/1", "redis": {"host": "y", "db": 2}}, ["diffs.W001"]),
+        ({"url": "redis://x/1", "redis": {"socket_timeout": 2}}, []),
+        (
+            {"prefix": "", "max_element_age": -1, "bogus": 1},
+            ["diffs.E002", "diffs.E004", "diffs.E007"],
+        ),
+    ],
+)
+def test_each_problem_has_its_id(raw, expected):
+    with override_settings(DIFFS_SETTINGS=raw):
+        messages = check_settings()
+    assert sorted(ids(messages)) == expected
+    for message in messages:
+        assert message.hint
+        assert message.obj == "settings.DIFFS_SETTINGS"
+
+
+def test_check_command_fails_on_errors():
+    with (
+        override_settings(DIFFS_SETTINGS={"max_element_age": 0}),
+        pytest.raises(SystemCheckError, match=r"diffs\.E004.*max_element_age"),
+    ):
+        call_command("check")
+
+
+def test_test_mode_without_fakeredis(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with override_settings(DIFFS_SETTINGS={"test_mode": True}):
+        messages = check_settings()
+    assert ids(messages) == ["diffs.E009"]
+    assert "pip install 'django-diffs[test]'" in messages[0].hint
+
+
+def test_missing_fakeredis_is_a_clear_error_at_first_use(monkeypatch):
+    import diffs
+
+    real_import = builtins.__import__
+
+    def no_fakeredis(name, *args, **kwargs):
+        if name == "fakeredis":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fakeredis)
+    from django.core.exceptions import ImproperlyConfigured
+
+    with (
+        override_settings(DIFFS_SETTINGS={"test_mode": True}),
+        pytest.raises(ImproperlyConfigured, match=r"pip install 'django-diffs\[test\]'"),
+    ):
+        diffs.get_connection()

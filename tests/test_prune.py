@@ -1,0 +1,118 @@
+"""Point 9: manage.py prune_diffs."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from diffs import pruning
+from tests.conftest import diffs_settings
+from tests.testapp.models import Choice, Question
+
+HOUR_MS = 3600 * 1000
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("prune_diffs", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def aged(redis_client):
+    """Two objects with one fresh and one expired diff each, plus foreign keys."""
+    now = time.time() * 1000
+    for pk in (1, 2):
+        Question.diffs.create(data={"age": "fresh"}, pk=pk, timestamp=now)
+        Question.diffs.create(data={"age": "old"}, pk=pk, timestamp=now - HOUR_MS - 1000)
+    Choice.diffs.create(data={"age": "fresh"}, pk=1, timestamp=now)
+    redis_client.zadd("asgi:groups:somekey", {"123": now - HOUR_MS - 1000})
+    redis_client.zadd("diffsother", {"x": 1})  # shares the letters, not the prefix
+    return now
+
+
+def ages(pk, model=Question):
+    return [d.data["age"] for d in model.diffs.get_by_object_id(pk)]
+
+
+def test_prune_removes_only_expired_diffs_under_the_prefix(aged, redis_client):
+    out, err = run()
+    assert ages(1) == ["fresh"] and ages(2) == ["fresh"]
+    assert ages(1, Choice) == ["fresh"]
+    assert redis_client.zcard("asgi:groups:somekey") == 1
+    assert redis_client.zcard("diffsother") == 1
+    assert out.strip() == "Removed 2 diff(s) from 2 of 3 key(s) under 'diffs:'."
+    assert err == ""
+
+
+def test_dry_run_changes_nothing(aged):
+    out, _ = run("--dry-run")
+    assert ages(1) == ["old", "fresh"]
+    assert out.strip() == "Would remove 2 diff(s) from 2 of 3 key(s) under 'diffs:'."
+
+
+def test_max_age_option(aged):
+    time.sleep(0.01)
+    out, _ = run("--max-age", "0.001")
+    assert ages(1) == [] and ages(1, Choice) == []
+    assert "Removed 5 diff(s) from 3 of 3 key(s)" in out
+
+
+def test_max_element_age_setting(aged):
+    with diffs_settings(max_element_age=7200):
+        out, _ = run()
+    assert "Removed 0 diff(s)" in out
+    assert ages(1) == ["old", "fresh"]
+
+
+def test_bad_max_age_is_a_command_error():
+    with pytest.raises(CommandError, match="--max-age must be a positive number"):
+        run("--max-age", "0")
+
+
+def test_verbose_output_lists_keys(aged):
+    out, _ = run("-v", "2")
+    assert "1 diff(s) removed from diffs:testapp.question:1" in out
+    assert "diffs:testapp.choice:1" not in out
+    out, _ = run("-v", "3", "--dry-run")
+    assert "0 diff(s) would be removed from diffs:testapp.choice:1" in out
+
+
+def test_keys_of_another_type_are_reported_and_skipped(aged, redis_client):
+    redis_client.set("diffs:string", "value")
+    out, err = run()
+    assert 'Skipped key "diffs:string": WRONGTYPE' in err
+    assert "Removed 2 diff(s) from 2 of 4 key(s)" in out
+    assert redis_client.get("diffs:string") == b"value"
+
+
+def test_glob_characters_in_the_prefix_are_literal(redis_client):
+    redis_client.zadd("d*:x", {"m": 1})
+    redis_client.zadd("dX:x", {"m": 1})
+    with diffs_settings(prefix="d*:"):
+        out, _ = run()
+    assert redis_client.zcard("d*:x") == 0
+    assert redis_client.zcard("dX:x") == 1
+    assert "from 1 of 1 key(s)" in out
+
+
+def test_many_keys_are_scanned_in_batches(redis_client):
+    old = time.time() * 1000 - HOUR_MS - 1000
+    for pk in range(25):
+        redis_client.zadd(f"diffs:testapp.question:{pk}", {"a": old, "b": old + 1})
+    report = pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=4)
+    assert (report.keys_scanned, report.keys_pruned, report.diffs_removed) == (25, 25, 50)
+    # empty sorted sets vanish by themselves
+    assert list(redis_client.scan_iter("diffs:*")) == []
+
+
+def test_test_mode_prune_sees_what_saves_wrote():
+    with diffs_settings(test_mode=True, url=None):
+        Question.diffs.create(data={"age": "old"}, pk=1, timestamp=1)
+        Question.diffs.create(data={"age": "new"}, pk=1)
+        out, _ = run()
+        assert ages(1) == ["new"]
+    assert "Removed 1 diff(s)" in out

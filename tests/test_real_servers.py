@@ -1,0 +1,56 @@
+"""URLs against a real redis-server of the test's own (run in the real configuration)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+
+from tests.conftest import diffs_settings
+from tests.redis_server import redis_server
+from tests.testapp.models import Question
+
+pytestmark = [
+    pytest.mark.real_redis,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not django_settings.REDIS_URL,
+        reason="needs redis-server; runs when DIFFS_TEST_REDIS_URL is set",
+    ),
+]
+
+
+def record_and_prune() -> str:
+    question = Question.objects.create(question_text="over a real connection")
+    question.question_text = "changed"
+    question.save()
+    assert [d.created for d in question.diffs] == [True, False]
+    out = io.StringIO()
+    call_command("prune_diffs", "--max-age", "3600", stdout=out)
+    return out.getvalue()
+
+
+def test_unix_socket_url():
+    with redis_server() as server, diffs_settings(url=f"unix://{server.unix_socket}?db=3"):
+        assert "from 0 of 1 key(s)" in record_and_prune()
+
+
+def test_url_with_acl_user_and_password():
+    with redis_server("--requirepass", "topsecret") as server:
+        import redis
+
+        admin = redis.Redis(port=server.port, password="topsecret")
+        admin.acl_setuser(
+            "diffsuser",
+            enabled=True,
+            passwords=["+userpass"],
+            keys=["diffs:*"],
+            commands=["+@all"],
+        )
+        url = f"redis://diffsuser:userpass@127.0.0.1:{server.port}/2"
+        with diffs_settings(url=url):
+            assert "from 0 of 1 key(s)" in record_and_prune()
+        assert admin.dbsize() == 0  # db 0 untouched
+        assert redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 1

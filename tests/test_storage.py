@@ -1,0 +1,137 @@
+"""Point 5: one sorted set per object, keys, epoch-ms scores, unique JSON members."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from django.core import serializers
+from django.utils import timezone
+
+from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
+from tests.conftest import diffs_settings
+from tests.testapp.models import Article, CodeItem, Question, UUIDItem
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
+    with committed():
+        question = Question.objects.create(question_text="k")
+    key = f"diffs:testapp.question:{question.pk}"
+    assert Question.diffs.get_key(question.pk) == key
+    assert redis_client.type(key) in (b"zset", "zset")
+    assert [k.decode() for k in redis_client.scan_iter("*")] == [key]
+
+
+def test_prefix_setting_is_honoured(committed, redis_client):
+    with diffs_settings(prefix="myapp:changes:"), committed():
+        question = Question.objects.create(question_text="k")
+    assert redis_client.exists(f"myapp:changes:testapp.question:{question.pk}")
+    assert not redis_client.exists(f"diffs:testapp.question:{question.pk}")
+
+
+def test_pk_forms_normalise_to_one_key():
+    item = UUIDItem(name="x")
+    assert object_key("p:", UUIDItem, item.pk) == object_key("p:", UUIDItem, str(item.pk).upper())
+    assert normalize_pk(Question, "7") == normalize_pk(Question, 7) == "7"
+    # a value the pk field rejects is kept as it is rather than raising
+    assert normalize_pk(Question, "not-a-number") == "not-a-number"
+
+
+def test_keys_with_hostile_pks_stay_distinct(committed):
+    codes = ["a:b", "a", "a:b:c", "x*", "[y]", "sp ace", "new\nline", "é✓", "z" * 1000]
+    with committed():
+        for code in codes:
+            CodeItem.objects.create(code=code, name="n")
+    for code in codes:
+        [diff] = CodeItem.diffs.get_by_object_id(code)
+        assert diff.data[0]["pk"] == code
+
+
+def test_glob_escaping():
+    assert escape_glob("a*b?c[d]e\\f") == "a\\*b\\?c\\[d\\]e\\\\f"
+    assert prefix_pattern("diffs:") == "diffs:*"
+
+
+def test_score_is_true_epoch_milliseconds_whatever_the_time_zone(committed, settings):
+    assert settings.TIME_ZONE != "UTC"
+    before = time.time() * 1000
+    with committed():
+        question = Question.objects.create(question_text="t")
+    after = time.time() * 1000
+    [diff] = question.diffs
+    assert before <= diff.timestamp <= after
+
+
+def test_scores_increase_even_within_one_millisecond(committed):
+    with committed():
+        question = Question.objects.create(question_text="0")
+        for i in range(1, 30):
+            question.question_text = str(i)
+            question.save()
+    stamps = [d.timestamp for d in question.diffs]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 30
+    assert [d.data[0]["fields"]["question_text"] for d in question.diffs] == [
+        str(i) for i in range(30)
+    ]
+
+
+def test_member_is_json_with_id_data_and_created(committed, redis_client):
+    with committed():
+        question = Question.objects.create(question_text="m")
+        pk = question.pk
+        question.delete()
+    members = redis_client.zrange(f"diffs:testapp.question:{pk}", 0, -1)
+    created, deleted = (json.loads(m) for m in members)
+    assert set(created) == {"id", "data", "created"}
+    assert created["created"] is True
+    assert deleted["deleted"] is True and deleted["created"] is False
+    assert created["id"] != deleted["id"]
+
+
+def test_identical_diffs_never_collapse(committed):
+    with committed():
+        question = Question.objects.create(question_text="life")
+        for text in ["python", "life", "python"]:
+            question.question_text = text
+            question.save()
+    assert len(question.diffs) == 4
+    assert len({d.id for d in question.diffs}) == 4
+
+
+def test_default_data_matches_django_json_serializer(committed):
+    with committed():
+        question = Question.objects.create(question_text="q")
+        article = Article.objects.create(
+            title="T",
+            body="B é",
+            rank=3,
+            published_at=timezone.now(),
+            is_public=True,
+            question=question,
+        )
+    expected = json.loads(serializers.serialize("json", [article]))
+    assert article.diffs[0].data == expected
+
+
+def test_non_ascii_is_stored_as_utf8(committed, redis_client):
+    with committed():
+        question = Question.objects.create(question_text="héllo ✓")
+    [member] = redis_client.zrange(f"diffs:testapp.question:{question.pk}", 0, -1)
+    assert "héllo ✓".encode() in member
+
+
+def test_datetime_timestamp_in_create_is_converted():
+    when = dt.datetime(2021, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+    diff = Question.diffs.create(data={"a": 1}, pk=1, timestamp=when)
+    assert diff.timestamp == when.timestamp() * 1000
+    assert Question.diffs.get_by_object_id(1)[0].timestamp == diff.timestamp

@@ -1,0 +1,82 @@
+"""Point 4: with use_transactions the write happens on commit of the right database."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from tests.conftest import diffs_settings
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+
+class Boom(Exception):
+    pass
+
+
+def test_autocommit_writes_at_once():
+    question = Question.objects.create(question_text="now")
+    assert len(question.diffs) == 1
+
+
+def test_write_waits_for_commit():
+    with transaction.atomic():
+        question = Question.objects.create(question_text="later")
+        assert Question.diffs.get_by_object_id(question.pk) == []
+    assert len(question.diffs) == 1
+
+
+def test_rolled_back_transaction_writes_nothing():
+    with pytest.raises(Boom), transaction.atomic():
+        question = Question.objects.create(question_text="never")
+        raise Boom
+    assert Question.diffs.get_by_object_id(question.pk) == []
+
+
+def test_rolled_back_savepoint_writes_nothing_but_the_rest_lands():
+    with transaction.atomic():
+        question = Question.objects.create(question_text="kept")
+        with pytest.raises(Boom), transaction.atomic():
+            question.question_text = "discarded"
+            question.save()
+            raise Boom
+        other = Question.objects.create(question_text="also kept")
+    assert [d.created for d in question.diffs] == [True]
+    assert len(other.diffs) == 1
+
+
+def test_deleting_in_a_rolled_back_transaction_writes_nothing():
+    question = Question.objects.create(question_text="stays")
+    pk = question.pk
+    with pytest.raises(Boom), transaction.atomic():
+        question.delete()
+        raise Boom
+    assert [d.deleted for d in Question.diffs.get_by_object_id(pk)] == [False]
+
+
+def test_write_follows_the_database_the_instance_was_saved_to():
+    with transaction.atomic(using="other"):
+        question = Question(question_text="elsewhere")
+        question.save(using="other")
+        # the default database has no transaction open: a write registered there
+        # (as 0.1.16 did) would already be in Redis
+        assert Question.diffs.get_by_object_id(question.pk) == []
+    assert len(Question.diffs.get_by_object_id(question.pk)) == 1
+
+
+def test_rollback_on_other_database_writes_nothing():
+    with pytest.raises(Boom), transaction.atomic(using="other"):
+        question = Question(question_text="elsewhere")
+        question.save(using="other")
+        raise Boom
+    assert Question.diffs.get_by_object_id(question.pk) == []
+
+
+def test_without_transactions_the_write_is_immediate():
+    with diffs_settings(use_transactions=False):
+        with pytest.raises(Boom), transaction.atomic():
+            question = Question.objects.create(question_text="eager")
+            assert len(question.diffs) == 1
+            raise Boom
+        assert len(Question.diffs.get_by_object_id(question.pk)) == 1
