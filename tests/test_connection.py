@@ -85,3 +85,27 @@ def test_unreachable_redis_fails_reads_clearly():
         from tests.testapp.models import Question
 
         Question.diffs.get_by_object_id(1)
+
+
+def test_fakeredis_is_imported_only_in_test_mode():
+    script = """
+import sys
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["django.contrib.contenttypes", "diffs"],
+    DIFFS_SETTINGS={"url": "redis://127.0.0.1:1/3"},
+)
+django.setup()
+import diffs
+from django.core.management import call_command
+call_command("check")
+diffs.get_connection()
+assert "fakeredis" not in sys.modules, "fakeredis was imported"
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip().endswith("ok"), result.stderr

@@ -18,13 +18,19 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
     )
     [wheel] = tmp_path.glob("django_diffs-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    packages = {
+        name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")
+    }
     assert packages == {"diffs"}
     assert "diffs/py.typed" in names
     assert "diffs/management/commands/prune_diffs.py" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
-    for requirement in ("Requires-Dist: Django>=5.2", "Requires-Dist: django-dirtyfields>=1.9",
-                        "Requires-Dist: redis>=5.0", 'fakeredis>=2.20; extra == "test"'):
+    for requirement in (
+        "Requires-Dist: Django>=5.2",
+        "Requires-Dist: django-dirtyfields>=1.9",
+        "Requires-Dist: redis>=5.0",
+        'fakeredis>=2.20; extra == "test"',
+    ):
         assert requirement in text
     assert "License" in text

@@ -21,6 +21,9 @@ def test_register_returns_the_class():
 
 
 def test_import_time_registration_connected_everything():
+    from tests.testapp import models as testapp_models
+
+    assert testapp_models.APPS_READY_AT_IMPORT is False
     assert diffs.is_registered(Question)
     assert Question in diffs.registered_models()
     assert isinstance(vars(Question)["diffs"], DiffModelDescriptor)

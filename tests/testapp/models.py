@@ -6,9 +6,13 @@ import uuid
 from typing import Any
 
 from dirtyfields import DirtyFieldsMixin
+from django.apps import apps
 from django.db import models
 
 import diffs
+
+#: False: the decorators below run while the app registry is still loading.
+APPS_READY_AT_IMPORT = apps.ready
 
 
 @diffs.register
