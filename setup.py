@@ -19,7 +19,8 @@ def read_version() -> str:
     source = (HERE / "diffs" / "__init__.py").read_text(encoding="utf-8")
     match = re.search(r'^__version__ = "([^"]+)"$', source, re.MULTILINE)
     if match is None:
-        raise RuntimeError("diffs/__init__.py has no __version__ line")
+        msg = "diffs/__init__.py has no __version__ line"
+        raise RuntimeError(msg)
     return match.group(1)
 
 

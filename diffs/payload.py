@@ -100,7 +100,8 @@ def default_data(instance: models.Model, fields: list[str] | None) -> list[dict[
     serializer.use_natural_primary_keys = False
     serializer.start_object(instance)
     for field in instance._meta.concrete_fields:
-        if not getattr(field, "serialize", True) or (fields is not None and field.name not in fields):
+        wanted = fields is None or field.name in fields
+        if not wanted or not getattr(field, "serialize", True):
             continue
         if field.remote_field is None:
             serializer.handle_field(instance, field)
