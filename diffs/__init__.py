@@ -9,12 +9,16 @@ from __future__ import annotations
 from diffs.connection import get_connection, reset_connection
 from diffs.diff import Diff
 from diffs.exceptions import DiffsError, HookError, RegistrationError
+from diffs.managers import DiffModelManager
 from diffs.registry import is_registered, register, registered_models, unregister
+from diffs.sortedset import DiffSortedSet
 
 __version__ = "1.0.0.dev0"
 
 __all__ = [
     "Diff",
+    "DiffModelManager",
+    "DiffSortedSet",
     "DiffsError",
     "HookError",
     "RegistrationError",

@@ -68,9 +68,10 @@ def test_max_element_age_setting(aged):
     assert ages(1) == ["old", "fresh"]
 
 
-def test_bad_max_age_is_a_command_error():
+@pytest.mark.parametrize("age", ["0", "-5", "nan"])
+def test_bad_max_age_is_a_command_error(age):
     with pytest.raises(CommandError, match="--max-age must be a positive number"):
-        run("--max-age", "0")
+        run("--max-age", age)
 
 
 def test_verbose_output_lists_keys(aged):

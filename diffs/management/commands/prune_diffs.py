@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -42,7 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, max_age: float | None, dry_run: bool, **options: Any) -> None:
         conf = get_settings()
         age = conf.max_element_age if max_age is None else max_age
-        if age <= 0:
+        if not math.isfinite(age) or age <= 0:
             msg = f"--max-age must be a positive number of seconds, not {max_age}."
             raise CommandError(msg)
         verbosity = int(options.get("verbosity", 1))
