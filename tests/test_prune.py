@@ -117,3 +117,53 @@ def test_test_mode_prune_sees_what_saves_wrote():
         out, _ = run()
         assert ages(1) == ["new"]
     assert "Removed 1 diff(s)" in out
+
+
+def test_prune_uses_a_prefix_matched_scan_and_never_keys(aged, redis_client, monkeypatch):
+    commands = []
+    real = type(redis_client).execute_command
+
+    def spy(self, *args, **options):
+        commands.append(args)
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(type(redis_client), "execute_command", spy)
+    run()
+    names = [str(args[0]).upper() for args in commands]
+    assert "KEYS" not in names
+    scans = [args for args in commands if str(args[0]).upper() == "SCAN"]
+    assert scans
+    for args in scans:
+        assert [a.decode() if isinstance(a, bytes) else a for a in args[2:4]] == [
+            "MATCH",
+            "diffs:*",
+        ]
+
+
+def test_prune_is_safe_while_the_site_writes(redis_client):
+    import threading
+
+    old = time.time() * 1000 - 2 * HOUR_MS
+    for pk in range(200):
+        redis_client.zadd(f"diffs:testapp.question:{pk}", {f"old-{pk}": old})
+    written: list[int] = []
+    stop = threading.Event()
+
+    def writer():
+        pk = 0
+        while not stop.is_set() or pk < 200:
+            Question.diffs.create(data={"age": "fresh"}, pk=pk % 200)
+            written.append(pk % 200)
+            pk += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(3):
+            pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=16)
+    finally:
+        stop.set()
+        thread.join()
+    pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS)
+    total = sum(redis_client.zcard(f"diffs:testapp.question:{pk}") for pk in range(200))
+    assert total == len(written)  # every fresh diff survived, every old one is gone
