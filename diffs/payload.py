@@ -51,13 +51,12 @@ def build_pending(
 ) -> PendingDiff | None:
     """Run the hooks for one change and return what to write, or None to skip it."""
     model = type(instance)
-    describe = f"{model_label(model)}:{instance.pk}"
     if _send_diff_refuses(instance):
-        logger.debug("Skipped diff of %s because send_diff() returned False.", describe)
+        logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
         return None
     data = _data_for(instance, changes, created=created, deleted=deleted)
     if not data:
-        logger.debug("Skipped diff of %s because its data was empty.", describe)
+        logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
         return None
     target = _target_for(instance)
     return PendingDiff(
