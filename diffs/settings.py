@@ -9,8 +9,10 @@ serves both the system checks (``diffs.checks``) and runtime, which raises
 
 from __future__ import annotations
 
-import copy
 import difflib
+import functools
+import inspect
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,7 +104,7 @@ def _unknown_key_problems(raw: Mapping[str, Any]) -> list[Problem]:
 
 def _check_redis(value: Any) -> list[Problem]:
     if isinstance(value, Mapping):
-        return []
+        return _unknown_redis_options(value)
     return [
         Problem(
             "diffs.E003",
@@ -114,8 +116,37 @@ def _check_redis(value: Any) -> list[Problem]:
     ]
 
 
+def _unknown_redis_options(value: Mapping[str, Any]) -> list[Problem]:
+    known = _redis_client_options()
+    problems = []
+    for key in value:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        suggestion = f" Did you mean {close[0]!r}?" if close else ""
+        problems.append(
+            Problem(
+                "diffs.E010",
+                f"{SETTING_NAME}['redis'] has {key!r}, which redis.Redis() does not "
+                f"accept.{suggestion}",
+                "Use only keyword arguments of redis.Redis() (host, port, db, password, "
+                "socket_timeout, ...).",
+            )
+        )
+    return problems
+
+
+@functools.cache
+def _redis_client_options() -> tuple[str, ...]:
+    import redis
+
+    parameters = inspect.signature(redis.Redis.__init__).parameters
+    return tuple(name for name in parameters if name != "self")
+
+
 def _check_max_element_age(value: Any) -> list[Problem]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0:
         return []
     return [
         Problem(
@@ -158,7 +189,7 @@ def _check_url(value: Any) -> list[Problem]:
     if value is None:
         return []
     if isinstance(value, str) and urlsplit(value).scheme in URL_SCHEMES:
-        return []
+        return _unparsable_url(value)
     return [
         Problem(
             "diffs.E008",
@@ -167,6 +198,22 @@ def _check_url(value: Any) -> list[Problem]:
             "or 'unix:///run/redis.sock?db=0', or remove 'url' and use 'redis'.",
         )
     ]
+
+
+def _unparsable_url(value: str) -> list[Problem]:
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)
+    except ValueError as error:
+        return [
+            Problem(
+                "diffs.E008",
+                f"{SETTING_NAME}['url'] cannot be parsed: {error}.",
+                "Fix the URL, e.g. 'redis://localhost:6379/0'.",
+            )
+        ]
+    return []
 
 
 _CONNECTION_KEYS = ("host", "port", "db", "unix_socket_path")
@@ -207,9 +254,10 @@ def build_settings(raw: Any) -> DiffsSettings:
         first = errors[0]
         msg = f"{first.msg} {first.hint} ({first.check_id})"
         raise ImproperlyConfigured(msg)
-    # Deep copies: neither DEFAULTS nor the user's dict may ever be mutated by us.
-    user_redis = copy.deepcopy(dict(raw.get("redis") or {}))
-    merged_redis = {**copy.deepcopy(dict(DEFAULTS["redis"])), **user_redis}
+    # Fresh dicts, so neither DEFAULTS nor the user's dict is ever mutated by us. Not
+    # deep copies: values such as a connection_pool hold locks and must be shared.
+    user_redis = dict(raw.get("redis") or {})
+    merged_redis = {**DEFAULTS["redis"], **user_redis}
     return DiffsSettings(
         redis=merged_redis,
         user_redis=user_redis,

@@ -26,7 +26,7 @@ def schedule(pending: PendingDiff, using: str | None) -> None:
     if get_settings().use_transactions:
         # Registered on the alias the instance was saved to: a rollback of that
         # transaction, or of a savepoint around the save, discards the diff.
-        transaction.on_commit(functools.partial(write, pending), using=using)
+        transaction.on_commit(functools.partial(write, pending), using=using, robust=True)
     else:
         write(pending)
 
@@ -43,4 +43,14 @@ def write(pending: PendingDiff) -> None:
             pending.label,
             pending.pk,
             pending.key,
+        )
+    except Exception:
+        # Not a Redis answer: the client could not even be built or used, which means
+        # DIFFS_SETTINGS holds a value redis-py rejects. Still no reason to fail a save
+        # whose row is written.
+        logger.exception(
+            "Could not write the diff of %s pk=%s: the Redis client failed before "
+            "reaching Redis. Check DIFFS_SETTINGS['redis'] and ['url'].",
+            pending.label,
+            pending.pk,
         )

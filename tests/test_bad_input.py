@@ -105,3 +105,36 @@ def test_redis_down_never_breaks_a_committed_save(caplog):
     assert len(messages) == 2
     assert f"testapp.question pk={question.pk}" in messages[0]
     assert "the database change itself was saved" in messages[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_that_cannot_be_built_never_breaks_a_save(caplog, monkeypatch):
+    def rejected_by_redis_py():
+        raise TypeError("'str' object cannot be interpreted as an integer")
+
+    monkeypatch.setattr("diffs.writer.get_connection", rejected_by_redis_py)
+    later = []
+    with caplog.at_level(logging.ERROR, "diffs"), transaction.atomic():
+        question = Question.objects.create(question_text="saved")
+        transaction.on_commit(lambda: later.append("ran"))
+    assert Question.objects.filter(pk=question.pk).exists()
+    assert later == ["ran"]  # the hooks after ours still ran
+    assert "Check DIFFS_SETTINGS['redis'] and ['url']" in caplog.records[0].getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_with_a_connection_pool_in_settings():
+    import redis
+
+    from diffs import get_connection
+
+    kwargs = dict(get_connection().connection_pool.connection_kwargs)
+    pool_class = type(get_connection().connection_pool)
+    pool = (
+        pool_class(**kwargs)
+        if pool_class is not redis.ConnectionPool
+        else redis.ConnectionPool(**kwargs)
+    )
+    with diffs_settings(redis={"connection_pool": pool}):
+        question = Question.objects.create(question_text="pooled")
+        assert len(question.diffs) == 1

@@ -34,6 +34,9 @@ def test_valid_settings_have_no_messages():
         ({"test_mode": "no"}, ["diffs.E006"]),
         ({"prefix": 5}, ["diffs.E007"]),
         ({"url": "memcached://x"}, ["diffs.E008"]),
+        ({"url": "redis://localhost:notaport/1"}, ["diffs.E008"]),
+        ({"max_element_age": float("inf")}, ["diffs.E004"]),
+        ({"redis": {"hostname": "x", "socket_timeout": 1}}, ["diffs.E010"]),
         ({"url": "redis://x/1", "redis": {"host": "y", "db": 2}}, ["diffs.W001"]),
         ({"url": "redis://x/1", "redis": {"socket_timeout": 2}}, []),
         (

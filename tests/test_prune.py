@@ -70,7 +70,7 @@ def test_max_element_age_setting(aged):
 
 @pytest.mark.parametrize("age", ["0", "-5", "nan"])
 def test_bad_max_age_is_a_command_error(age):
-    with pytest.raises(CommandError, match="--max-age must be a positive number"):
+    with pytest.raises(CommandError, match="--max-age must be a positive, finite number"):
         run("--max-age", age)
 
 

@@ -37,6 +37,14 @@ def test_redis_dict_merges_without_mutating_defaults():
     assert build_settings({}).redis["db"] == 0
 
 
+def test_a_connection_pool_is_passed_as_it_is():
+    import redis
+
+    pool = redis.ConnectionPool(host="cache.local")
+    conf = build_settings({"redis": {"connection_pool": pool}})
+    assert conf.redis["connection_pool"] is pool
+
+
 def test_override_settings_takes_effect_at_once():
     before = get_settings()
     with override_settings(DIFFS_SETTINGS={"test_mode": True, "max_element_age": 60}):
@@ -70,13 +78,17 @@ def test_unrelated_setting_change_keeps_the_cache():
         ({"prefix": ""}, "'prefix'] must be a non-empty string"),
         ({"url": "http://localhost"}, "'url'] must be a redis://, rediss:// or unix:// URL"),
         ({"url": 6379}, "'url'] must be a redis://"),
+        (
+            {"redis": {"hostname": "x"}},
+            "'hostname', which redis.Redis() does not accept. Did you mean 'host'?",
+        ),
     ],
 )
 def test_bad_settings_raise_a_clear_error_at_first_use(raw, fragment):
     with override_settings(DIFFS_SETTINGS=raw), pytest.raises(ImproperlyConfigured) as info:
         get_settings()
     assert fragment in str(info.value)
-    assert "(diffs.E00" in str(info.value)
+    assert "(diffs.E0" in str(info.value)
 
 
 def test_a_warning_alone_does_not_raise():

@@ -44,7 +44,7 @@ class Command(BaseCommand):
         conf = get_settings()
         age = conf.max_element_age if max_age is None else max_age
         if not math.isfinite(age) or age <= 0:
-            msg = f"--max-age must be a positive number of seconds, not {max_age}."
+            msg = f"--max-age must be a positive, finite number of seconds, not {max_age}."
             raise CommandError(msg)
         verbosity = int(options.get("verbosity", 1))
         line = self.DRY_KEY_LINE if dry_run else self.KEY_LINE
