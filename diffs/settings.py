@@ -204,7 +204,7 @@ def _unparsable_url(value: str) -> list[Problem]:
     from redis.connection import parse_url
 
     try:
-        parse_url(value)
+        parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as error:
         return [
             Problem(
