@@ -1,4 +1,4 @@
-"""System checks for ``DIFFS_SETTINGS`` (``diffs.E001``…, ``diffs.W001``).
+"""System checks for ``DIFFS_SETTINGS`` and registered models (``diffs.E001``…).
 
 They never touch the network; every message names the key and every hint the fix.
 """
@@ -30,6 +30,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 hint="Install it with: pip install 'django-diffs[test]'",
                 obj=_OBJ,
                 id="diffs.E009",
+            )
+        )
+    return messages
+
+
+@checks.register(checks.Tags.models)
+def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report registered models whose ``diffs`` attribute was replaced after registration."""
+    from diffs.managers import DiffModelDescriptor
+    from diffs.registry import DESCRIPTOR_NAME, raw_attribute, registered_models
+
+    messages: list[checks.CheckMessage] = []
+    for model in registered_models():
+        found = raw_attribute(model, DESCRIPTOR_NAME)
+        if isinstance(found, DiffModelDescriptor):
+            continue
+        messages.append(
+            checks.Error(
+                f"{model._meta.label}.{DESCRIPTOR_NAME} is no longer django-diffs' manager "
+                f"but a {type(found).__name__}, so {model.__name__}.diffs cannot read diffs.",
+                hint=(
+                    f"Something named '{DESCRIPTOR_NAME}' replaced it, often a ForeignKey's "
+                    f"related_name='{DESCRIPTOR_NAME}' pointing at {model.__name__}: rename it."
+                ),
+                obj=model,
+                id="diffs.E011",
             )
         )
     return messages

@@ -49,7 +49,7 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
     """Build a new client for ``conf`` (uncached; most code wants :func:`get_connection`)."""
     if conf.test_mode:
         return _build_fake_client(conf)
-    if conf.url:
+    if conf.url and "connection_pool" not in conf.user_redis:
         # from_url lets the URL win over the same key in the kwargs, which is what we
         # document: host, port and db come from the URL, the rest from 'redis'.
         return redis.Redis.from_url(conf.url, **conf.user_redis)

@@ -60,7 +60,18 @@ class Diff:
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output).
         if isinstance(self.data, str):
-            object.__setattr__(self, "data", json.loads(self.data))
+            try:
+                object.__setattr__(self, "data", json.loads(self.data))
+            except ValueError as error:
+                msg = (
+                    f"Diff data given as a str must be a JSON document ({error}): pass the "
+                    "data itself (a dict or list), or e.g. json.dumps('some text')."
+                )
+                raise ValueError(msg) from error
+
+    def __hash__(self) -> int:
+        # data may be a list or dict; the id (or the score) identifies a stored diff.
+        return hash((self.id, self.timestamp))
 
     def __repr__(self) -> str:
         kind = "deleted" if self.deleted else "created" if self.created else "updated"

@@ -1,6 +1,7 @@
 """Redis key names.
 
-A key is ``<prefix><app_label>.<model_name>:<pk>``, e.g. ``diffs:polls.question:42``.
+A key is ``<prefix><app_label>.<model_name>:<pk>``, e.g. ``diffs:polls.question:42``,
+naming the concrete model (a proxy's diffs go to its concrete model's key).
 App labels and model names cannot contain ``:``, so the first ``:`` after the prefix
 ends the model part and everything after it is the primary key, whatever characters
 it holds: keys never collide.
@@ -17,8 +18,10 @@ _GLOB_SPECIALS = frozenset("*?[]\\")
 
 
 def model_label(model: type[models.Model]) -> str:
-    """Return ``app_label.model_name`` (lower case), the model part of a key."""
-    return model._meta.label_lower
+    """Return ``app_label.model_name`` (lower case) of the concrete model: the model part
+    of a key. A proxy shares its concrete model's label, as it shares its rows."""
+    concrete = model._meta.concrete_model or model
+    return concrete._meta.label_lower
 
 
 def normalize_pk(model: type[models.Model], pk: Any) -> str:

@@ -54,14 +54,14 @@ def build_pending(
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
         return None
-    data = _data_for(instance, changes, created=created, deleted=deleted)
+    data = _data_for(instance, changes, created=created)
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
         return None
     target = _target_for(instance)
     return PendingDiff(
         key=object_key(prefix, type(target), target.pk),
-        member=build_member(new_diff_id(), _encode(model, data), created, deleted),
+        member=build_member(new_diff_id(), _encode(instance, data), created, deleted),
         timestamp=_fixed_timestamp(instance),
         label=model_label(model),
         pk=normalize_pk(model, instance.pk),
@@ -74,12 +74,10 @@ def _send_diff_refuses(instance: models.Model) -> bool:
     return hook is not None and hook() is False
 
 
-def _data_for(
-    instance: models.Model, changes: dict[str, Any], *, created: bool, deleted: bool
-) -> Any:
+def _data_for(instance: models.Model, changes: dict[str, Any], *, created: bool) -> Any:
     hook = getattr(instance, "serialize_diff", None)
     if hook is None:
-        return default_data(instance, None if deleted else list(changes))
+        return default_data(instance, list(changes))
     data = hook(changes, created=created)
     if isinstance(data, str) and data:
         data = _parse_json_text(type(instance), data)
@@ -104,9 +102,19 @@ def default_data(instance: models.Model, fields: list[str] | None) -> list[dict[
             continue
         if field.remote_field is None:
             serializer.handle_field(instance, field)
+            _apply_json_encoder(serializer, field)
         else:
             serializer.handle_fk_field(instance, field)
     return [serializer.get_dump_object(instance)]
+
+
+def _apply_json_encoder(serializer: PythonSerializer, field: Any) -> None:
+    # A JSONField may hold values only its own encoder knows (sets, say): encode them
+    # the way the database write did, so the member encoder gets plain JSON.
+    encoder = getattr(field, "encoder", None)
+    if isinstance(field, models.JSONField) and encoder is not None:
+        current: dict[str, Any] = serializer._current  # type: ignore[attr-defined]
+        current[field.name] = json.loads(json.dumps(current[field.name], cls=encoder))
 
 
 def _parse_json_text(model: type[models.Model], text: str) -> Any:
@@ -121,15 +129,23 @@ def _parse_json_text(model: type[models.Model], text: str) -> Any:
         raise HookError(msg) from error
 
 
-def _encode(model: type[models.Model], data: Any) -> str:
+def _encode(instance: models.Model, data: Any) -> str:
     try:
         return encode_data(data)
     except (TypeError, ValueError) as error:
-        msg = (
-            f"{model.__name__}.serialize_diff() returned data JSON cannot hold ({error}). "
-            "Return dicts, lists, strings, numbers, booleans and None; dates, times, "
-            "Decimals and UUIDs are converted for you."
-        )
+        name = type(instance).__name__
+        if hasattr(instance, "serialize_diff"):
+            msg = (
+                f"{name}.serialize_diff() returned data JSON cannot hold ({error}). Return "
+                "dicts, lists, strings, numbers, booleans and None; dates, times, "
+                "Decimals and UUIDs are converted for you."
+            )
+        else:
+            msg = (
+                f"The default serializer could not encode a diff of {name} ({error}). "
+                f"Define {name}.serialize_diff(dirty_fields, created=False) to return "
+                "JSON-compatible data."
+            )
         raise HookError(msg) from error
 
 

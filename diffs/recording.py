@@ -13,7 +13,7 @@ from typing import Any
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from diffs import tracking
+from diffs import expressions, tracking
 from diffs.payload import build_pending
 from diffs.settings import get_settings
 from diffs.writer import schedule
@@ -65,7 +65,8 @@ def on_post_save(
     if not changes and not created:
         logger.debug("Skipped diff of %s pk=%s: no field changed.", sender.__name__, instance.pk)
         return
-    pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
+    with expressions.resolved(instance, using):
+        pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
     if pending is not None:
         schedule(pending, using)
 

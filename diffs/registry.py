@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
 
 from django.db import models
+from django.db.models.signals import class_prepared
+from django.dispatch import receiver
 
 from diffs import recording, tracking
 from diffs.exceptions import RegistrationError
@@ -15,29 +18,41 @@ _M = TypeVar("_M", bound=type[models.Model])
 
 DESCRIPTOR_NAME = "diffs"
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _registry: dict[str, type[models.Model]] = {}
 
 
-def register(model: _M) -> _M:
+@overload
+def register(model: _M) -> _M: ...
+
+
+@overload
+def register(model: None = None) -> Callable[[_M], _M]: ...
+
+
+def register(model: _M | None = None) -> _M | Callable[[_M], _M]:
     """Record every change to ``model`` in Redis; returns the class, so it decorates.
 
     Works at import time (in ``models.py``, before the app registry is ready) and
-    later; registering a model twice is harmless. The model gains django-dirtyfields'
-    ``get_dirty_fields()``/``is_dirty()`` if it has no ``get_dirty_fields`` of its own,
-    and a ``diffs`` attribute: ``Model.diffs`` is a :class:`DiffModelManager`,
-    ``instance.diffs`` the object's list of :class:`~diffs.Diff`, oldest first.
+    later, as ``@diffs.register`` or ``@diffs.register()``; registering a model twice
+    is harmless. The model gains django-dirtyfields' ``get_dirty_fields()``/``is_dirty()``
+    if it has no ``get_dirty_fields`` of its own, and a ``diffs`` attribute:
+    ``Model.diffs`` is a :class:`DiffModelManager`, ``instance.diffs`` the object's list
+    of :class:`~diffs.Diff`, oldest first. Saves through proxy models of a registered
+    model are recorded too, under the same key.
 
     Raises:
         RegistrationError: (a ``TypeError``) for a non-model, an abstract model, or a
             model whose ``diffs`` attribute is already something else.
     """
+    if model is None:
+        return register
     _validate(model)
     with _lock:
-        tracking.install(model)
         setattr(model, DESCRIPTOR_NAME, DiffModelDescriptor(DiffModelManager(model)))
-        recording.connect(model)
         _registry[model._meta.label_lower] = model
+        for tracked in _with_proxies(model):
+            _wire(tracked)
     return model
 
 
@@ -47,20 +62,54 @@ def unregister(model: type[models.Model]) -> None:
         if _registry.get(model._meta.label_lower) is not model:
             return
         del _registry[model._meta.label_lower]
-        recording.disconnect(model)
-        tracking.uninstall_receivers(model)
+        for tracked in _with_proxies(model):
+            if not is_registered(tracked):
+                recording.disconnect(tracked)
+                tracking.uninstall_receivers(tracked)
         if isinstance(vars(model).get(DESCRIPTOR_NAME), DiffModelDescriptor):
             delattr(model, DESCRIPTOR_NAME)
 
 
 def is_registered(model: type[models.Model]) -> bool:
-    """True when ``model`` itself (not just a parent class) is registered."""
-    return _registry.get(model._meta.label_lower) is model
+    """True when changes saved through ``model`` are recorded: it is registered, or it is
+    a proxy of a registered model."""
+    return _registered_ancestor(model) is not None
 
 
 def registered_models() -> list[type[models.Model]]:
-    """Every registered model, in registration order."""
+    """Every model passed to :func:`register`, in registration order."""
     return list(_registry.values())
+
+
+def _wire(model: type[models.Model]) -> None:
+    # Recording first: its post_save receiver must run before the snapshot is reset,
+    # so that hooks calling self.get_dirty_fields() still see this save's changes.
+    recording.connect(model)
+    tracking.install(model)
+
+
+def _with_proxies(model: type[models.Model]) -> Iterator[type[models.Model]]:
+    yield model
+    for subclass in model.__subclasses__():
+        if getattr(subclass, "_meta", None) is not None and subclass._meta.proxy:
+            yield from _with_proxies(subclass)
+
+
+def _registered_ancestor(model: type[models.Model]) -> type[models.Model] | None:
+    concrete = model._meta.concrete_model
+    for klass in model.__mro__:
+        label = getattr(getattr(klass, "_meta", None), "label_lower", "")
+        if _registry.get(label) is klass and klass._meta.concrete_model is concrete:
+            return klass
+    return None
+
+
+@receiver(class_prepared, dispatch_uid="diffs.registry.proxies")
+def _wire_new_proxy(sender: type[models.Model], **kwargs: Any) -> None:
+    """A proxy declared after its concrete model was registered is recorded too."""
+    if sender._meta.proxy and is_registered(sender):
+        with _lock:
+            _wire(sender)
 
 
 def _validate(model: Any) -> None:
@@ -78,7 +127,7 @@ def _validate(model: Any) -> None:
             "models have no rows. Register each concrete subclass instead."
         )
         raise RegistrationError(msg)
-    existing = _raw_attribute(model, DESCRIPTOR_NAME)
+    existing = raw_attribute(model, DESCRIPTOR_NAME)
     if existing is not None and not isinstance(existing, DiffModelDescriptor):
         msg = (
             f"{model.__name__} already has an attribute {DESCRIPTOR_NAME!r} "
@@ -87,8 +136,8 @@ def _validate(model: Any) -> None:
         raise RegistrationError(msg)
 
 
-def _raw_attribute(model: type[models.Model], name: str) -> Any:
-    # Looked up in the class dicts: getattr() would run our own descriptor.
+def raw_attribute(model: type[models.Model], name: str) -> Any:
+    """Look ``name`` up in the class dicts (getattr() would run our own descriptor)."""
     for klass in model.__mro__:
         if name in vars(klass):
             return vars(klass)[name]

@@ -24,6 +24,8 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.signals import post_init, post_save
 
+from diffs.expressions import expression_fields, holds_expression
+
 #: What ``DirtyFieldsMixin`` defines that a grafted model receives.
 GRAFTED_ATTRIBUTES = (
     "compare_function",
@@ -76,7 +78,10 @@ def _wrap_refresh(original: Callable[..., None]) -> Callable[..., None]:
         self: models.Model, using: Any = None, fields: Any = None, *args: Any, **kwargs: Any
     ) -> None:
         original(self, using, fields, *args, **kwargs)
-        reset_state(sender=type(self), instance=self, update_fields=fields)
+        # Instances without a snapshot (an unregistered proxy or subclass, or one loaded
+        # before registration) have nothing to refresh.
+        if hasattr(self, "_original_state"):
+            reset_state(sender=type(self), instance=self, update_fields=fields)
 
     setattr(refresh_from_db, _GRAFT_MARKER, True)
     return refresh_from_db
@@ -108,8 +113,12 @@ def changed_fields(
             dirty = instance.get_dirty_fields(check_relationship=True)  # type: ignore[attr-defined]
     else:
         dirty = instance.get_dirty_fields()  # type: ignore[attr-defined]
+    dirty = dict(dirty)
+    for field in expression_fields(instance):
+        # An F() expression always writes, and dirtyfields does not see it.
+        dirty.setdefault(field.name, getattr(instance, "_original_state", {}).get(field.name))
     if update_fields is None:
-        return dict(dirty)
+        return dirty
     return _only_saved(type(instance), dirty, frozenset(update_fields))
 
 
@@ -132,9 +141,14 @@ def _field_or_none(model: type[models.Model], name: str) -> Any:
 
 
 def current_state(instance: models.Model) -> dict[str, Any]:
-    """Return ``{field name: value}`` for every concrete field (used for deletions)."""
+    """Return ``{field name: value}`` for every loaded field (used for deletions).
+
+    Deferred fields are left out (loading them would query a row that is gone), and so
+    are fields holding a query expression, whose value is unknown.
+    """
+    deferred = instance.get_deferred_fields()
     return {
         field.name: getattr(instance, field.attname)
         for field in instance._meta.concrete_fields
-        if field.attname not in instance.get_deferred_fields()
+        if field.attname not in deferred and not holds_expression(instance, field)
     }

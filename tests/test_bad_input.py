@@ -135,6 +135,6 @@ def test_a_save_with_a_connection_pool_in_settings():
         if pool_class is not redis.ConnectionPool
         else redis.ConnectionPool(**kwargs)
     )
-    with diffs_settings(redis={"connection_pool": pool}):
+    with diffs_settings(url=None, redis={"connection_pool": pool}):
         question = Question.objects.create(question_text="pooled")
         assert len(question.diffs) == 1

@@ -34,3 +34,13 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
     ):
         assert requirement in text
     assert "License" in text
+
+
+def test_rst_documents_render_without_warnings():
+    import docutils.core
+
+    for name in ("README.rst", "CHANGELOG.rst", "example_project/README.rst"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        docutils.core.publish_string(
+            text, writer_name="null", settings_overrides={"halt_level": 2, "report_level": 2}
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -95,3 +96,22 @@ class AbstractThing(models.Model):
 
     class Meta:
         abstract = True
+
+
+class QuestionProxy(Question):
+    """An unregistered proxy of a registered model: its saves are recorded too."""
+
+    class Meta:
+        proxy = True
+
+
+class SetEncoder(json.JSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, set):
+            return sorted(o)
+        return super().default(o)
+
+
+@diffs.register
+class Tagged(models.Model):
+    tags = models.JSONField(encoder=SetEncoder, default=dict)
