@@ -42,5 +42,5 @@ def test_rst_documents_render_without_warnings():
     for name in ("README.rst", "CHANGELOG.rst", "example_project/README.rst"):
         text = (ROOT / name).read_text(encoding="utf-8")
         docutils.core.publish_string(
-            text, writer_name="null", settings_overrides={"halt_level": 2, "report_level": 2}
+            text, writer="null", settings_overrides={"halt_level": 2, "report_level": 2}
         )
