@@ -34,7 +34,7 @@ DEV_REQUIRES = [
     "mypy>=1.10",
     "django-stubs>=5.0",
     "ruff>=0.6",
-    "docutils>=0.20",
+    "docutils>=0.22",
 ]
 
 setup(
