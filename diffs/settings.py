@@ -14,7 +14,7 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,21 +85,21 @@ def find_problems(raw: Any) -> list[Problem]:
     return problems
 
 
+def _did_you_mean(key: Any, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 def _unknown_key_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    problems = []
-    for key in raw:
-        if key in DEFAULTS:
-            continue
-        close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
-        suggestion = f" Did you mean {close[0]!r}?" if close else ""
-        problems.append(
-            Problem(
-                "diffs.E002",
-                f"{SETTING_NAME} has an unknown key {key!r}.{suggestion}",
-                f"Remove it; the known keys are {', '.join(sorted(DEFAULTS))}.",
-            )
+    return [
+        Problem(
+            "diffs.E002",
+            f"{SETTING_NAME} has an unknown key {key!r}.{_did_you_mean(key, DEFAULTS)}",
+            f"Remove it; the known keys are {', '.join(sorted(DEFAULTS))}.",
         )
-    return problems
+        for key in raw
+        if key not in DEFAULTS
+    ]
 
 
 def _check_redis(value: Any) -> list[Problem]:
@@ -118,22 +118,17 @@ def _check_redis(value: Any) -> list[Problem]:
 
 def _unknown_redis_options(value: Mapping[str, Any]) -> list[Problem]:
     known = _redis_client_options()
-    problems = []
-    for key in value:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(str(key), known, n=1)
-        suggestion = f" Did you mean {close[0]!r}?" if close else ""
-        problems.append(
-            Problem(
-                "diffs.E010",
-                f"{SETTING_NAME}['redis'] has {key!r}, which redis.Redis() does not "
-                f"accept.{suggestion}",
-                "Use only keyword arguments of redis.Redis() (host, port, db, password, "
-                "socket_timeout, ...).",
-            )
+    return [
+        Problem(
+            "diffs.E010",
+            f"{SETTING_NAME}['redis'] has {key!r}, which redis.Redis() does not accept."
+            f"{_did_you_mean(key, known)}",
+            "Use only keyword arguments of redis.Redis() (host, port, db, password, "
+            "socket_timeout, ...).",
         )
-    return problems
+        for key in value
+        if key not in known
+    ]
 
 
 @functools.cache
