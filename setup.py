@@ -24,7 +24,7 @@ def read_version() -> str:
     return match.group(1)
 
 
-TEST_REQUIRES = ["fakeredis>=2.20"]
+TEST_REQUIRES = ["fakeredis[lua]>=2.20"]
 DEV_REQUIRES = [
     *TEST_REQUIRES,
     "pytest>=8",

@@ -1,9 +1,11 @@
 """The ``Diff`` value object and its Redis member encoding.
 
 A member is compact JSON: ``{"id":"…","created":false,"data":…}``, with
-``"deleted":true`` added for deletions only. ``id`` is random and unique, so two
-identical changes are two members (0.1.16 collapsed them into one). ``data`` comes
-last so the encoder can splice in data that was already encoded once.
+``"deleted":true`` added for deletions only, and ``"m"``/``"pk"`` (the model label and
+pk of the object the diff describes) only when that is not the key's own object, as
+for a child whose ``get_diff_parent()`` sent it to its parent. ``id`` is random and
+unique, so two identical changes are two members (0.1.16 collapsed them into one).
+``data`` comes last so the encoder can splice in data that was already encoded once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from diffs.clock import now_ms
+from diffs.cursors import encode_cursor
 
 _REQUIRED_KEYS = ("data", "created")
 
@@ -30,12 +33,25 @@ def encode_data(data: Any) -> str:
     return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
-def build_member(diff_id: str, data_json: str, created: bool | None, deleted: bool) -> str:
-    """Return the member text for already encoded ``data_json``."""
-    head = {"id": diff_id, "created": created}
+def build_member(
+    diff_id: str,
+    data_json: str,
+    created: bool | None,
+    deleted: bool,
+    describes: tuple[str, Any] | None = None,
+) -> str:
+    """Return the member text for already encoded ``data_json``.
+
+    ``describes`` is ``(model label, pk)`` of the object the diff is about, when that
+    is not the object whose set holds it.
+    """
+    head: dict[str, Any] = {"id": diff_id, "created": created}
     if deleted:
         head["deleted"] = True
-    return f'{json.dumps(head, separators=(",", ":"))[:-1]},"data":{data_json}}}'
+    if describes is not None:
+        head["m"], head["pk"] = describes
+    head_json = json.dumps(head, cls=DjangoJSONEncoder, separators=(",", ":"))
+    return f'{head_json[:-1]},"data":{data_json}}}'
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,9 @@ class Diff:
         timestamp: the sorted-set score: Unix epoch milliseconds.
         deleted: True for the diff recorded when the object was deleted.
         id: the member's unique id (None for a Diff not read from or written to Redis).
+        pk: the primary key of the object the diff describes.
+        model: ``app_label.model_name`` of the object the diff describes.
+        cursor: pass it back as ``since`` to read only the diffs after this one.
     """
 
     data: Any = None
@@ -56,6 +75,9 @@ class Diff:
     timestamp: float = field(default_factory=now_ms)
     deleted: bool = False
     id: str | None = None
+    pk: Any = None
+    model: str | None = None
+    cursor: str | None = None
 
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output).
@@ -85,20 +107,33 @@ class Diff:
         return build_member(self.id, encode_data(self.data), self.created, self.deleted)
 
     @classmethod
-    def from_member(cls, member: bytes | str, score: float) -> Diff:
-        """Decode a member read from Redis; raises ``ValueError`` if it is not ours."""
+    def from_member(
+        cls, member: bytes | str, score: float, model: str | None = None, pk: Any = None
+    ) -> Diff:
+        """Decode a member read from Redis; raises ``ValueError`` if it is not ours.
+
+        ``model`` and ``pk`` describe the key's own object; a member that names another
+        object (a child's diff in its parent's set) overrides them.
+        """
         text = member.decode("utf-8") if isinstance(member, bytes) else member
         payload = json.loads(text)
         if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED_KEYS):
             msg = f"member lacks the keys {_REQUIRED_KEYS}"
             raise ValueError(msg)
-        diff = cls(
+        return cls.stored(
+            payload["data"],
             created=payload["created"],
             timestamp=float(score),
             deleted=payload.get("deleted") is True,
             id=payload.get("id"),
+            pk=payload.get("pk", pk),
+            model=payload.get("m", model),
+            cursor=encode_cursor(score),
         )
-        # Set after construction: stored data is already decoded, and a str in it is a
-        # plain string, not a JSON document to parse again.
-        object.__setattr__(diff, "data", payload["data"])
+
+    @classmethod
+    def stored(cls, data: Any, **fields: Any) -> Diff:
+        """Build a Diff around data that is already decoded (a str in it is plain text)."""
+        diff = cls(**fields)
+        object.__setattr__(diff, "data", data)
         return diff

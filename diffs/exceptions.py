@@ -13,3 +13,14 @@ class RegistrationError(DiffsError, TypeError):
 
 class HookError(DiffsError, TypeError):
     """A model hook (``serialize_diff``, ``get_diff_parent``, …) returned something unusable."""
+
+
+class InvalidCursor(DiffsError, ValueError):
+    """A cursor (``since``) is malformed: not one django-diffs gave out."""
+
+
+class CursorExpired(DiffsError):
+    """A cursor is older than ``max_element_age``: diffs after it may be gone.
+
+    The client should fetch the objects again and resume without a cursor.
+    """

@@ -1,10 +1,14 @@
 """Redis key names.
 
-A key is ``<prefix><app_label>.<model_name>:<pk>``, e.g. ``diffs:polls.question:42``,
-naming the concrete model (a proxy's diffs go to its concrete model's key).
-App labels and model names cannot contain ``:``, so the first ``:`` after the prefix
-ends the model part and everything after it is the primary key, whatever characters
-it holds: keys never collide.
+An object's sorted set is ``<prefix><app_label>.<model_name>:<pk>``, e.g.
+``diffs:polls.question:42``, naming the concrete model (a proxy's diffs go to its
+concrete model's key). App labels and model names cannot contain ``:``, so the first
+``:`` after the prefix ends the model part and everything after it is the primary key,
+whatever characters it holds: keys never collide.
+
+A model's feed is ``<prefix>feed:<app_label>.<model_name>``. ``feed`` has no ``.``, so
+no object key can look like it. Each feed member is the diff's 16-character id followed
+by the pk text of the object key holding the diff.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 _GLOB_SPECIALS = frozenset("*?[]\\")
+FEED_MARKER = "feed:"
+DIFF_ID_LENGTH = 16
 
 
 def model_label(model: type[models.Model]) -> str:
@@ -30,11 +36,15 @@ def normalize_pk(model: type[models.Model], pk: Any) -> str:
     The value goes through the primary key field's ``to_python`` first, so ``1`` and
     ``"1"`` name the same object, as do a UUID and its string form.
     """
+    return str(pk_value(model, pk))
+
+
+def pk_value(model: type[models.Model], pk: Any) -> Any:
+    """Return ``pk`` as the primary key field's Python value (``"1"`` -> ``1``)."""
     try:
-        value = model._meta.pk.to_python(pk) if model._meta.pk is not None else pk
+        return model._meta.pk.to_python(pk) if model._meta.pk is not None else pk
     except (ValidationError, TypeError, ValueError):
-        value = pk
-    return str(value)
+        return pk
 
 
 def object_key(prefix: str, model: type[models.Model], pk: Any) -> str:
@@ -50,3 +60,24 @@ def escape_glob(text: str) -> str:
 def prefix_pattern(prefix: str) -> str:
     """Return the SCAN pattern matching every key under ``prefix`` and nothing else."""
     return f"{escape_glob(prefix)}*"
+
+
+def feed_key(prefix: str, model: type[models.Model]) -> str:
+    """Return the key of the model-wide feed of ``model``."""
+    return f"{prefix}{FEED_MARKER}{model_label(model)}"
+
+
+def is_feed_key(prefix: str, key: str) -> bool:
+    """True when ``key`` (under ``prefix``) is a model feed rather than an object's set."""
+    return key.startswith(prefix + FEED_MARKER)
+
+
+def feed_member(diff_id: str, pk_text: str) -> str:
+    """Return the feed member pointing at diff ``diff_id`` in the set of object ``pk_text``."""
+    return f"{diff_id}{pk_text}"
+
+
+def parse_feed_member(member: bytes | str) -> tuple[str, str]:
+    """Split a feed member into ``(diff id, pk text)``."""
+    text = member.decode("utf-8") if isinstance(member, bytes) else member
+    return text[:DIFF_ID_LENGTH], text[DIFF_ID_LENGTH:]

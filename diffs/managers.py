@@ -8,10 +8,13 @@ from typing import Any, Generic, TypeVar, overload
 import redis
 from django.db import models
 
-from diffs.clock import datetime_to_ms, now_ms
+from diffs import store
+from diffs.clock import datetime_to_ms
 from diffs.connection import get_connection
+from diffs.cursors import Since, checked_start, encode_cursor
 from diffs.diff import Diff, new_diff_id
-from diffs.keys import object_key
+from diffs.feed import FeedPage, floor_ms, model_page, object_page
+from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key, pk_value
 from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet
 
@@ -46,12 +49,58 @@ class DiffModelManager(Generic[_M]):
         return object_key(self.prefix, model_cls or self.model, pk)
 
     def get_sortedset(self, pk: Any, model_cls: type[models.Model] | None = None) -> DiffSortedSet:
-        """Return the sorted set holding the diffs of the object ``pk``."""
-        return DiffSortedSet(self.get_key(pk, model_cls), get_connection())
+        """Return the sorted set holding the diffs of the object ``pk`` (the raw view)."""
+        model = model_cls or self.model
+        return DiffSortedSet(
+            self.get_key(pk, model), get_connection(), model_label(model), pk_value(model, pk)
+        )
 
-    def get_by_object_id(self, pk: Any) -> list[Diff]:
-        """Return the diffs of the object ``pk``, oldest first (any pk type works)."""
-        return list(self.get_sortedset(pk))
+    def get_by_object_id(self, pk: Any, since: Since = None) -> list[Diff]:
+        """Return the diffs of the object ``pk``, oldest first (any pk type works).
+
+        Only diffs within ``max_element_age`` are returned. With ``since`` (a diff's
+        ``cursor``, or Unix milliseconds), only the diffs after it.
+
+        Raises:
+            CursorExpired: ``since`` is older than ``max_element_age``.
+            InvalidCursor: ``since`` is malformed.
+        """
+        start, exclusive = checked_start(since, floor_ms(get_settings().max_element_age))
+        return self.get_sortedset(pk).zrangebyscore(f"({start!r}" if exclusive else start, "+inf")
+
+    def object_since(self, pk: Any, cursor: Since = None, limit: int = 100) -> FeedPage:
+        """Return a page of the object ``pk``'s diffs after ``cursor``, oldest first.
+
+        Unlike :meth:`get_by_object_id`, the page carries a cursor even when it is empty,
+        which keeps a polling client's cursor fresh while nothing changes.
+        """
+        conf = get_settings()
+        key = self.get_key(pk)
+        label = model_label(self.model)
+        pk_python = pk_value(self.model, pk)
+        return object_page(
+            get_connection(), key, label, pk_python, cursor, limit, conf.max_element_age
+        )
+
+    def since(self, cursor: Since = None, limit: int = 100) -> FeedPage:
+        """Return a page of the diffs of every object of this model, oldest first.
+
+        Pass the page's ``cursor`` back to get the next page; ``has_more`` says whether
+        one is waiting. A page costs two Redis round trips, however many objects the
+        model has. Diffs a child sent to an object of this model with
+        ``get_diff_parent()`` are included; their ``model`` and ``pk`` name the child.
+
+        Raises:
+            CursorExpired: ``cursor`` is older than ``max_element_age``.
+            InvalidCursor: ``cursor`` is malformed.
+            ValueError: ``limit`` is not between 1 and 1000.
+        """
+        conf = get_settings()
+        feed = feed_key(conf.prefix, self.model)
+        label = model_label(self.model)
+        return model_page(
+            get_connection(), conf.prefix, feed, label, cursor, limit, conf.max_element_age
+        )
 
     def create(
         self,
@@ -64,25 +113,41 @@ class DiffModelManager(Generic[_M]):
     ) -> Diff:
         """Store a diff for the object ``pk`` right away and return it.
 
-        This is the low-level write (no hooks, no transaction); saves of registered
-        models call it for you. ``timestamp`` is epoch ms or a datetime (default: now).
-        Redis errors propagate, since the caller asked for this write explicitly.
+        This is the low-level write (no hooks, no transaction, Redis errors propagate);
+        saves of registered models write for you. The diff goes to the object's set and
+        the model's feed. ``timestamp`` (epoch ms or a datetime) fixes the score; by
+        default Redis assigns the next one in write order, which cursors rely on.
         """
         if pk is None:
             msg = f"{self.model.__name__}.diffs.create() needs the pk of the object it describes."
             raise ValueError(msg)
-        score = _score(timestamp)
-        diff = Diff(data=data, created=created, timestamp=score, deleted=deleted, id=new_diff_id())
-        self.get_sortedset(pk, model_cls).zadd({diff.to_member(): score})
-        return diff
+        model = model_cls or self.model
+        diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
+        prefix = self.prefix
+        score = store.add(
+            get_connection(),
+            self.get_key(pk, model),
+            feed_key(prefix, model),
+            diff.to_member(),
+            feed_member(diff.id or "", normalize_pk(model, pk)),
+            _fixed_score(timestamp),
+        )
+        return Diff.stored(
+            diff.data,
+            created=created,
+            deleted=deleted,
+            id=diff.id,
+            timestamp=score,
+            pk=pk_value(model, pk),
+            model=model_label(model),
+            cursor=encode_cursor(score),
+        )
 
 
-def _score(timestamp: float | dt.datetime | None) -> float:
-    if timestamp is None:
-        return now_ms()
+def _fixed_score(timestamp: float | dt.datetime | None) -> float | None:
     if isinstance(timestamp, dt.datetime):
         return datetime_to_ms(timestamp)
-    return float(timestamp)
+    return None if timestamp is None else float(timestamp)
 
 
 class DiffModelDescriptor(Generic[_M]):

@@ -24,17 +24,19 @@ from django.db import models
 from diffs.clock import datetime_to_ms
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
-from diffs.keys import model_label, normalize_pk, object_key
+from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key
 
 logger = logging.getLogger("diffs")
 
 
 @dataclass(frozen=True)
 class PendingDiff:
-    """A diff ready to be written: its key, member and (optional) fixed score."""
+    """A diff ready to be written: its keys, members and (optional) fixed score."""
 
     key: str
     member: str
+    feed_key: str
+    feed_member: str
     timestamp: float | None
     #: ``app_label.model_name`` and pk of the object the diff describes (for logs).
     label: str
@@ -59,9 +61,14 @@ def build_pending(
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
         return None
     target = _target_for(instance)
+    target_pk = normalize_pk(type(target), target.pk)
+    describes = None if target is instance else (model_label(model), instance.pk)
+    diff_id = new_diff_id()
     return PendingDiff(
         key=object_key(prefix, type(target), target.pk),
-        member=build_member(new_diff_id(), _encode(instance, data), created, deleted),
+        member=build_member(diff_id, _encode(instance, data), created, deleted, describes),
+        feed_key=feed_key(prefix, type(target)),
+        feed_member=feed_member(diff_id, target_pk),
         timestamp=_fixed_timestamp(instance),
         label=model_label(model),
         pk=normalize_pk(model, instance.pk),

@@ -1,5 +1,8 @@
 """Removing diffs older than ``max_element_age``: the engine behind ``prune_diffs``.
 
+Model feeds live under the same prefix and are pruned the same way; the report counts
+objects' sets only, since each feed entry points at a diff counted there.
+
 Keys are found with a prefix-matched ``SCAN`` (never ``KEYS``, never the whole
 keyspace), in batches; each batch is one pipelined round trip of
 ``ZREMRANGEBYSCORE`` (or ``ZCOUNT`` for a dry run). Each command is atomic on its key,
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from diffs.keys import prefix_pattern
+from diffs.keys import is_feed_key, prefix_pattern
 
 SCAN_BATCH = 500
 
@@ -26,6 +29,8 @@ class PruneReport:
     keys_scanned: int = 0
     keys_pruned: int = 0
     diffs_removed: int = 0
+    #: Pointers removed from (or counted in) model feeds; not counted as diffs.
+    feed_entries_removed: int = 0
     #: ``(key, error message)`` for keys under the prefix that are not sorted sets.
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -49,7 +54,12 @@ def prune(
             else:
                 pipe.zremrangebyscore(key, "-inf", f"({cutoff_ms}")
         for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
-            _account(report, _display(key), result, on_key)
+            name = _display(key)
+            if is_feed_key(prefix, name):
+                # Feeds hold pointers to diffs counted in their object's set already.
+                report.feed_entries_removed += _count(result)
+            else:
+                _account(report, name, result, on_key)
     return report
 
 
@@ -69,6 +79,10 @@ def _account(
         report.diffs_removed += removed
     if on_key is not None:
         on_key(key, removed)
+
+
+def _count(result: object) -> int:
+    return 0 if isinstance(result, redis.ResponseError) else int(result)  # type: ignore[call-overload]
 
 
 def _display(key: bytes | str) -> str:

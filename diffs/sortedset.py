@@ -1,6 +1,9 @@
 """``DiffSortedSet``: a thin, typed wrapper over one object's Redis sorted set.
 
-Every read returns ``Diff`` objects whose ``timestamp`` is the stored score. A member
+Every read returns ``Diff`` objects whose ``timestamp`` is the stored score. This is
+the raw view: it shows whatever the set holds, including diffs older than
+``max_element_age`` that ``prune_diffs`` has not removed yet (the manager's reads
+leave those out). A member
 that is not ours (not JSON, or missing keys) is skipped with a warning on the
 ``diffs`` logger instead of failing the read.
 """
@@ -20,12 +23,17 @@ logger = logging.getLogger("diffs")
 Score = float | str
 
 
-def decode_entries(key: str, entries: Iterable[Any]) -> list[Diff]:
-    """Turn ``(member, score)`` pairs into diffs, skipping members that are not ours."""
+def decode_entries(
+    key: str, entries: Iterable[Any], model: str | None = None, pk: Any = None
+) -> list[Diff]:
+    """Turn ``(member, score)`` pairs into diffs, skipping members that are not ours.
+
+    ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``).
+    """
     diffs = []
     for member, score in entries:
         try:
-            diffs.append(Diff.from_member(member, score))
+            diffs.append(Diff.from_member(member, score, model, pk))
         except (ValueError, UnicodeDecodeError) as error:
             logger.warning(
                 "Skipped a member of %s that django-diffs did not write (%s): %.80r",
@@ -39,9 +47,14 @@ def decode_entries(key: str, entries: Iterable[Any]) -> list[Diff]:
 class DiffSortedSet:
     """The diffs of one object, oldest first. Indexing and slicing follow Python rules."""
 
-    def __init__(self, key: str, client: redis.Redis) -> None:
+    def __init__(
+        self, key: str, client: redis.Redis, model: str | None = None, pk: Any = None
+    ) -> None:
         self.key = key
         self.client = client
+        #: label and pk of the object the set belongs to, given to the diffs read.
+        self.model = model
+        self.pk = pk
 
     def __repr__(self) -> str:
         return f"<DiffSortedSet {self.key}>"
@@ -95,12 +108,12 @@ class DiffSortedSet:
     def zrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, oldest first; ``stop`` is inclusive, as in Redis."""
         entries = self.client.zrange(self.key, start, stop, withscores=True)
-        return decode_entries(self.key, entries)
+        return decode_entries(self.key, entries, self.model, self.pk)
 
     def zrevrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, newest first; ``stop`` is inclusive, as in Redis."""
         entries = self.client.zrevrange(self.key, start, stop, withscores=True)
-        return decode_entries(self.key, entries)
+        return decode_entries(self.key, entries, self.model, self.pk)
 
     def zrangebyscore(
         self, min: Score, max: Score, start: int | None = None, num: int | None = None
@@ -109,7 +122,7 @@ class DiffSortedSet:
         entries = self.client.zrangebyscore(
             self.key, min, max, start=start, num=num, withscores=True
         )
-        return decode_entries(self.key, entries)
+        return decode_entries(self.key, entries, self.model, self.pk)
 
     def zrevrangebyscore(
         self, max: Score, min: Score, start: int | None = None, num: int | None = None
@@ -118,7 +131,7 @@ class DiffSortedSet:
         entries = self.client.zrevrangebyscore(
             self.key, max, min, start=start, num=num, withscores=True
         )
-        return decode_entries(self.key, entries)
+        return decode_entries(self.key, entries, self.model, self.pk)
 
     def zadd(self, members: Mapping[str, float]) -> int:
         """Add raw ``{member: score}`` pairs; returns how many were new."""

@@ -13,7 +13,7 @@ import logging
 import redis
 from django.db import transaction
 
-from diffs.clock import now_ms
+from diffs import store
 from diffs.connection import get_connection
 from diffs.payload import PendingDiff
 from diffs.settings import get_settings
@@ -33,9 +33,15 @@ def schedule(pending: PendingDiff, using: str | None) -> None:
 
 def write(pending: PendingDiff) -> None:
     """Add ``pending`` to its sorted set, logging instead of raising on Redis errors."""
-    score = now_ms() if pending.timestamp is None else pending.timestamp
     try:
-        get_connection().zadd(pending.key, {pending.member: score})
+        store.add(
+            get_connection(),
+            pending.key,
+            pending.feed_key,
+            pending.member,
+            pending.feed_member,
+            pending.timestamp,
+        )
     except redis.RedisError:
         logger.exception(
             "Could not write the diff of %s pk=%s to Redis key %s; the database change "

@@ -30,7 +30,7 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
         "Requires-Dist: Django>=5.2",
         "Requires-Dist: django-dirtyfields>=1.9",
         "Requires-Dist: redis>=5.0",
-        'fakeredis>=2.20; extra == "test"',
+        'fakeredis[lua]>=2.20; extra == "test"',
     ):
         assert requirement in text
     assert "License" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 
 import pytest
 
@@ -18,12 +19,21 @@ from tests.testapp.models import Question
 pytestmark = pytest.mark.django_db
 
 
+BASE = 0.0
+
+
 @pytest.fixture
 def five():
-    """A set with five diffs at scores 10..50, data {"n": 0..4}."""
+    """A set with five diffs at scores BASE+10..BASE+50 (a minute ago), data {"n": 0..4}."""
+    global BASE
+    BASE = float(int(time.time() * 1000) - 60_000)
     for n in range(5):
-        Question.diffs.create(data={"n": n}, created=n == 0, pk=1, timestamp=(n + 1) * 10)
+        Question.diffs.create(data={"n": n}, created=n == 0, pk=1, timestamp=BASE + (n + 1) * 10)
     return Question.diffs.get_sortedset(1)
+
+
+def at(*offsets):
+    return [BASE + o for o in offsets]
 
 
 def numbers(diffs):
@@ -50,7 +60,7 @@ def test_unsaved_instance_has_no_diffs():
 
 def test_get_by_object_id_returns_timestamps_from_scores(five):
     diffs = Question.diffs.get_by_object_id(1)
-    assert [d.timestamp for d in diffs] == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert [d.timestamp for d in diffs] == at(10, 20, 30, 40, 50)
     assert [d.created for d in diffs] == [True, False, False, False, False]
     assert Question.diffs.get_by_object_id("1") == diffs
 
@@ -58,11 +68,11 @@ def test_get_by_object_id_returns_timestamps_from_scores(five):
 def test_sorted_set_reads(five):
     assert isinstance(five, DiffSortedSet)
     assert len(five) == 5
-    assert five.min_score == 10.0
-    assert five.max_score == 50.0
+    assert five.min_score == BASE + 10
+    assert five.max_score == BASE + 50
     assert numbers(reversed(five)) == [4, 3, 2, 1, 0]
-    assert numbers(five.zrangebyscore(20, 40)) == [1, 2, 3]
-    assert numbers(five.zrangebyscore("(20", "+inf")) == [2, 3, 4]
+    assert numbers(five.zrangebyscore(BASE + 20, BASE + 40)) == [1, 2, 3]
+    assert numbers(five.zrangebyscore(f"({BASE + 20}", "+inf")) == [2, 3, 4]
     assert numbers(five.zrangebyscore("-inf", "+inf", start=1, num=2)) == [1, 2]
     assert numbers(five.zrevrangebyscore("+inf", "-inf")) == [4, 3, 2, 1, 0]
     assert numbers(five.zrange(1, 2)) == [1, 2]
@@ -71,8 +81,8 @@ def test_sorted_set_reads(five):
 
 
 def test_indexing_carries_the_stored_score(five):
-    assert five[0].timestamp == 10.0
-    assert five[-1].timestamp == 50.0
+    assert five[0].timestamp == BASE + 10
+    assert five[-1].timestamp == BASE + 50
     assert five[2].data == {"n": 2}
     with pytest.raises(IndexError):
         five[5]
@@ -146,7 +156,12 @@ def test_members_that_are_not_ours_are_skipped_with_a_warning(five, redis_client
     key = five.key
     redis_client.zadd(
         key,
-        {b"not json": 11, json.dumps({"data": 1}): 12, b"\xff\xfe": 13, json.dumps([1, 2]): 14},
+        {
+            b"not json": BASE + 11,
+            json.dumps({"data": 1}): BASE + 12,
+            b"\xff\xfe": BASE + 13,
+            json.dumps([1, 2]): BASE + 14,
+        },
     )
     with caplog.at_level(logging.WARNING, logger="diffs"):
         diffs = Question.diffs.get_by_object_id(1)

@@ -53,4 +53,6 @@ def test_url_with_acl_user_and_password():
         with diffs_settings(url=url):
             assert "from 0 of 1 key(s)" in record_and_prune()
         assert admin.dbsize() == 0  # db 0 untouched
-        assert redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 1
+        assert (
+            redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 2
+        )  # set + feed

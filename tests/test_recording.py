@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pytest
 
@@ -198,14 +199,16 @@ def test_get_diff_parent_sends_diffs_to_the_parent_only(committed):
 
 
 def test_last_save_at_overrides_the_score(committed):
+    recent_ms = float(int(time.time() * 1000) - 5000)
+    recent_dt = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=3)
     with committed():
         question = Question(question_text="x")
-        question._last_save_at = 1234567.5
+        question._last_save_at = recent_ms
         question.save()
-        question._last_save_at = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+        question._last_save_at = recent_dt
         question.question_text = "y"
         question.save()
-    assert [d.timestamp for d in question.diffs] == [1234567.5, 1577836800000.0]
+    assert [d.timestamp for d in question.diffs] == [recent_ms, recent_dt.timestamp() * 1000]
 
 
 def test_delete_records_a_deleted_diff_and_keeps_history(committed):

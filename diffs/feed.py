@@ -1,0 +1,122 @@
+"""Reading diffs after a cursor: one object's, or a whole model's (the feed).
+
+Every page costs two round trips whatever the number of objects: one ``MULTI`` that
+reads the server clock and the page of the sorted set together, and, for the model
+feed, one pipeline that fetches each listed diff from its object's set.
+
+The cursor of a page is the score of its last diff or, when the page reaches the end,
+a watermark just below the server time at which it was read: any diff written later
+gets a higher score (see ``diffs.store``), so a client that keeps polling keeps a fresh
+cursor even while nothing changes, and only a client away for longer than
+``max_element_age`` gets ``CursorExpired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.apps import apps
+
+from diffs.clock import now_ms
+from diffs.cursors import Since, checked_start, encode_cursor
+from diffs.diff import Diff
+from diffs.keys import parse_feed_member, pk_value
+from diffs.sortedset import decode_entries
+
+#: Most diffs one page may hold.
+MAX_LIMIT = 1000
+
+# One microsecond below the server's time: a diff written in that same microsecond
+# still sorts after the watermark.
+_WATERMARK_MARGIN_MS = 0.001
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """A page of diffs, oldest first, with the cursor to pass back for the next one."""
+
+    diffs: list[Diff]
+    cursor: str | None
+    has_more: bool
+
+
+def floor_ms(max_element_age: float) -> float:
+    """The oldest score still within the retention window."""
+    return now_ms() - max_element_age * 1000
+
+
+def read_page(
+    client: redis.Redis, key: str, since: Since, limit: int, max_element_age: float
+) -> tuple[list[tuple[Any, float]], float, bool, float]:
+    """Read up to ``limit`` entries of ``key`` after ``since``.
+
+    Returns ``(entries, start score, has_more, watermark)``.
+    """
+    check_limit(limit)
+    start, exclusive = checked_start(since, floor_ms(max_element_age))
+    low = f"({start!r}" if exclusive else repr(start)
+    pipe = client.pipeline(transaction=True)
+    pipe.time()
+    pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
+    (seconds, micros), entries = pipe.execute()
+    watermark = seconds * 1000 + micros / 1000 - _WATERMARK_MARGIN_MS
+    return entries[:limit], start, len(entries) > limit, watermark
+
+
+def page_cursor(
+    entries: Sequence[tuple[Any, float]], start: float, has_more: bool, watermark: float
+) -> str:
+    """The cursor after a page: its last entry, or the watermark at the end of the set."""
+    last = entries[-1][1] if entries else start
+    return encode_cursor(last if has_more else max(last, watermark, start))
+
+
+def check_limit(limit: object) -> None:
+    """Refuse a page size outside 1..MAX_LIMIT."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        msg = f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}."
+        raise ValueError(msg)
+
+
+def object_page(
+    client: redis.Redis,
+    key: str,
+    label: str,
+    pk: Any,
+    since: Since,
+    limit: int,
+    max_element_age: float,
+) -> FeedPage:
+    """One object's diffs after ``since``."""
+    entries, start, has_more, watermark = read_page(client, key, since, limit, max_element_age)
+    diffs = decode_entries(key, entries, label, pk)
+    return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)
+
+
+def model_page(
+    client: redis.Redis,
+    prefix: str,
+    feed: str,
+    label: str,
+    since: Since,
+    limit: int,
+    max_element_age: float,
+) -> FeedPage:
+    """A model's diffs (its feed) after ``since``."""
+    entries, start, has_more, watermark = read_page(client, feed, since, limit, max_element_age)
+    pointers = [(*parse_feed_member(member), score) for member, score in entries]
+    pipe = client.pipeline(transaction=False)
+    for _, pk_text, score in pointers:
+        pipe.zrangebyscore(f"{prefix}{label}:{pk_text}", score, score, withscores=True)
+    found = pipe.execute() if pointers else []
+    model = apps.get_model(label)
+    diffs: list[Diff] = []
+    for (diff_id, pk_text, _), candidates in zip(pointers, found, strict=True):
+        key = f"{prefix}{label}:{pk_text}"
+        pk = pk_value(model, pk_text)
+        # A diff pruned (or its key deleted) since the feed was read is simply absent.
+        diffs.extend(d for d in decode_entries(key, candidates, label, pk) if d.id == diff_id)
+    return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)

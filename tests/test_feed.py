@@ -1,0 +1,178 @@
+"""The change feed: cursors, the model-wide feed, expiry and deletes in the feed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import transaction
+
+from diffs import Diff
+from diffs.exceptions import CursorExpired, InvalidCursor
+from diffs.feed import MAX_LIMIT
+from tests.conftest import diffs_settings
+from tests.testapp.models import Choice, CodeItem, Question, UUIDItem
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def texts(diffs: list[Diff]) -> list[str]:
+    return [
+        d.data[0]["fields"].get("question_text", d.data[0]["fields"].get("choice_text"))
+        for d in diffs
+    ]
+
+
+def test_every_read_diff_has_a_cursor_pk_and_model():
+    question = Question.objects.create(question_text="a")
+    [diff] = question.diffs
+    assert isinstance(diff.cursor, str)
+    assert diff.pk == question.pk
+    assert diff.model == "testapp.question"
+    assert Question.diffs.get_sortedset(question.pk)[0].cursor == diff.cursor
+
+
+def test_since_returns_only_later_diffs():
+    question = Question.objects.create(question_text="a")
+    for text in "bcd":
+        question.question_text = text
+        question.save()
+    diffs = Question.diffs.get_by_object_id(question.pk)
+    assert texts(Question.diffs.get_by_object_id(question.pk, since=diffs[1].cursor)) == ["c", "d"]
+    assert Question.diffs.get_by_object_id(question.pk, since=diffs[-1].cursor) == []
+
+
+def test_since_accepts_unix_milliseconds():
+    before = int(time.time() * 1000) - 1
+    question = Question.objects.create(question_text="a")
+    assert len(Question.diffs.get_by_object_id(question.pk, since=before)) == 1
+    assert Question.diffs.get_by_object_id(question.pk, since=time.time() * 1000 + 60_000) == []
+
+
+def test_scores_strictly_increase_within_one_transaction():
+    # all on_commit writes of a transaction run within the same millisecond or so
+    with transaction.atomic():
+        question = Question.objects.create(question_text="0")
+        for i in range(1, 50):
+            question.question_text = str(i)
+            question.save()
+    diffs = question.diffs
+    assert texts(diffs) == [str(i) for i in range(50)]
+    assert len({d.timestamp for d in diffs}) == 50
+    cursor = None
+    seen = []
+    while True:
+        page = Question.diffs.object_since(question.pk, cursor, limit=7)
+        seen.extend(page.diffs)
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    assert texts(seen) == [str(i) for i in range(50)]
+
+
+def test_model_feed_pages_across_objects_with_no_gap_or_repeat():
+    questions = [Question.objects.create(question_text=f"q{i}") for i in range(5)]
+    for question in questions:
+        question.question_text += "!"
+        question.save()
+    cursor, seen, pages = None, [], 0
+    while True:
+        page = Question.diffs.since(cursor, limit=3)
+        pages += 1
+        seen.extend(page.diffs)
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    assert pages == 4
+    assert [(d.pk, d.created) for d in seen] == [(q.pk, True) for q in questions] + [
+        (q.pk, False) for q in questions
+    ]
+    assert len({d.id for d in seen}) == 10
+    assert all(d.model == "testapp.question" for d in seen)
+    # caught up: the next page is empty but its cursor keeps moving forward
+    later = Question.diffs.since(cursor)
+    assert later.diffs == [] and not later.has_more
+    assert float(later.cursor) >= float(cursor)
+    questions[0].question_text = "new"
+    questions[0].save()
+    assert texts(Question.diffs.since(later.cursor).diffs) == ["new"]
+
+
+def test_feed_includes_child_diffs_in_the_parents_model_feed():
+    question = Question.objects.create(question_text="q")
+    choice = Choice.objects.create(question=question, choice_text="c")
+    choice_pk = choice.pk
+    choice.delete()
+    page = Question.diffs.since()
+    assert [(d.model, d.pk, d.created, d.deleted) for d in page.diffs] == [
+        ("testapp.question", question.pk, True, False),
+        ("testapp.choice", choice_pk, True, False),
+        ("testapp.choice", choice_pk, False, True),
+    ]
+    assert Choice.diffs.since().diffs == []
+
+
+def test_deletes_appear_in_the_feed():
+    keep = Question.objects.create(question_text="keep")
+    gone = [Question.objects.create(question_text=f"gone{i}") for i in range(3)]
+    pks = [q.pk for q in gone]
+    gone[0].delete()
+    Question.objects.filter(pk__in=pks[1:]).delete()
+    deleted = [d.pk for d in Question.diffs.since().diffs if d.deleted]
+    assert sorted(deleted) == sorted(pks)
+    assert keep.pk not in deleted
+
+
+def test_feed_works_for_uuid_and_hostile_pks():
+    item = UUIDItem.objects.create(name="u")
+    [diff] = UUIDItem.diffs.since().diffs
+    assert diff.pk == item.pk
+    codes = ["a:b", "x*y", "new\nline", "é" * 300]
+    for code in codes:
+        CodeItem.objects.create(code=code, name="n")
+    assert [d.pk for d in CodeItem.diffs.since().diffs] == codes
+
+
+def test_expired_cursor_raises_and_reads_hide_expired_diffs(redis_client):
+    question = Question.objects.create(question_text="old")
+    old_cursor = question.diffs[0].cursor
+    with diffs_settings(max_element_age=0.05):
+        time.sleep(0.1)
+        with pytest.raises(CursorExpired, match="max_element_age"):
+            Question.diffs.get_by_object_id(question.pk, since=old_cursor)
+        with pytest.raises(CursorExpired):
+            Question.diffs.since(old_cursor)
+        # not pruned yet, but never returned
+        assert len(Question.diffs.get_sortedset(question.pk)) == 1
+        assert question.diffs == []
+        assert Question.diffs.since().diffs == []
+
+
+@pytest.mark.parametrize("bad", ["abc", "", "nan", "-5", "inf", True, None])
+def test_malformed_cursors_are_refused(bad):
+    if bad is None:
+        Question.diffs.since(None)  # None means "from the start"
+        return
+    with pytest.raises(InvalidCursor):
+        Question.diffs.since(bad)
+
+
+@pytest.mark.parametrize("limit", [0, -1, MAX_LIMIT + 1, 2.5, "10", True])
+def test_limit_out_of_range(limit):
+    with pytest.raises(ValueError, match="limit must be a whole number from 1 to 1000"):
+        Question.diffs.since(limit=limit)
+
+
+def test_a_feed_entry_whose_diff_was_pruned_is_skipped(redis_client):
+    question = Question.objects.create(question_text="a")
+    redis_client.delete(Question.diffs.get_key(question.pk))
+    page = Question.diffs.since()
+    assert page.diffs == []
+    assert page.cursor is not None
+
+
+def test_create_returns_a_diff_with_cursor_and_writes_the_feed():
+    diff = Question.diffs.create(data={"x": 1}, pk=7)
+    assert diff.cursor is not None and diff.pk == 7 and diff.model == "testapp.question"
+    [fed] = Question.diffs.since().diffs
+    assert fed.id == diff.id and fed.cursor == diff.cursor
