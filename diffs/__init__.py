@@ -6,9 +6,17 @@ or ``Model.diffs.get_by_object_id(pk)``; run ``manage.py prune_diffs`` from cron
 
 from __future__ import annotations
 
+from diffs.bulk import DiffsQuerySet, DiffsQuerySetMixin
 from diffs.connection import get_connection, reset_connection
 from diffs.diff import Diff
-from diffs.exceptions import DiffsError, HookError, RegistrationError
+from diffs.exceptions import (
+    CursorExpired,
+    DiffsError,
+    HookError,
+    InvalidCursor,
+    RegistrationError,
+)
+from diffs.feed import FeedPage
 from diffs.managers import DiffModelManager
 from diffs.registry import is_registered, register, registered_models, unregister
 from diffs.sortedset import DiffSortedSet
@@ -16,11 +24,16 @@ from diffs.sortedset import DiffSortedSet
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "CursorExpired",
     "Diff",
     "DiffModelManager",
     "DiffSortedSet",
     "DiffsError",
+    "DiffsQuerySet",
+    "DiffsQuerySetMixin",
+    "FeedPage",
     "HookError",
+    "InvalidCursor",
     "RegistrationError",
     "__version__",
     "get_connection",

@@ -43,6 +43,7 @@ def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[chec
 
     messages: list[checks.CheckMessage] = []
     for model in registered_models():
+        messages.extend(_bulk_writes_unrecorded(model))
         found = raw_attribute(model, DESCRIPTOR_NAME)
         if isinstance(found, DiffModelDescriptor):
             continue
@@ -59,6 +60,24 @@ def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[chec
             )
         )
     return messages
+
+
+def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
+    from diffs.bulk import DiffsQuerySetMixin
+
+    manager = model._meta.default_manager
+    if manager is None or issubclass(manager._queryset_class, DiffsQuerySetMixin):
+        return []
+    name = manager._queryset_class.__name__
+    return [
+        checks.Warning(
+            f"{model._meta.label}'s default manager uses {name}, so its update(), "
+            "bulk_update() and bulk_create() record no diffs.",
+            hint=f"Add diffs.DiffsQuerySetMixin first in {name}'s bases.",
+            obj=model,
+            id="diffs.W002",
+        )
+    ]
 
 
 def _fakeredis_installed() -> bool:

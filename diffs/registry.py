@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models.signals import class_prepared
 from django.dispatch import receiver
 
-from diffs import recording, tracking
+from diffs import bulk, recording, tracking
 from diffs.exceptions import RegistrationError
 from diffs.managers import DiffModelDescriptor, DiffModelManager
 
@@ -86,6 +86,7 @@ def _wire(model: type[models.Model]) -> None:
     # so that hooks calling self.get_dirty_fields() still see this save's changes.
     recording.connect(model)
     tracking.install(model)
+    bulk.install(model)
 
 
 def _with_proxies(model: type[models.Model]) -> Iterator[type[models.Model]]:

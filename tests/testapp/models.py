@@ -115,3 +115,18 @@ class SetEncoder(json.JSONEncoder):
 @diffs.register
 class Tagged(models.Model):
     tags = models.JSONField(encoder=SetEncoder, default=dict)
+
+
+class ItemQuerySet(diffs.DiffsQuerySetMixin, models.QuerySet):
+    def named(self, name: str) -> ItemQuerySet:
+        return self.filter(name=name)
+
+
+@diffs.register
+class CustomQuerySetItem(models.Model):
+    """Its own queryset class opts in with the mixin."""
+
+    name = models.CharField(max_length=50)
+    count = models.IntegerField(default=0)
+
+    objects = ItemQuerySet.as_manager()

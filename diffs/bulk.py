@@ -1,0 +1,189 @@
+"""Diffs for ``QuerySet.update()``, ``bulk_update()`` and ``bulk_create()``.
+
+These send no model signals, so the queryset records their diffs itself, one per row,
+through the same hooks and on-commit writes as ``save()``. ``@diffs.register`` puts
+:class:`DiffsQuerySet` behind a model's default manager when that manager uses a plain
+``QuerySet``; a model with its own queryset class opts in by mixing in
+:class:`DiffsQuerySetMixin` (system check ``diffs.W002`` points it out).
+
+Database cost per call, whatever the number of rows:
+
+* ``update()``: three queries instead of one: the affected rows are read and locked
+  (``SELECT ... FOR UPDATE`` where the database supports it), updated by primary key,
+  and read again for the values the database wrote (expressions such as ``F()``
+  included).
+* ``bulk_update()``: Django's own queries, plus one read-back only when a written value
+  is an expression.
+* ``bulk_create()``: no extra query; rows whose primary key the database did not
+  return (``ignore_conflicts=True``, or a backend without ``RETURNING``) get no diff,
+  and a warning says how many.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, models, transaction
+
+from diffs import expressions, tracking
+from diffs.payload import build_pending
+from diffs.settings import get_settings
+from diffs.writer import schedule
+
+if TYPE_CHECKING:
+    _QuerySetBase = models.QuerySet[Any]
+else:
+    _QuerySetBase = object
+
+logger = logging.getLogger("diffs")
+
+_suspended: contextvars.ContextVar[bool] = contextvars.ContextVar("diffs_bulk", default=False)
+
+
+class DiffsQuerySetMixin(_QuerySetBase):
+    """Mix into a ``QuerySet`` subclass so its bulk writes record diffs.
+
+    Put it first: ``class MyQuerySet(DiffsQuerySetMixin, models.QuerySet)``. On a
+    model that is not registered it changes nothing.
+    """
+
+    def update(self, **kwargs: Any) -> int:
+        if not kwargs or _suspended.get() or not _records(self.model):
+            return super().update(**kwargs)
+        self._for_write = True
+        using = self.db
+        base = self.model._base_manager.db_manager(using)
+        with transaction.atomic(using=using, savepoint=False):
+            lock = _lock_options(using)
+            before = list(base.select_for_update(**lock).filter(pk__in=self.values("pk")))
+            pks = [obj.pk for obj in before]
+            rows = models.QuerySet.update(base.filter(pk__in=pks), **kwargs)
+            after = {obj.pk: obj for obj in base.filter(pk__in=pks)}
+            written = [self.model._meta.get_field(name).name for name in kwargs]
+            for old in before:
+                new = after.get(old.pk)
+                if new is not None:
+                    changes = {name: _value(old, name) for name in written}
+                    _record(new, changes, using, created=False)
+        return rows
+
+    def bulk_update(
+        self, objs: Iterable[models.Model], fields: Iterable[str], batch_size: int | None = None
+    ) -> int:
+        objs, fields = list(objs), list(fields)
+        if not objs or not _records(self.model):
+            return super().bulk_update(objs, fields, batch_size=batch_size)
+        self._for_write = True
+        using = self.db
+        names = [self.model._meta.get_field(name).name for name in fields]
+        with transaction.atomic(using=using, savepoint=False):
+            old_values = [{n: _saved_value(obj, n) for n in names} for obj in objs]
+            # Django's bulk_update() calls update() per batch: those must not record too.
+            token = _suspended.set(True)
+            try:
+                rows = super().bulk_update(objs, fields, batch_size=batch_size)
+            finally:
+                _suspended.reset(token)
+            for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True):
+                _record(obj, changes, using, created=False)
+            for obj in objs:
+                _resnapshot(obj, names)
+        return rows
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> Any:
+        objs = list(objs)
+        if not objs or not _records(self.model):
+            return super().bulk_create(objs, *args, **kwargs)
+        self._for_write = True
+        using = self.db
+        with transaction.atomic(using=using, savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            missing = 0
+            for obj in created:
+                if obj.pk is None:
+                    missing += 1
+                    continue
+                _record(obj, tracking.current_state(obj), using, created=True)
+                _resnapshot(obj, None)
+        if missing:
+            logger.warning(
+                "bulk_create() of %s: %d row(s) got no diff because the database did not "
+                "return their primary keys.",
+                self.model._meta.label,
+                missing,
+            )
+        return created
+
+
+class DiffsQuerySet(DiffsQuerySetMixin, models.QuerySet):  # type: ignore[type-arg]
+    """A ``QuerySet`` whose bulk writes record diffs (see :class:`DiffsQuerySetMixin`)."""
+
+
+def install(model: type[models.Model]) -> bool:
+    """Give the default manager of ``model`` a :class:`DiffsQuerySet` when it uses a plain
+    ``QuerySet``; returns whether its bulk writes are now recorded."""
+    manager = model._meta.default_manager
+    if manager is None:
+        return False
+    # Django hands out copies of the managers declared on the class (and copies them
+    # again whenever the app registry's caches are cleared), so the declared instances
+    # are patched as well as the copy in use.
+    declared = [
+        candidate
+        for klass in model.__mro__
+        for candidate in getattr(getattr(klass, "_meta", None), "local_managers", ())
+        if candidate.name == manager.name
+    ]
+    for candidate in [manager, *declared]:
+        if candidate._queryset_class is models.QuerySet:
+            candidate._queryset_class = DiffsQuerySet
+    return issubclass(manager._queryset_class, DiffsQuerySetMixin)
+
+
+def _records(model: type[models.Model]) -> bool:
+    from diffs.registry import is_registered
+
+    return is_registered(model)
+
+
+def _lock_options(using: str) -> dict[str, Any]:
+    features = connections[using].features
+    if not features.has_select_for_update:
+        return {}
+    # Lock only this table's rows, not those of joined (possibly nullable) relations.
+    return {"of": ("self",)} if features.has_select_for_update_of else {}
+
+
+def _value(instance: models.Model, name: str) -> Any:
+    return getattr(instance, getattr(instance._meta.get_field(name), "attname", name))
+
+
+def _saved_value(instance: models.Model, name: str) -> Any:
+    snapshot = getattr(instance, "_original_state", None)
+    return snapshot.get(name) if snapshot is not None else None
+
+
+def _with_db_values(objs: list[models.Model], using: str) -> list[models.Model]:
+    """``objs``, except that rows written from expressions are read back from the database."""
+    if not any(expressions.expression_fields(obj) for obj in objs):
+        return objs
+    model = type(objs[0])
+    fresh = model._base_manager.db_manager(using).in_bulk([obj.pk for obj in objs])
+    return [fresh.get(obj.pk, obj) for obj in objs]
+
+
+def _record(instance: models.Model, changes: dict[str, Any], using: str, *, created: bool) -> None:
+    pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
+    if pending is not None:
+        schedule(pending, using)
+
+
+def _resnapshot(instance: models.Model, fields: list[str] | None) -> None:
+    # Like a save: what was just written is no longer a pending change.
+    if hasattr(instance, "_original_state") and tracking.uses_dirtyfields_api(type(instance)):
+        from dirtyfields.dirtyfields import reset_state
+
+        reset_state(sender=type(instance), instance=instance, update_fields=fields)
