@@ -68,6 +68,8 @@ class Diff:
         pk: the primary key of the object the diff describes.
         model: ``app_label.model_name`` of the object the diff describes.
         cursor: pass it back as ``since`` to read only the diffs after this one.
+        holder_pk: the pk of the object whose sorted set holds the diff: ``pk`` itself,
+            or the parent's pk for a diff a child sent with ``get_diff_parent()``.
     """
 
     data: Any = None
@@ -78,6 +80,7 @@ class Diff:
     pk: Any = None
     model: str | None = None
     cursor: str | None = None
+    holder_pk: Any = None
 
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output).
@@ -129,6 +132,7 @@ class Diff:
             pk=payload.get("pk", pk),
             model=payload.get("m", model),
             cursor=encode_cursor(score),
+            holder_pk=pk,
         )
 
     @classmethod

@@ -141,6 +141,7 @@ class DiffModelManager(Generic[_M]):
             pk=pk_value(model, pk),
             model=model_label(model),
             cursor=encode_cursor(score),
+            holder_pk=pk_value(model, pk),
         )
 
 

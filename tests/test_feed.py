@@ -109,6 +109,7 @@ def test_feed_includes_child_diffs_in_the_parents_model_feed():
         ("testapp.choice", choice_pk, True, False),
         ("testapp.choice", choice_pk, False, True),
     ]
+    assert [d.holder_pk for d in page.diffs] == [question.pk] * 3
     assert Choice.diffs.since().diffs == []
 
 
