@@ -177,3 +177,34 @@ def test_create_returns_a_diff_with_cursor_and_writes_the_feed():
     assert diff.cursor is not None and diff.pk == 7 and diff.model == "testapp.question"
     [fed] = Question.diffs.since().diffs
     assert fed.id == diff.id and fed.cursor == diff.cursor
+
+
+def count_round_trips(monkeypatch):
+    import redis.client
+
+    calls = {"n": 0}
+    real_execute = redis.client.Pipeline.execute
+    real_command = redis.Redis.execute_command
+
+    def execute(self, *args, **kwargs):
+        calls["n"] += 1
+        return real_execute(self, *args, **kwargs)
+
+    def command(self, *args, **kwargs):
+        if not isinstance(self, redis.client.Pipeline):
+            calls["n"] += 1
+        return real_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
+    return calls
+
+
+@pytest.mark.parametrize("objects", [3, 60])
+def test_a_feed_page_costs_two_round_trips_whatever_the_number_of_objects(monkeypatch, objects):
+    for i in range(objects):
+        Question.diffs.create(data={"i": i}, pk=i)
+    calls = count_round_trips(monkeypatch)
+    page = Question.diffs.since(limit=50)
+    assert len(page.diffs) == min(objects, 50)
+    assert calls["n"] == 2
