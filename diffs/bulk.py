@@ -53,6 +53,8 @@ class DiffsQuerySetMixin(_QuerySetBase):
     def update(self, **kwargs: Any) -> int:
         if not kwargs or _suspended.get() or not _records(self.model):
             return super().update(**kwargs)
+        if self.query.is_sliced or self.query.combinator:
+            return super().update(**kwargs)  # raises Django's own error
         self._for_write = True
         using = self.db
         base = self.model._base_manager.db_manager(using)

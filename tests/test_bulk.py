@@ -84,6 +84,12 @@ def test_update_in_a_rolled_back_transaction_records_nothing():
     assert len(question.diffs) == 1
 
 
+def test_update_keeps_djangos_own_errors():
+    Question.objects.create(question_text="q")
+    with pytest.raises(TypeError, match="slice"):
+        Question.objects.all()[:1].update(votes=1)
+
+
 def test_update_matching_nothing():
     assert Question.objects.filter(pk=-1).update(votes=1) == 0
     assert Question.diffs.since().diffs == []
