@@ -35,6 +35,7 @@ DEV_REQUIRES = [
     "django-stubs>=5.0",
     "ruff>=0.6",
     "docutils>=0.22",
+    "djangorestframework>=3.15",
 ]
 
 setup(
@@ -59,7 +60,11 @@ setup(
         "django-dirtyfields>=1.9",
         "redis>=5.0",
     ],
-    extras_require={"test": TEST_REQUIRES, "dev": DEV_REQUIRES},
+    extras_require={
+        "test": TEST_REQUIRES,
+        "dev": DEV_REQUIRES,
+        "drf": ["djangorestframework>=3.15"],
+    },
     classifiers=[
         "Development Status :: 4 - Beta",
         "Environment :: Web Environment",

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, Generic, TypeVar, overload
 
 import redis
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from diffs import store
@@ -73,6 +74,11 @@ class DiffModelManager(Generic[_M]):
 
         Unlike :meth:`get_by_object_id`, the page carries a cursor even when it is empty,
         which keeps a polling client's cursor fresh while nothing changes.
+
+        Raises:
+            CursorExpired: ``cursor`` is older than ``max_element_age``.
+            InvalidCursor: ``cursor`` is malformed.
+            ValueError: ``limit`` is not between 1 and 1000.
         """
         conf = get_settings()
         key = self.get_key(pk)
@@ -122,6 +128,7 @@ class DiffModelManager(Generic[_M]):
             msg = f"{self.model.__name__}.diffs.create() needs the pk of the object it describes."
             raise ValueError(msg)
         model = model_cls or self.model
+        _check_pk(model, pk)
         diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
         prefix = self.prefix
         score = store.add(
@@ -143,6 +150,16 @@ class DiffModelManager(Generic[_M]):
             cursor=encode_cursor(score),
             holder_pk=pk_value(model, pk),
         )
+
+
+def _check_pk(model: type[models.Model], pk: Any) -> None:
+    field = model._meta.pk
+    try:
+        if field is not None:
+            field.to_python(pk)
+    except (ValidationError, TypeError, ValueError) as error:
+        msg = f"{pk!r} cannot be a primary key of {model.__name__}: {error}"
+        raise ValueError(msg) from error
 
 
 def _fixed_score(timestamp: float | dt.datetime | None) -> float | None:

@@ -21,9 +21,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "rest_framework",
     "diffs",
     "tests.testapp",
 ]
+
+ROOT_URLCONF = "tests.urls"
 
 REDIS_URL = os.environ.get("DIFFS_TEST_REDIS_URL", "")
 

@@ -15,7 +15,7 @@ def manage(workdir: Path, *args: str) -> str:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DIFFS_REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        if k not in ("DIFFS_REDIS_URL", "DIFFS_MAX_ELEMENT_AGE", "DJANGO_SETTINGS_MODULE")
     }
     result = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=workdir, env=env, capture_output=True, text=True
@@ -64,3 +64,42 @@ def test_admin_shows_a_questions_diffs(tmp_path):
     shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
     manage(workdir, "migrate", "-v", "0")
     assert "admin ok" in manage(workdir, "shell", "-c", ADMIN_SCRIPT)
+
+
+API_SCRIPT = """
+from rest_framework.test import APIClient
+from polls.models import Choice, Question
+
+question = Question.objects.create(question_text="What is life?")
+question.question_text = "What is python?"
+question.save()
+Choice.objects.create(question=question, choice_text="Yes")
+client = APIClient()
+response = client.get("/api/questions/diffs/", {"limit": 2}, HTTP_HOST="localhost")
+assert response.status_code == 200, response.content
+page = response.json()
+assert set(page) == {"results", "cursor", "has_more"}, page
+assert page["has_more"] is True
+fields = {"model", "pk", "data", "created", "deleted", "timestamp", "cursor"}
+assert [set(r) for r in page["results"]] == [fields, fields]
+assert [(r["model"], r["pk"], r["created"]) for r in page["results"]] == [
+    ("polls.question", question.pk, True),
+    ("polls.question", question.pk, False),
+]
+assert page["results"][1]["data"][0]["fields"] == {"question_text": "What is python?"}
+rest = client.get("/api/questions/diffs/", {"since": page["cursor"]}, HTTP_HOST="localhost")
+[choice] = rest.json()["results"]
+assert choice["model"] == "polls.choice" and rest.json()["has_more"] is False
+detail = client.get(f"/api/questions/{question.pk}/diffs/", HTTP_HOST="localhost").json()
+assert len(detail["results"]) == 3
+bad = client.get("/api/questions/diffs/", {"since": "x"}, HTTP_HOST="localhost")
+assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+print("api ok")
+"""
+
+
+def test_api_serves_the_question_feed(tmp_path):
+    workdir = tmp_path / "example_project"
+    shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
+    manage(workdir, "migrate", "-v", "0")
+    assert "api ok" in manage(workdir, "shell", "-c", API_SCRIPT)

@@ -150,6 +150,8 @@ def test_create_for_another_model_class():
 def test_create_needs_a_pk():
     with pytest.raises(ValueError, match="needs the pk"):
         Question.diffs.create(data={"x": 1})
+    with pytest.raises(ValueError, match="'not-a-number' cannot be a primary key of Question"):
+        Question.diffs.create(data={"x": 1}, pk="not-a-number")
 
 
 def test_members_that_are_not_ours_are_skipped_with_a_warning(five, redis_client, caplog):

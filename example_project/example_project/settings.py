@@ -6,6 +6,8 @@ Development settings only: the secret key below is public. Environment variables
 * ``DIFFS_REDIS_URL``: a Redis URL such as ``redis://127.0.0.1:6379/14``. Without it
   the example runs in django-diffs' test mode (fakeredis, no server needed); fakeredis
   keeps its data in the memory of the process, so diffs vanish when the process ends.
+* ``DIFFS_MAX_ELEMENT_AGE``: how many seconds diffs are kept (default: 3600). A tiny
+  value shows what a client gets for an expired cursor.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
     "diffs",
     "polls",
 ]
@@ -81,8 +84,10 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-diffs: a real Redis when DIFFS_REDIS_URL is set, else fakeredis (test mode).
-DIFFS_SETTINGS: dict[str, Any]
+DIFFS_SETTINGS: dict[str, Any] = {
+    "max_element_age": float(os.environ.get("DIFFS_MAX_ELEMENT_AGE", "3600"))
+}
 if os.environ.get("DIFFS_REDIS_URL"):
-    DIFFS_SETTINGS = {"url": os.environ["DIFFS_REDIS_URL"], "max_element_age": 3600}
+    DIFFS_SETTINGS["url"] = os.environ["DIFFS_REDIS_URL"]
 else:
-    DIFFS_SETTINGS = {"test_mode": True}
+    DIFFS_SETTINGS["test_mode"] = True

@@ -1,0 +1,64 @@
+"""DRF viewsets serving diffs through ``diffs.contrib.drf.DiffsViewSetMixin``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import permissions, serializers, viewsets
+
+from diffs.contrib.drf import DiffsViewSetMixin
+from tests.testapp.models import Question, UUIDItem
+
+
+class QuestionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Question
+        fields = ["id", "question_text", "pub_date", "votes"]
+
+
+class QuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
+    """Every question, for anyone."""
+
+    queryset = Question.objects.all()
+    serializer_class = QuestionSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class VotedQuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
+    """Signed-in users only, and only the questions with at least one vote."""
+
+    serializer_class = QuestionSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    diffs_page_size = 2
+    diffs_max_limit = 50
+
+    def get_queryset(self) -> QuerySet[Question]:
+        return Question.objects.filter(votes__gte=1)
+
+
+class PerActionQuestionViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    """Rules that branch on ``self.action``: ``list`` is stricter than the rest."""
+
+    serializer_class = QuestionSerializer
+    seen_actions: list[str | None] = []
+
+    def get_permissions(self) -> list[Any]:
+        self.seen_actions.append(self.action)
+        if self.action == "list":
+            return [permissions.IsAuthenticated()]
+        return [permissions.AllowAny()]
+
+    def get_queryset(self) -> QuerySet[Question]:
+        if self.action == "list":
+            return Question.objects.filter(votes__gte=1)
+        return Question.objects.all()
+
+
+class UnaliasedQuestionViewSet(PerActionQuestionViewSet):
+    diffs_action_aliases = {}
+
+
+class UUIDItemViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = UUIDItem.objects.all()
+    permission_classes = [permissions.AllowAny]

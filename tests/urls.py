@@ -1,0 +1,16 @@
+"""URLs of the test project: DRF viewsets serving diffs."""
+
+from __future__ import annotations
+
+from rest_framework.routers import DefaultRouter
+
+from tests.testapp import views
+
+router = DefaultRouter()
+router.register("questions", views.QuestionViewSet, basename="question")
+router.register("voted-questions", views.VotedQuestionViewSet, basename="voted-question")
+router.register("per-action", views.PerActionQuestionViewSet, basename="per-action")
+router.register("unaliased", views.UnaliasedQuestionViewSet, basename="unaliased")
+router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
+
+urlpatterns = router.urls
