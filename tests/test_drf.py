@@ -181,19 +181,24 @@ def test_one_query_per_feed_page(user_client, django_assert_num_queries):
         get(user_client, "/voted-questions/diffs/", since=body["cursor"])
 
 
-def test_deletions_show_on_the_unfiltered_viewset_only(client, user_client):
+def test_deletions_show_to_readers_whose_filter_the_row_passed(client, user_client):
     keep = Question.objects.create(question_text="keep", votes=1)
     gone = Question.objects.create(question_text="gone", votes=1)
     gone_pk = gone.pk
     gone.delete()
+    unseen = Question.objects.create(question_text="never voted")
+    unseen_pk = unseen.pk
+    unseen.delete()
     everyone = walk(client, "/questions/diffs/")[0]
     # the created diff of a row that is gone cannot be checked, the deletion is shown
     assert [(r["pk"], r["created"], r["deleted"]) for r in everyone] == [
         (keep.pk, True, False),
         (gone_pk, False, True),
+        (unseen_pk, False, True),
     ]
     filtered, pages = walk(user_client, "/voted-questions/diffs/")
-    assert [(r["pk"], r["deleted"]) for r in filtered] == [(keep.pk, False)]
+    # votes >= 1: the reader could see "gone", never "never voted"
+    assert [(r["pk"], r["deleted"]) for r in filtered] == [(keep.pk, False), (gone_pk, True)]
     # the filtered reader's cursor still passed the deletion
     later = Question.objects.create(question_text="later", votes=1)
     assert [
@@ -257,7 +262,11 @@ def test_a_cascade_deletion_follows_deleted_diff_visible(client, user_client):
         ("testapp.choice", True),
         ("testapp.question", True),
     ]
-    assert get(user_client, "/voted-questions/diffs/", since=start)["results"] == []
+    # the question passed the reader's filter; its cascaded choice cannot be checked
+    assert [
+        (r["model"], r["deleted"])
+        for r in get(user_client, "/voted-questions/diffs/", since=start)["results"]
+    ] == [("testapp.question", True)]
 
 
 @pytest.mark.parametrize("bad", ["abc", "nan", "-5", "inf", "1e999"])

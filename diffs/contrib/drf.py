@@ -52,7 +52,8 @@ Who sees what:
   describes, or the parent a child sent it to) is in ``filter_queryset(get_queryset())``:
   one query per page checks this. A deleted row is in no queryset, so a deletion whose
   object is gone is shown only when :meth:`DiffsViewSetMixin.deleted_diff_visible` says
-  so (by default: only when that queryset has no filter at all).
+  so (by default: when the deleted row, as the diff holds it, passes the queryset's
+  filter; see ``diffs.contrib.rowmatch``).
 * Hidden diffs are left out of ``results``, but the page's ``cursor`` still moves past
   them: nothing leaks and a client never loops.
 """
@@ -73,6 +74,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from diffs.contrib.rowmatch import deleted_row, row_matches
 from diffs.cursors import Since
 from diffs.diff import Diff
 from diffs.exceptions import CursorExpired, InvalidCursor
@@ -217,20 +219,27 @@ class DiffsViewSetMixin:
     def deleted_diff_visible(self, diff: Diff) -> bool:
         """Whether the feed shows ``diff``, a deletion whose holder is not in the queryset.
 
-        The row is gone, so the queryset cannot tell whether this user could see it.
-        By default a deletion is shown only when the viewset's queryset
-        (:meth:`get_diffs_queryset`) has no filter at all, that is, when every user of
-        the endpoint sees every row. Override it to decide from the deleted row, which
-        the diff's ``data`` holds (the default serializer's ``[{"model", "pk",
-        "fields"}]``). ``diff.model`` names the deleted object: another model for the
-        diff of a child deleted along with its parent. For example::
+        The row is gone, so the database cannot tell whether this user could see it.
+        By default: always when the queryset (:meth:`get_diffs_queryset`) has no
+        filter; otherwise the queryset's filter is evaluated
+        against the deleted row as the diff's default data holds it: simple lookups on
+        the model's own columns (``exact``, ``in``, ``gte``, ``isnull``, ...) combined
+        with AND/OR/NOT, so ``filter(owner=request.user)`` works. Anything it cannot
+        evaluate (joins, expressions, a custom ``serialize_diff``, the deletion of a
+        child whose parent went too) hides the diff. Override it to decide yourself::
 
             def deleted_diff_visible(self, diff):
                 if diff.model != "polls.question":
                     return False
                 return diff.data[0]["fields"]["owner"] == self.request.user.pk
         """
-        return not self.get_diffs_queryset().query.where
+        queryset = self.get_diffs_queryset()
+        if not queryset.query.where:
+            return True  # every user of the endpoint sees every row
+        row = deleted_row(diff.data, diff.model or "", queryset.model)
+        if row is None or diff.model != model_label(queryset.model):
+            return False
+        return row_matches(queryset, row)
 
     def diffs_response(self, page: FeedPage, diffs: list[Diff]) -> Response:
         """The response for ``page``, showing ``diffs`` (those the user may see)."""
