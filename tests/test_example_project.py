@@ -24,10 +24,16 @@ def manage(workdir: Path, *args: str) -> str:
     return result.stdout
 
 
-def test_demo_runs_and_shows_diffs_and_a_prune(tmp_path):
+def migrated_copy(tmp_path: Path) -> Path:
+    """A copy of the example project with its database migrated."""
     workdir = tmp_path / "example_project"
     shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
     manage(workdir, "migrate", "-v", "0")
+    return workdir
+
+
+def test_demo_runs_and_shows_diffs_and_a_prune(tmp_path):
+    workdir = migrated_copy(tmp_path)
     out = manage(workdir, "demo")
     assert "fakeredis" in out
     assert '"model":"polls.choice"' in out  # the choice's diffs land in the question's set
@@ -60,10 +66,7 @@ print("admin ok")
 
 
 def test_admin_shows_a_questions_diffs(tmp_path):
-    workdir = tmp_path / "example_project"
-    shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
-    manage(workdir, "migrate", "-v", "0")
-    assert "admin ok" in manage(workdir, "shell", "-c", ADMIN_SCRIPT)
+    assert "admin ok" in manage(migrated_copy(tmp_path), "shell", "-c", ADMIN_SCRIPT)
 
 
 API_SCRIPT = """
@@ -99,7 +102,4 @@ print("api ok")
 
 
 def test_api_serves_the_question_feed(tmp_path):
-    workdir = tmp_path / "example_project"
-    shutil.copytree(EXAMPLE, workdir, ignore=shutil.ignore_patterns("db.sqlite3", "__pycache__"))
-    manage(workdir, "migrate", "-v", "0")
-    assert "api ok" in manage(workdir, "shell", "-c", API_SCRIPT)
+    assert "api ok" in manage(migrated_copy(tmp_path), "shell", "-c", API_SCRIPT)
