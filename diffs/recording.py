@@ -75,12 +75,13 @@ def on_post_delete(
     sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
 ) -> None:
     """Record a ``deleted=True`` diff for a row that ``delete()`` removed."""
-    pending = build_pending(
-        instance,
-        tracking.current_state(instance),
-        prefix=get_settings().prefix,
-        created=False,
-        deleted=True,
-    )
+    with tracking.saved_values(instance):
+        pending = build_pending(
+            instance,
+            tracking.current_state(instance),
+            prefix=get_settings().prefix,
+            created=False,
+            deleted=True,
+        )
     if pending is not None:
         schedule(pending, using)

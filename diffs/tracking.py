@@ -14,8 +14,9 @@ with its own ``get_dirty_fields()`` is called with no arguments, as 0.1.16 did.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dirtyfields import DirtyFieldsMixin
@@ -152,3 +153,21 @@ def current_state(instance: models.Model) -> dict[str, Any]:
         for field in instance._meta.concrete_fields
         if field.attname not in deferred and not holds_expression(instance, field)
     }
+
+
+@contextlib.contextmanager
+def saved_values(instance: models.Model) -> Iterator[None]:
+    """Within the block, fields hold their last saved values, not unsaved edits.
+
+    Used for deletions: the diff describes the row as it was in the database.
+    """
+    snapshot = getattr(instance, "_original_state", None) or {}
+    replaced = {}
+    for field in instance._meta.concrete_fields:
+        if field.name in snapshot and field.attname in instance.__dict__:
+            replaced[field.attname] = instance.__dict__[field.attname]
+            instance.__dict__[field.attname] = snapshot[field.name]
+    try:
+        yield
+    finally:
+        instance.__dict__.update(replaced)

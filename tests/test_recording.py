@@ -229,6 +229,16 @@ def test_delete_records_a_deleted_diff_and_keeps_history(committed):
     ]
 
 
+def test_delete_records_the_saved_row_not_unsaved_edits(committed):
+    with committed():
+        question = Question.objects.create(question_text="saved", votes=1)
+        pk = question.pk
+        question.question_text = "never saved"
+        question.delete()
+    assert Question.diffs.get_by_object_id(pk)[-1].data[0]["fields"]["question_text"] == "saved"
+    assert question.question_text == "never saved"  # the instance is left as it was
+
+
 def test_queryset_delete_records_a_diff_per_row(committed):
     with committed():
         pks = [Question.objects.create(question_text=str(i)).pk for i in range(3)]

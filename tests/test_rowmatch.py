@@ -25,15 +25,16 @@ Qs = Question.objects
         (Qs.filter(votes__lt=4, votes__lte=3), True),
         (Qs.filter(pk__in=[4, 5]), True),
         (Qs.filter(pk=6), False),
-        (Qs.filter(question_text__iexact="HELLO THERE"), True),
-        (Qs.filter(question_text__icontains="THERE", question_text__endswith="re"), True),
+        (Qs.filter(question_text__iexact="HELLO THERE"), False),  # case folding differs
+        (Qs.filter(question_text__contains="there", question_text__endswith="re"), True),
         (Qs.filter(question_text__contains="xyz"), False),
-        (Qs.filter(question_text__istartswith="hello", question_text__iendswith="ERE"), True),
+        (Qs.filter(question_text__gte="A"), False),  # collations differ
+        (Qs.filter(pk__in=[5, None]), True),
         (Qs.filter(Q(votes=0) | Q(question_text="Hello there")), True),
         (Qs.exclude(votes=3), False),
         (Qs.exclude(votes=0), True),
         (Qs.filter(pub_date__isnull=False), True),
-        (Qs.filter(pub_date__gte=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)), True),
+        (Qs.filter(pub_date__gte=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)), False),
         (Qs.filter(pub_date__year=2026), False),  # not evaluable: hidden
         (Qs.filter(votes=F("id")), False),  # an expression: hidden
         (Qs.filter(choice__choice_text="x"), False),  # a join: hidden
@@ -43,6 +44,13 @@ Qs = Question.objects
 )
 def test_row_matches(queryset, expected):
     assert row_matches(queryset, ROW) is expected
+
+
+def test_null_is_never_in_an_in_list():
+    assert (
+        row_matches(Choice.objects.filter(question__in=[7, None]), {"id": 1, "question": None})
+        is False
+    )
 
 
 def test_missing_fields_and_null_comparisons():
@@ -58,11 +66,11 @@ def test_foreign_keys_compare_by_id():
 
 def test_deleted_row_reads_the_default_data_only():
     data = [{"model": "testapp.question", "pk": 5, "fields": {"votes": 3}}]
-    assert deleted_row(data, "testapp.question", Question) == {"votes": 3, "id": 5}
-    assert deleted_row(data, "testapp.choice", Question) is None
-    assert deleted_row({"custom": True}, "testapp.question", Question) is None
-    assert (
-        deleted_row([{"model": "testapp.question", "fields": [1]}], "testapp.question", Question)
-        is None
-    )
-    assert deleted_row(["x"], "testapp.question", Question) is None
+    assert deleted_row(data, Question) == {"votes": 3, "id": 5}
+    assert deleted_row(data, Choice) is None
+    proxied = [{"model": "testapp.questionproxy", "pk": 5, "fields": {"votes": 3}}]
+    assert deleted_row(proxied, Question) == {"votes": 3, "id": 5}
+    assert deleted_row([{"model": "nope.nope", "pk": 5, "fields": {}}], Question) is None
+    assert deleted_row({"custom": True}, Question) is None
+    assert deleted_row([{"model": "testapp.question", "fields": [1]}], Question) is None
+    assert deleted_row(["x"], Question) is None

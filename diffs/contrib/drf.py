@@ -236,10 +236,8 @@ class DiffsViewSetMixin:
         queryset = self.get_diffs_queryset()
         if not queryset.query.where:
             return True  # every user of the endpoint sees every row
-        row = deleted_row(diff.data, diff.model or "", queryset.model)
-        if row is None or diff.model != model_label(queryset.model):
-            return False
-        return row_matches(queryset, row)
+        row = deleted_row(diff.data, queryset.model)
+        return row is not None and row_matches(queryset, row)
 
     def diffs_response(self, page: FeedPage, diffs: list[Diff]) -> Response:
         """The response for ``page``, showing ``diffs`` (those the user may see)."""
