@@ -4,9 +4,10 @@ A deleted row is in no queryset any more, so the database cannot say whether a u
 could see it. When the queryset's filter is simple (lookups such as ``exact``, ``in``,
 ``gte`` or ``isnull`` on the model's own columns, combined with AND, OR and NOT), it is
 evaluated here against the row's values, as the deletion diff's default data holds
-them (the values last saved, not unsaved changes on the deleted instance). Anything else (joins, expressions, subqueries, custom data) counts as "cannot
-tell", and the answer is then no: a deletion is never shown to someone who may not
-have seen the row.
+them (the values last saved, not unsaved edits of the deleted instance). Anything
+else (joins, expressions, subqueries, custom data, and comparisons Python might answer
+differently from the database) counts as "cannot tell", and the answer is then no: a
+deletion is never shown to someone who may not have seen the row.
 """
 
 from __future__ import annotations
