@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError
 from django.db import connections, models, transaction
 
 from diffs import expressions, tracking
@@ -63,7 +64,7 @@ class DiffsQuerySetMixin(_QuerySetBase):
             before = list(base.select_for_update(**lock).filter(pk__in=self.values("pk")))
             pks = [obj.pk for obj in before]
             rows = models.QuerySet.update(base.filter(pk__in=pks), **kwargs)
-            after = {obj.pk: obj for obj in base.filter(pk__in=pks)}
+            after = _read_back(base, pks, kwargs)
             written = [self.model._meta.get_field(name).name for name in kwargs]
             for old in before:
                 new = after.get(old.pk)
@@ -89,8 +90,11 @@ class DiffsQuerySetMixin(_QuerySetBase):
                 rows = super().bulk_update(objs, fields, batch_size=batch_size)
             finally:
                 _suspended.reset(token)
+            # A row deleted meanwhile was not updated: no diff may bring it back.
+            present = _existing_pks(objs, using) if rows < len(objs) else None
             for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True):
-                _record(obj, changes, using, created=False)
+                if present is None or obj.pk in present:
+                    _record(obj, changes, using, created=False)
             for obj in objs:
                 _resnapshot(obj, names)
         return rows
@@ -103,17 +107,18 @@ class DiffsQuerySetMixin(_QuerySetBase):
         using = self.db
         with transaction.atomic(using=using, savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
+            inserted = _inserted(created, using) if kwargs.get("ignore_conflicts") else None
             missing = 0
             for obj in created:
-                if obj.pk is None:
+                if obj.pk is None or (inserted is not None and obj.pk not in inserted):
                     missing += 1
                     continue
                 _record(obj, tracking.current_state(obj), using, created=True)
                 _resnapshot(obj, None)
         if missing:
             logger.warning(
-                "bulk_create() of %s: %d row(s) got no diff because the database did not "
-                "return their primary keys.",
+                "bulk_create() of %s: %d row(s) got no diff: the database did not return "
+                "their primary keys, or (ignore_conflicts=True) a conflicting row was kept.",
                 self.model._meta.label,
                 missing,
             )
@@ -175,6 +180,67 @@ def _with_db_values(objs: list[models.Model], using: str) -> list[models.Model]:
     model = type(objs[0])
     fresh = model._base_manager.db_manager(using).in_bulk([obj.pk for obj in objs])
     return [fresh.get(obj.pk, obj) for obj in objs]
+
+
+def _read_back(
+    base: models.Manager[Any], pks: list[Any], kwargs: dict[str, Any]
+) -> dict[Any, models.Model]:
+    """The updated rows by their pk before the update (which may have changed it)."""
+    pk_field = base.model._meta.pk
+    new_pk = next(
+        (
+            v
+            for k, v in kwargs.items()
+            if pk_field is not None and k in (pk_field.name, pk_field.attname, "pk")
+        ),
+        None,
+    )
+    if new_pk is None:
+        return {obj.pk: obj for obj in base.filter(pk__in=pks)}
+    if len(pks) != 1 or hasattr(new_pk, "resolve_expression"):
+        logger.warning(
+            "update() of %s changed primary keys of %d row(s): no diff recorded.",
+            base.model._meta.label,
+            len(pks),
+        )
+        return {}
+    moved = base.filter(pk=new_pk).first()
+    return {} if moved is None else {pks[0]: moved}
+
+
+def _existing_pks(objs: list[models.Model], using: str) -> set[Any]:
+    model = type(objs[0])
+    found = model._base_manager.db_manager(using).filter(pk__in=[o.pk for o in objs])
+    return set(found.values_list("pk", flat=True))
+
+
+def _inserted(objs: list[models.Model], using: str) -> set[Any]:
+    """Which of ``objs`` (after bulk_create with ignore_conflicts) hold what was inserted.
+
+    Django cannot tell inserted rows from ignored ones: a row counts as inserted when the
+    database holds exactly the object's values.
+    """
+    with_pk = [obj for obj in objs if obj.pk is not None]
+    if not with_pk:
+        return set()
+    model = type(with_pk[0])
+    stored = model._base_manager.db_manager(using).in_bulk([obj.pk for obj in with_pk])
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    return {
+        obj.pk
+        for obj in with_pk
+        if obj.pk in stored and all(_same(f, obj, stored[obj.pk]) for f in fields)
+    }
+
+
+def _same(field: Any, one: models.Model, other: models.Model) -> bool:
+    try:
+        return bool(
+            field.to_python(field.value_from_object(one))
+            == field.to_python(field.value_from_object(other))
+        )
+    except (ValidationError, TypeError, ValueError):
+        return False
 
 
 def _record(instance: models.Model, changes: dict[str, Any], using: str, *, created: bool) -> None:

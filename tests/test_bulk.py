@@ -176,3 +176,45 @@ def test_w002_for_a_custom_queryset_without_the_mixin():
         assert "DiffsQuerySetMixin" in warning.hint
     finally:
         diffs.unregister(Custom)
+
+
+def test_bulk_create_ignore_conflicts_records_only_inserted_rows(caplog):
+    from tests.testapp.models import CodeItem
+
+    CodeItem.objects.create(code="a", name="original")
+    with caplog.at_level("WARNING", logger="diffs"):
+        CodeItem.objects.bulk_create(
+            [CodeItem(code="a", name="IGNORED"), CodeItem(code="b", name="new")],
+            ignore_conflicts=True,
+        )
+    assert [d.created for d in CodeItem.diffs.get_by_object_id("a")] == [True]
+    assert CodeItem.diffs.get_by_object_id("a")[0].data[0]["fields"] == {"name": "original"}
+    assert fields_of(CodeItem.diffs.get_by_object_id("b")[0]) == {"name": "new"}
+    assert "1 row(s) got no diff" in caplog.text
+
+
+def test_bulk_update_of_a_row_deleted_meanwhile_records_no_diff():
+    kept, gone = (Question.objects.create(question_text=t) for t in "ab")
+    gone_pk = gone.pk
+    Question.objects.filter(pk=gone_pk).delete()
+    kept.votes = gone.votes = 99
+    assert Question.objects.bulk_update([kept, gone], ["votes"]) == 1
+    assert fields_of(kept.diffs[-1]) == {"votes": 99}
+    assert Question.diffs.get_by_object_id(gone_pk)[-1].deleted is True
+
+
+def test_update_that_changes_a_primary_key(caplog):
+    from tests.testapp.models import CodeItem
+
+    CodeItem.objects.create(code="old", name="n")
+    assert CodeItem.objects.filter(code="old").update(code="new") == 1
+    assert CodeItem.diffs.get_by_object_id("new")[-1].data[0]["pk"] == "new"
+    CodeItem.objects.create(code="x1", name="n")
+    CodeItem.objects.create(code="x2", name="n")
+    from django.db.models import Value
+    from django.db.models.functions import Concat
+
+    with caplog.at_level("WARNING", logger="diffs"):
+        CodeItem.objects.filter(code__startswith="x").update(code=Concat(F("code"), Value("!")))
+    assert "changed primary keys of 2 row(s): no diff recorded" in caplog.text
+    assert CodeItem.diffs.get_by_object_id("x1!") == []
