@@ -40,22 +40,41 @@ def decode_cursor(value: str | int | float) -> float:
     return score
 
 
-def checked_start(since: Since, floor_ms: float) -> tuple[float, bool]:
-    """Return ``(score, exclusive)`` to read from, given ``since`` and the retention floor.
+#: How far ahead of the Redis clock a ``since`` may be (clients' clocks drift).
+FUTURE_TOLERANCE_MS = 60_000.0
+
+
+def start_of(since: Since, floor_ms: float) -> tuple[float, bool]:
+    """Return ``(score, exclusive)`` to read from: after ``since``, or from ``floor_ms``.
 
     Raises:
-        CursorExpired: when ``since`` is older than the retention window, so diffs after
-            it may already be gone.
         InvalidCursor: when ``since`` is malformed.
     """
     if since is None:
         return floor_ms, False
-    score = decode_cursor(since)
-    if score < floor_ms:
+    return decode_cursor(since), True
+
+
+def check_fresh(since: Since, score: float, now_ms: float, max_element_age: float) -> None:
+    """Refuse a cursor older than the retention window or ahead of the clock.
+
+    ``now_ms`` is the Redis server's time, the clock every score comes from.
+
+    Raises:
+        CursorExpired: ``since`` is older than ``max_element_age``: diffs after it may be
+            gone. The exception's ``restart_cursor`` stands for ``now_ms``.
+        InvalidCursor: ``since`` lies in the future, so diffs written until then would
+            be skipped.
+    """
+    if since is None:
+        return
+    if score < now_ms - max_element_age * 1000:
         msg = (
             f"The cursor {since!r} is older than DIFFS_SETTINGS['max_element_age']: "
-            "diffs after it may have been pruned. Fetch the objects again and start over "
-            "without a cursor."
+            "diffs after it may have been pruned. Keep the exception's restart_cursor, "
+            "fetch the objects again, then read diffs since restart_cursor."
         )
-        raise CursorExpired(msg)
-    return score, True
+        raise CursorExpired(msg, encode_cursor(now_ms - 0.001))
+    if score > now_ms + FUTURE_TOLERANCE_MS:
+        msg = f"{since!r} is in the future: pass back a cursor django-diffs gave out."
+        raise InvalidCursor(msg)

@@ -22,5 +22,11 @@ class InvalidCursor(DiffsError, ValueError):
 class CursorExpired(DiffsError):
     """A cursor is older than ``max_element_age``: diffs after it may be gone.
 
-    The client should fetch the objects again and resume without a cursor.
+    The client should take ``restart_cursor`` (the present moment, as a cursor), fetch
+    the objects again, and then resume reading diffs from ``restart_cursor``.
     """
+
+    def __init__(self, message: str, restart_cursor: str | None = None) -> None:
+        super().__init__(message)
+        #: A cursor for "now": every diff written after the failed read comes after it.
+        self.restart_cursor = restart_cursor

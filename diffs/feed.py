@@ -21,7 +21,7 @@ import redis
 from django.apps import apps
 
 from diffs.clock import now_ms
-from diffs.cursors import Since, checked_start, encode_cursor
+from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.keys import parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
@@ -48,6 +48,28 @@ def floor_ms(max_element_age: float) -> float:
     return now_ms() - max_element_age * 1000
 
 
+def read_after(
+    client: redis.Redis, key: str, since: Since, max_element_age: float, limit: int | None
+) -> tuple[list[tuple[Any, float]], float, float]:
+    """Read the entries of ``key`` after ``since`` (at most ``limit``, if given).
+
+    The server's clock is read in the same ``MULTI``: expiry is judged by the clock that
+    scores come from. Returns ``(entries, start score, watermark)``.
+    """
+    start, exclusive = start_of(since, floor_ms(max_element_age))
+    low = f"({start!r}" if exclusive else repr(start)
+    pipe = client.pipeline(transaction=True)
+    pipe.time()
+    if limit is None:
+        pipe.zrangebyscore(key, low, "+inf", withscores=True)
+    else:
+        pipe.zrangebyscore(key, low, "+inf", start=0, num=limit, withscores=True)
+    (seconds, micros), entries = pipe.execute()
+    server_ms = seconds * 1000 + micros / 1000
+    check_fresh(since, start, server_ms, max_element_age)
+    return entries, start, server_ms - _WATERMARK_MARGIN_MS
+
+
 def read_page(
     client: redis.Redis, key: str, since: Since, limit: int, max_element_age: float
 ) -> tuple[list[tuple[Any, float]], float, bool, float]:
@@ -56,13 +78,7 @@ def read_page(
     Returns ``(entries, start score, has_more, watermark)``.
     """
     check_limit(limit)
-    start, exclusive = checked_start(since, floor_ms(max_element_age))
-    low = f"({start!r}" if exclusive else repr(start)
-    pipe = client.pipeline(transaction=True)
-    pipe.time()
-    pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
-    (seconds, micros), entries = pipe.execute()
-    watermark = seconds * 1000 + micros / 1000 - _WATERMARK_MARGIN_MS
+    entries, start, watermark = read_after(client, key, since, max_element_age, limit + 1)
     return entries[:limit], start, len(entries) > limit, watermark
 
 

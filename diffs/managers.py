@@ -12,12 +12,12 @@ from django.db import models
 from diffs import store
 from diffs.clock import datetime_to_ms
 from diffs.connection import get_connection
-from diffs.cursors import Since, checked_start, encode_cursor
+from diffs.cursors import Since, encode_cursor
 from diffs.diff import Diff, new_diff_id
-from diffs.feed import FeedPage, floor_ms, model_page, object_page
+from diffs.feed import FeedPage, model_page, object_page, read_after
 from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key, pk_value
 from diffs.settings import get_settings
-from diffs.sortedset import DiffSortedSet
+from diffs.sortedset import DiffSortedSet, decode_entries
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -66,8 +66,10 @@ class DiffModelManager(Generic[_M]):
             CursorExpired: ``since`` is older than ``max_element_age``.
             InvalidCursor: ``since`` is malformed.
         """
-        start, exclusive = checked_start(since, floor_ms(get_settings().max_element_age))
-        return self.get_sortedset(pk).zrangebyscore(f"({start!r}" if exclusive else start, "+inf")
+        diff_set = self.get_sortedset(pk)
+        age = get_settings().max_element_age
+        entries, _, _ = read_after(diff_set.client, diff_set.key, since, age, None)
+        return decode_entries(diff_set.key, entries, diff_set.model, diff_set.pk)
 
     def object_since(self, pk: Any, cursor: Since = None, limit: int = 100) -> FeedPage:
         """Return a page of the object ``pk``'s diffs after ``cursor``, oldest first.

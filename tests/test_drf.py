@@ -61,7 +61,9 @@ def texts(results: list[dict]) -> list[str]:
 
 
 def assert_error(body: dict, code: str) -> None:
-    assert set(body) == {"detail", "code"}
+    assert set(body) == (
+        {"detail", "code", "cursor"} if code == "cursor_expired" else {"detail", "code"}
+    )
     assert body["code"] == code
     assert isinstance(body["detail"], str) and body["detail"]
 
@@ -306,11 +308,57 @@ def test_expired_cursor_is_a_410(client):
         time.sleep(0.1)
         body = get(client, "/questions/diffs/", status=410, since=cursor)
         assert_error(body, "cursor_expired")
-        assert "without 'since'" in body["detail"]
+        assert "Keep 'cursor', fetch the objects again" in body["detail"]
+        restart = body["cursor"]
         body = get(client, f"/questions/{question.pk}/diffs/", status=410, since=object_cursor)
         assert_error(body, "cursor_expired")
         # starting over works, and old diffs are no longer served
         assert get(client, "/questions/diffs/")["results"] == []
+        # the restart cursor picks up what changes after the client re-fetched
+        question.question_text = "new"
+        question.save()
+        [result] = get(client, "/questions/diffs/", since=restart)["results"]
+        assert result["data"][0]["fields"] == {"question_text": "new"}
+
+
+def test_a_cursor_in_the_future_is_a_400(client):
+    body = get(client, "/questions/diffs/", status=400, since="1e16")
+    assert_error(body, "invalid_cursor")
+    assert "in the future" in body["detail"]
+
+
+def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
+    from diffs import get_connection, store
+    from diffs.contrib.drf import DiffsViewSetMixin
+    from diffs.diff import Diff
+    from diffs.keys import feed_key, feed_member
+    from rest_framework import viewsets
+    from rest_framework.test import APIRequestFactory
+
+    shown = Question.objects.create(question_text="first")
+    Question.objects.create(question_text="second")
+    huge = str(10**20)
+    diff = Diff(data={"x": 1}, created=True, id="f" * 16)
+    store.add(
+        get_connection(),
+        f"diffs:testapp.question:{huge}",
+        feed_key("diffs:", Question),
+        diff.to_member(),
+        feed_member(diff.id, huge),
+    )
+
+    class Sliced(DiffsViewSetMixin, viewsets.GenericViewSet):
+        def get_queryset(self):
+            return Question.objects.order_by("pk")[:1]
+
+    class Combined(DiffsViewSetMixin, viewsets.GenericViewSet):
+        def get_queryset(self):
+            return Question.objects.filter(pk=shown.pk).union(Question.objects.filter(pk=-1))
+
+    for view in (Sliced, Combined):
+        response = view.as_view({"get": "diffs_feed"})(APIRequestFactory().get("/"))
+        assert response.status_code == 200
+        assert [r["pk"] for r in response.data["results"]] == [shown.pk]
 
 
 def test_uuid_pks_are_strings_in_json(client):

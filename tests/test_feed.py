@@ -208,3 +208,26 @@ def test_a_feed_page_costs_two_round_trips_whatever_the_number_of_objects(monkey
     page = Question.diffs.since(limit=50)
     assert len(page.diffs) == min(objects, 50)
     assert calls["n"] == 2
+
+
+def test_expired_cursor_carries_a_restart_cursor():
+    question = Question.objects.create(question_text="old")
+    old_cursor = question.diffs[0].cursor
+    with diffs_settings(max_element_age=0.05):
+        time.sleep(0.1)
+        with pytest.raises(CursorExpired) as info:
+            Question.diffs.since(old_cursor)
+        restart = info.value.restart_cursor
+        question.question_text = "after the restart"
+        question.save()
+        assert texts(Question.diffs.since(restart).diffs) == ["after the restart"]
+        assert texts(Question.diffs.get_by_object_id(question.pk, since=restart)) == [
+            "after the restart"
+        ]
+
+
+def test_a_cursor_in_the_future_is_refused():
+    with pytest.raises(InvalidCursor, match="in the future"):
+        Question.diffs.since(time.time() * 1000 + 3_600_000)
+    with pytest.raises(InvalidCursor, match="in the future"):
+        Question.diffs.get_by_object_id(1, since=1e16)

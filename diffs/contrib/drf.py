@@ -38,7 +38,8 @@ Bad parameters never cause a 500; the body is ``{"detail": "...", "code": "..."}
 * 400 ``invalid_limit``: ``limit`` is not a whole number from 1 to ``diffs_max_limit``;
 * 400 ``invalid_cursor``: ``since`` is not a cursor;
 * 410 ``cursor_expired``: ``since`` is older than ``max_element_age``, so diffs after it
-  may be gone: the client must fetch the objects again and start over without ``since``.
+  may be gone. The body also has a ``cursor`` for the present moment: the client keeps
+  it, fetches the objects again, then reads diffs since it.
 
 Who sees what:
 
@@ -105,13 +106,18 @@ class InvalidDiffsParameter(ValidationError):  # type: ignore[misc]
 
 
 class DiffsCursorGone(APIException):  # type: ignore[misc]
-    """410 Gone: ``since`` is older than ``max_element_age``. Body: ``{"detail", "code"}``."""
+    """410 Gone: ``since`` is older than ``max_element_age``.
+
+    Body: ``{"detail", "code", "cursor"}``, where ``cursor`` stands for the present: the
+    client keeps it, fetches the objects again, then reads diffs since it.
+    """
 
     status_code = status.HTTP_410_GONE
     default_code = "cursor_expired"
 
-    def __init__(self, message: str) -> None:
-        super().__init__({"detail": message, "code": self.default_code}, self.default_code)
+    def __init__(self, message: str, cursor: str | None) -> None:
+        body = {"detail": message, "code": self.default_code, "cursor": cursor}
+        super().__init__(body, self.default_code)
 
 
 class DiffsViewSetMixin:
@@ -205,11 +211,7 @@ class DiffsViewSetMixin:
         queryset = self.get_diffs_queryset()
         holders = [_holder_pk(queryset.model, diff) for diff in diffs]
         wanted = {pk for pk in holders if pk is not None}
-        present = (
-            set(queryset.filter(pk__in=wanted).order_by().values_list("pk", flat=True))
-            if wanted
-            else set()
-        )
+        present = _present(queryset, wanted) if wanted else set()
         return [
             diff
             for diff, pk in zip(diffs, holders, strict=True)
@@ -234,7 +236,8 @@ class DiffsViewSetMixin:
                 return diff.data[0]["fields"]["owner"] == self.request.user.pk
         """
         queryset = self.get_diffs_queryset()
-        if not queryset.query.where:
+        query = queryset.query
+        if not (query.where or query.is_sliced or query.combinator):
             return True  # every user of the endpoint sees every row
         row = deleted_row(diff.data, queryset.model)
         return row is not None and row_matches(queryset, row)
@@ -290,12 +293,21 @@ def _read(read: Callable[[], FeedPage], since: Since) -> FeedPage:
     except CursorExpired as error:
         msg = (
             f"The cursor {since!r} is older than the time diffs are kept: diffs after it "
-            "may be gone. Fetch the objects again, then read diffs without 'since'."
+            "may be gone. Keep 'cursor', fetch the objects again, then read diffs since it."
         )
-        raise DiffsCursorGone(msg) from error
+        raise DiffsCursorGone(msg, error.restart_cursor) from error
     except InvalidCursor as error:
         msg = f"Invalid 'since': {error}"
         raise InvalidDiffsParameter(msg, "invalid_cursor") from error
+
+
+def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:
+    """Which of ``pks`` are rows of ``queryset`` (one query)."""
+    query = queryset.query
+    if query.is_sliced or query.combinator:
+        # Such querysets cannot be filtered further; they are small or explicit.
+        return {pk for pk in queryset.values_list("pk", flat=True) if pk in pks}
+    return set(queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True))
 
 
 def _holder_pk(model: type[models.Model], diff: Diff) -> Any:
@@ -303,7 +315,11 @@ def _holder_pk(model: type[models.Model], diff: Diff) -> Any:
     as ``model``'s primary key value; None if it cannot be one (it matches no row)."""
     pk = diff.pk if diff.holder_pk is None else diff.holder_pk
     field = model._meta.pk
+    if field is None:
+        return pk
     try:
-        return field.to_python(pk) if field is not None else pk
+        value = field.to_python(pk)
+        field.run_validators(value)  # e.g. an integer out of the database's range
     except (DjangoValidationError, TypeError, ValueError):
         return None
+    return value
