@@ -328,12 +328,13 @@ def test_a_cursor_in_the_future_is_a_400(client):
 
 
 def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
+    from rest_framework import viewsets
+    from rest_framework.test import APIRequestFactory
+
     from diffs import get_connection, store
     from diffs.contrib.drf import DiffsViewSetMixin
     from diffs.diff import Diff
     from diffs.keys import feed_key, feed_member
-    from rest_framework import viewsets
-    from rest_framework.test import APIRequestFactory
 
     shown = Question.objects.create(question_text="first")
     Question.objects.create(question_text="second")
