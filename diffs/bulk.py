@@ -147,7 +147,21 @@ def install(model: type[models.Model]) -> bool:
     for candidate in [manager, *declared]:
         if candidate._queryset_class is models.QuerySet:
             candidate._queryset_class = DiffsQuerySet
+    _install_base_manager(model)
     return issubclass(manager._queryset_class, DiffsQuerySetMixin)
+
+
+def _install_base_manager(model: type[models.Model]) -> None:
+    """Make the base manager record bulk writes too.
+
+    Django's deletion collector applies ``on_delete=SET_NULL``, ``SET_DEFAULT`` and
+    ``SET(...)`` with ``update()`` on the base manager, and those rows change as well.
+    An automatic base manager is rebuilt (plain again) whenever the app registry's
+    caches are cleared, which only happens when models are created at run time.
+    """
+    base = model._meta.base_manager
+    if base._queryset_class is models.QuerySet:
+        base._queryset_class = DiffsQuerySet
 
 
 def _records(model: type[models.Model]) -> bool:

@@ -8,8 +8,10 @@ milliseconds whatever TIME_ZONE or USE_TZ say.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 import time
+from typing import Any
 
 from django.utils import timezone
 
@@ -50,3 +52,25 @@ def datetime_to_ms(value: dt.datetime) -> float:
 def precise_timestamp(value: dt.datetime | None = None) -> float:
     """Return epoch milliseconds for ``value``, or now (kept from 0.1.16's helpers)."""
     return now_ms() if value is None else datetime_to_ms(value)
+
+
+#: How far ahead of now a fixed timestamp may be (beyond it, every later diff of the
+#: feed would be pushed past it, into the future).
+FUTURE_TOLERANCE_MS = 60_000.0
+
+
+def check_fixed_score(score: float, what: str) -> float:
+    """Refuse a fixed score that is not finite or lies in the future; returns it."""
+    if not math.isfinite(score) or score > now_ms() + FUTURE_TOLERANCE_MS:
+        msg = (
+            f"{what} is {score!r}: a fixed timestamp must be a finite time in epoch "
+            "milliseconds, not in the future."
+        )
+        raise ValueError(msg)
+    return score
+
+
+def redis_time_ms(client: Any) -> float:
+    """The Redis server's clock in epoch milliseconds (the clock every score comes from)."""
+    seconds, micros = client.time()
+    return float(seconds) * 1000 + float(micros) / 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from diffs.clock import FUTURE_TOLERANCE_MS
 from diffs.exceptions import CursorExpired, InvalidCursor
 
 Since = str | int | float | None
@@ -38,10 +39,6 @@ def decode_cursor(value: str | int | float) -> float:
         msg = f"{value!r} is not a cursor: it must be a finite, non-negative number."
         raise InvalidCursor(msg)
     return score
-
-
-#: How far ahead of the Redis clock a ``since`` may be (clients' clocks drift).
-FUTURE_TOLERANCE_MS = 60_000.0
 
 
 def start_of(since: Since, floor_ms: float) -> tuple[float, bool]:

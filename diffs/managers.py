@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from diffs import store
-from diffs.clock import datetime_to_ms
+from diffs.clock import check_fixed_score, datetime_to_ms
 from diffs.connection import get_connection
 from diffs.cursors import Since, encode_cursor
 from diffs.diff import Diff, new_diff_id
@@ -165,9 +165,10 @@ def _check_pk(model: type[models.Model], pk: Any) -> None:
 
 
 def _fixed_score(timestamp: float | dt.datetime | None) -> float | None:
-    if isinstance(timestamp, dt.datetime):
-        return datetime_to_ms(timestamp)
-    return None if timestamp is None else float(timestamp)
+    if timestamp is None:
+        return None
+    score = datetime_to_ms(timestamp) if isinstance(timestamp, dt.datetime) else float(timestamp)
+    return check_fixed_score(score, "create(timestamp=...)")
 
 
 class DiffModelDescriptor(Generic[_M]):

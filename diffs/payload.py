@@ -21,7 +21,7 @@ from typing import Any
 from django.core.serializers.python import Serializer as PythonSerializer
 from django.db import models
 
-from diffs.clock import datetime_to_ms
+from diffs.clock import check_fixed_score, datetime_to_ms
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key
@@ -184,12 +184,13 @@ def _fixed_timestamp(instance: models.Model) -> float | None:
     value = getattr(instance, "_last_save_at", None)
     if value is None:
         return None
+    what = f"{type(instance).__name__}._last_save_at"
     if isinstance(value, dt.datetime):
-        return datetime_to_ms(value)
+        value = datetime_to_ms(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    msg = (
-        f"{type(instance).__name__}._last_save_at is {value!r}; it must be epoch "
-        "milliseconds (a number) or a datetime."
-    )
+        try:
+            return check_fixed_score(float(value), what)
+        except ValueError as error:
+            raise HookError(str(error)) from None
+    msg = f"{what} is {value!r}; it must be epoch milliseconds (a number) or a datetime."
     raise HookError(msg)

@@ -8,8 +8,8 @@ sent them: a client reading "everything after my cursor" can never miss a diff t
 was written later with a smaller score, and never see one twice.
 
 A diff with a fixed timestamp (``_last_save_at``, or ``create(timestamp=...)``) is
-written at that score instead, as 0.1.16 did; such a diff can land behind a cursor a
-client already holds.
+written at that score instead, as 0.1.16 did (moved up by a microsecond while another
+diff holds it); such a diff can land behind a cursor a client already holds.
 """
 
 from __future__ import annotations
@@ -21,9 +21,23 @@ import redis
 # Scores are formatted with %.17g: Lua's default number-to-string conversion keeps only
 # 14 digits, which would round epoch milliseconds to whole milliseconds.
 WRITE_SCRIPT = """
+local function taken(value)
+  local text = string.format('%.17g', value)
+  for _, key in ipairs(KEYS) do
+    if #redis.call('ZRANGEBYSCORE', key, text, text, 'LIMIT', 0, 1) > 0 then
+      return true
+    end
+  end
+  return false
+end
 local score
 if ARGV[3] ~= '' then
+  -- A fixed score is kept, but never shared: a cursor at a shared score would skip
+  -- the other diffs scored there.
   score = tonumber(ARGV[3])
+  while taken(score) do
+    score = score + 0.001
+  end
 else
   local now = redis.call('TIME')
   score = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000

@@ -218,3 +218,15 @@ def test_update_that_changes_a_primary_key(caplog):
         CodeItem.objects.filter(code__startswith="x").update(code=Concat(F("code"), Value("!")))
     assert "changed primary keys of 2 row(s): no diff recorded" in caplog.text
     assert CodeItem.diffs.get_by_object_id("x1!") == []
+
+
+def test_on_delete_set_null_records_the_cleared_foreign_keys():
+    from tests.testapp.models import Article
+
+    diffs.register(Article)  # other tests create models at run time, which resets managers
+    question = Question.objects.create(question_text="q")
+    article = Article.objects.create(title="a", question=question)
+    other = Article.objects.create(title="b")
+    question.delete()
+    assert fields_of(article.diffs[-1]) == {"question": None}
+    assert [d.created for d in other.diffs] == [True]

@@ -231,3 +231,28 @@ def test_a_cursor_in_the_future_is_refused():
         Question.diffs.since(time.time() * 1000 + 3_600_000)
     with pytest.raises(InvalidCursor, match="in the future"):
         Question.diffs.get_by_object_id(1, since=1e16)
+
+
+def test_diffs_with_the_same_fixed_timestamp_keep_distinct_scores():
+    fixed = time.time() * 1000 - 1000
+    written = [Question.diffs.create(data={"n": n}, pk=1, timestamp=fixed).id for n in range(3)]
+    seen, cursor = [], None
+    while True:
+        page = Question.diffs.since(cursor, limit=1)
+        seen.extend(d.id for d in page.diffs)
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    assert seen == written
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), time.time() * 1000 + 86_400_000])
+def test_fixed_timestamps_must_be_finite_and_not_in_the_future(bad):
+    with pytest.raises(ValueError, match="not in the future"):
+        Question.diffs.create(data={}, pk=1, timestamp=bad)
+    question = Question(question_text="x")
+    question._last_save_at = bad
+    from diffs import HookError
+
+    with pytest.raises(HookError, match="_last_save_at"):
+        question.save()

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from diffs.clock import now_ms
+from diffs.clock import redis_time_ms
 from diffs.connection import get_connection
 from diffs.pruning import prune
 from diffs.settings import get_settings
@@ -53,10 +53,12 @@ class Command(BaseCommand):
             if verbosity >= 2 and (removed or verbosity >= 3):
                 self.stdout.write(line.format(removed=removed, key=key))
 
+        client = get_connection()
+        # The cutoff comes from the Redis server's clock, which gave every score.
         report = prune(
-            get_connection(),
+            client,
             conf.prefix,
-            now_ms() - age * 1000,
+            redis_time_ms(client) - age * 1000,
             dry_run=dry_run,
             on_key=on_key,
         )
