@@ -80,5 +80,58 @@ def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
     ]
 
 
+@checks.register(checks.Tags.database, deploy=True)
+def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With ``check --deploy``: connect to Redis with the configured credentials."""
+    import redis
+
+    from diffs.connection import build_client
+    from diffs.settings import get_settings
+
+    try:
+        conf = get_settings()
+    except Exception:  # misconfiguration: reported by check_settings already
+        return []
+    if conf.test_mode:
+        return []
+    client = build_client(conf)
+    where = _describe_server(client)
+    try:
+        client.ping()
+    except redis.AuthenticationError as error:
+        return [
+            checks.Error(
+                f"Redis at {where} refused the credentials in {SETTING_NAME} ({error}).",
+                hint=(
+                    "Check the user name and password in DIFFS_SETTINGS['url'] "
+                    "(redis://user:password@host:port/db) or in ['redis']."
+                ),
+                obj=_OBJ,
+                id="diffs.E012",
+            )
+        ]
+    except redis.RedisError as error:
+        return [
+            checks.Error(
+                f"Cannot reach Redis at {where} ({error}).",
+                hint=f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
+                obj=_OBJ,
+                id="diffs.E013",
+            )
+        ]
+    finally:
+        client.close()
+    return []
+
+
+def _describe_server(client: Any) -> str:
+    options = client.connection_pool.connection_kwargs
+    if "path" in options:
+        return f"unix://{options['path']}"
+    return (
+        f"{options.get('host', 'localhost')}:{options.get('port', 6379)} db {options.get('db', 0)}"
+    )
+
+
 def _fakeredis_installed() -> bool:
     return importlib.util.find_spec("fakeredis") is not None

@@ -42,6 +42,14 @@ def write(pending: PendingDiff) -> None:
             pending.feed_member,
             pending.timestamp,
         )
+    except redis.AuthenticationError:
+        logger.exception(
+            "Could not write the diff of %s pk=%s: Redis refused the credentials in "
+            "DIFFS_SETTINGS (check the user name and password in ['url'] or ['redis']). "
+            "The database change itself was saved.",
+            pending.label,
+            pending.pk,
+        )
     except redis.RedisError:
         logger.exception(
             "Could not write the diff of %s pk=%s to Redis key %s; the database change "

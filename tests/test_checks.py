@@ -88,3 +88,23 @@ def test_missing_fakeredis_is_a_clear_error_at_first_use(monkeypatch):
         pytest.raises(ImproperlyConfigured, match=r"pip install 'django-diffs\[test\]'"),
     ):
         diffs.get_connection()
+
+
+def test_deploy_check_reports_an_unreachable_redis():
+    from diffs.checks import check_redis_reachable
+    from tests.redis_server import free_port
+
+    port = free_port()
+    with override_settings(DIFFS_SETTINGS={"url": f"redis://127.0.0.1:{port}/3"}):
+        [error] = check_redis_reachable()
+    assert error.id == "diffs.E013"
+    assert f"Cannot reach Redis at 127.0.0.1:{port} db 3" in error.msg
+    with override_settings(DIFFS_SETTINGS={"url": f"unix:///nonexistent/{port}.sock"}):
+        [error] = check_redis_reachable()
+    assert f"unix:///nonexistent/{port}.sock" in error.msg
+    with override_settings(DIFFS_SETTINGS={"test_mode": True}):
+        assert check_redis_reachable() == []
+    with override_settings(DIFFS_SETTINGS={"prefix": 5}):
+        assert check_redis_reachable() == []
+    with override_settings(DIFFS_SETTINGS={"max_element_age": 0}), pytest.raises(SystemCheckError):
+        call_command("check", "--deploy")

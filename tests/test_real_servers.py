@@ -56,3 +56,21 @@ def test_url_with_acl_user_and_password():
         assert (
             redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 2
         )  # set + feed
+
+
+def test_wrong_password_is_clear_at_the_first_write_and_in_deploy_checks(caplog):
+    import logging
+
+    from diffs.checks import check_redis_reachable
+
+    with redis_server("--requirepass", "topsecret") as server:
+        url = f"redis://:wrong@127.0.0.1:{server.port}/2"
+        with diffs_settings(url=url), caplog.at_level(logging.ERROR, logger="diffs"):
+            question = Question.objects.create(question_text="saved anyway")
+            [error] = check_redis_reachable()
+        assert Question.objects.filter(pk=question.pk).exists()
+        assert "Redis refused the credentials in DIFFS_SETTINGS" in caplog.records[0].getMessage()
+        assert error.id == "diffs.E012"
+        assert f"127.0.0.1:{server.port} db 2" in error.msg
+        with diffs_settings(url=f"redis://:topsecret@127.0.0.1:{server.port}/2"):
+            assert check_redis_reachable() == []
