@@ -14,6 +14,8 @@ diff holds it); such a diff can land behind a cursor a client already holds.
 
 from __future__ import annotations
 
+import weakref
+
 import redis
 
 # KEYS[1]: the object's sorted set; KEYS[2]: the model feed.
@@ -54,15 +56,17 @@ redis.call('ZADD', KEYS[2], text, ARGV[2])
 return text
 """
 
-_scripts: dict[int, redis.commands.core.Script] = {}
+# One Script per client: it remembers the script's SHA and falls back to EVAL once
+# per server. Weak keys, so replaced clients (settings changes) are not kept alive.
+_scripts: weakref.WeakKeyDictionary[redis.Redis, redis.commands.core.Script] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _script(client: redis.Redis) -> redis.commands.core.Script:
-    # A Script object remembers its SHA and falls back to EVAL once per server.
-    script = _scripts.get(id(client))
-    if script is None or script.registered_client is not client:
-        script = client.register_script(WRITE_SCRIPT)
-        _scripts[id(client)] = script
+    script = _scripts.get(client)
+    if script is None:
+        script = _scripts[client] = client.register_script(WRITE_SCRIPT)
     return script
 
 
