@@ -12,11 +12,13 @@ from diffs.diff import Diff
 from diffs.exceptions import (
     CursorExpired,
     DiffsError,
+    DiffsWriteError,
     HookError,
     InvalidCursor,
     RegistrationError,
 )
 from diffs.feed import FeedPage
+from diffs.flushing import FlushReport, flush_diffs
 from diffs.managers import DiffModelManager
 from diffs.registry import is_registered, register, registered_models, unregister
 from diffs.sortedset import DiffSortedSet
@@ -31,11 +33,14 @@ __all__ = [
     "DiffsError",
     "DiffsQuerySet",
     "DiffsQuerySetMixin",
+    "DiffsWriteError",
     "FeedPage",
+    "FlushReport",
     "HookError",
     "InvalidCursor",
     "RegistrationError",
     "__version__",
+    "flush_diffs",
     "get_connection",
     "is_registered",
     "register",

@@ -83,6 +83,8 @@ class DiffsQuerySetMixin(_QuerySetBase):
         using = self.db
         names = [self.model._meta.get_field(name).name for name in fields]
         with transaction.atomic(using=using, savepoint=False):
+            for obj in objs:
+                tracking.settle(obj)
             old_values = [{n: _saved_value(obj, n) for n in names} for obj in objs]
             # Django's bulk_update() calls update() per batch: those must not record too.
             token = _suspended.set(True)
@@ -96,7 +98,7 @@ class DiffsQuerySetMixin(_QuerySetBase):
                 if present is None or obj.pk in present:
                     _record(obj, changes, using, created=False)
             for obj in objs:
-                _resnapshot(obj, names)
+                _resnapshot(obj, names, using)
         return rows
 
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> Any:
@@ -114,7 +116,7 @@ class DiffsQuerySetMixin(_QuerySetBase):
                     missing += 1
                     continue
                 _record(obj, tracking.current_state(obj), using, created=True)
-                _resnapshot(obj, None)
+                _resnapshot(obj, None, using)
         if missing:
             logger.warning(
                 "bulk_create() of %s: %d row(s) got no diff: the database did not return "
@@ -258,14 +260,21 @@ def _same(field: Any, one: models.Model, other: models.Model) -> bool:
 
 
 def _record(instance: models.Model, changes: dict[str, Any], using: str, *, created: bool) -> None:
-    pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
+    conf = get_settings()
+    pending = build_pending(
+        instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
+    )
     if pending is not None:
         schedule(pending, using)
 
 
-def _resnapshot(instance: models.Model, fields: list[str] | None) -> None:
-    # Like a save: what was just written is no longer a pending change.
+def _resnapshot(instance: models.Model, fields: list[str] | None, using: str) -> None:
+    # Like a save: what was just written is no longer a pending change (until the
+    # transaction rolls back, see tracking.settle()).
     if hasattr(instance, "_original_state") and tracking.uses_dirtyfields_api(type(instance)):
         from dirtyfields.dirtyfields import reset_state
 
+        previous = tracking.provisional_copy(instance, using)
         reset_state(sender=type(instance), instance=instance, update_fields=fields)
+        if previous is not None:
+            tracking.remember(instance, previous, using, None)

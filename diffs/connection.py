@@ -49,11 +49,29 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
     """Build a new client for ``conf`` (uncached; most code wants :func:`get_connection`)."""
     if conf.test_mode:
         return _build_fake_client(conf)
-    if conf.url and "connection_pool" not in conf.user_redis:
+    if "connection_pool" in conf.user_redis:
+        return redis.Redis(**conf.redis)  # the pool carries every connection option
+    options = {**_failure_options(conf), **conf.user_redis}
+    if conf.url:
         # from_url lets the URL win over the same key in the kwargs, which is what we
         # document: host, port and db come from the URL, the rest from 'redis'.
-        return redis.Redis.from_url(conf.url, **conf.user_redis)
-    return redis.Redis(**conf.redis)
+        return redis.Redis.from_url(conf.url, **options)
+    return redis.Redis(**{**conf.redis, **options})
+
+
+def _failure_options(conf: DiffsSettings) -> dict[str, Any]:
+    # A hung Redis must not hang the request that saves: every call gives up after
+    # socket_timeout. redis-py's default retries (three, with growing pauses) would
+    # multiply that; one immediate retry is kept, for a pooled connection Redis closed
+    # (a restart). Writes are idempotent, so a retried write is never stored twice.
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {
+        "socket_timeout": conf.socket_timeout,
+        "socket_connect_timeout": conf.socket_timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
 
 
 def get_fake_server() -> fakeredis.FakeServer:

@@ -6,6 +6,11 @@ pk of the object the diff describes) only when that is not the key's own object,
 for a child whose ``get_diff_parent()`` sent it to its parent. ``id`` is random and
 unique, so two identical changes are two members (0.1.16 collapsed them into one).
 ``data`` comes last so the encoder can splice in data that was already encoded once.
+
+A diff that reached Redis late (retried after an outage, or recovered from the
+outbox) also carries ``"t"``: the epoch milliseconds at which its change committed.
+Its score stays the time it arrived, so cursors still see every diff exactly once,
+and ``Diff.timestamp`` gives the original time.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ def build_member(
     return f'{head_json[:-1]},"data":{data_json}}}'
 
 
+def with_original_time(member: str, committed_ms: float) -> str:
+    """Return ``member`` with ``"t"`` (its change's commit time, epoch ms) added."""
+    return f'{{"t":{round(committed_ms, 3)!r},{member[1:]}'
+
+
 @dataclass(frozen=True)
 class Diff:
     """One recorded change.
@@ -62,7 +72,9 @@ class Diff:
         data: what the model's ``serialize_diff`` returned, or the default serializer's
             ``[{"model", "pk", "fields"}]`` list, as JSON gives it back.
         created: True for the diff of a newly created object.
-        timestamp: the sorted-set score: Unix epoch milliseconds.
+        timestamp: when the change was recorded, in Unix epoch milliseconds: the
+            sorted-set score, or, for a diff that reached Redis late (after an outage),
+            the time its change committed.
         deleted: True for the diff recorded when the object was deleted.
         id: the member's unique id (None for a Diff not read from or written to Redis).
         pk: the primary key of the object the diff describes.
@@ -126,7 +138,7 @@ class Diff:
         return cls.stored(
             payload["data"],
             created=payload["created"],
-            timestamp=float(score),
+            timestamp=_original_time(payload, score),
             deleted=payload.get("deleted") is True,
             id=payload.get("id"),
             pk=payload.get("pk", pk),
@@ -141,3 +153,10 @@ class Diff:
         diff = cls(**fields)
         object.__setattr__(diff, "data", data)
         return diff
+
+
+def _original_time(payload: dict[str, Any], score: float) -> float:
+    late = payload.get("t")
+    if isinstance(late, (int, float)) and not isinstance(late, bool):
+        return float(late)
+    return float(score)

@@ -30,3 +30,10 @@ class CursorExpired(DiffsError):
         super().__init__(message)
         #: A cursor for "now": every diff written after the failed read comes after it.
         self.restart_cursor = restart_cursor
+
+
+class DiffsWriteError(DiffsError):
+    """Redis did not take committed diffs and ``on_redis_error`` is ``"raise"``.
+
+    The database transaction that produced them has already committed.
+    """

@@ -50,8 +50,13 @@ def build_pending(
     prefix: str,
     created: bool,
     deleted: bool = False,
+    max_bytes: int | None = None,
 ) -> PendingDiff | None:
-    """Run the hooks for one change and return what to write, or None to skip it."""
+    """Run the hooks for one change and return what to write, or None to skip it.
+
+    A diff whose member exceeds ``max_bytes`` is refused: logged as an error naming
+    the model, pk and size, and not written (the save itself goes on).
+    """
     model = type(instance)
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
@@ -64,15 +69,39 @@ def build_pending(
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
+    member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
+    if _too_large(instance, member, max_bytes):
+        return None
     return PendingDiff(
         key=object_key(prefix, type(target), target.pk),
-        member=build_member(diff_id, _encode(instance, data), created, deleted, describes),
+        member=member,
         feed_key=feed_key(prefix, type(target)),
         feed_member=feed_member(diff_id, target_pk),
         timestamp=_fixed_timestamp(instance),
         label=model_label(model),
         pk=normalize_pk(model, instance.pk),
     )
+
+
+def _too_large(instance: models.Model, member: str, max_bytes: int | None) -> bool:
+    # Characters first: a member cannot take fewer bytes than characters.
+    if max_bytes is None or len(member) <= max_bytes // 4:
+        return False
+    size = len(member.encode("utf-8"))
+    if size <= max_bytes:
+        return False
+    logger.error(
+        "Refused the diff of %s pk=%s: it takes %d bytes, more than "
+        "DIFFS_SETTINGS['max_diff_bytes'] (%d). The change itself was saved; clients "
+        "will not see it. Raise max_diff_bytes, or make %s.serialize_diff() return less "
+        "(e.g. the names of large fields instead of their values).",
+        model_label(type(instance)),
+        instance.pk,
+        size,
+        max_bytes,
+        type(instance).__name__,
+    )
+    return True
 
 
 def _send_diff_refuses(instance: models.Model) -> bool:

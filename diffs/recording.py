@@ -22,6 +22,8 @@ logger = logging.getLogger("diffs")
 
 #: Instance attribute carrying the changes from pre_save to post_save.
 CHANGES_ATTRIBUTE = "_diffs_changes"
+#: Instance attribute carrying, inside a transaction, the snapshot before the save.
+PREVIOUS_ATTRIBUTE = "_diffs_previous_snapshot"
 
 _RECEIVERS = ((pre_save, "pre_save"), (post_save, "post_save"), (post_delete, "post_delete"))
 
@@ -45,10 +47,15 @@ def on_pre_save(
     sender: type[models.Model],
     instance: models.Model,
     update_fields: frozenset[str] | None = None,
+    using: str | None = None,
     **kwargs: Any,
 ) -> None:
     """Remember what this save changes, before field ``pre_save`` hooks run."""
-    setattr(instance, CHANGES_ATTRIBUTE, tracking.changed_fields(instance, update_fields))
+    tracking.settle(instance)
+    instance.__dict__[CHANGES_ATTRIBUTE] = tracking.changed_fields(instance, update_fields)
+    previous = tracking.provisional_copy(instance, using or "default")
+    if previous is not None:
+        instance.__dict__[PREVIOUS_ATTRIBUTE] = previous
 
 
 def on_post_save(
@@ -60,28 +67,40 @@ def on_post_save(
 ) -> None:
     """Build the diff of a completed save and schedule its write."""
     changes = instance.__dict__.pop(CHANGES_ATTRIBUTE, None)
+    previous = instance.__dict__.pop(PREVIOUS_ATTRIBUTE, None)
     if changes is None:  # saved while the receivers were being connected
         return
     if not changes and not created:
         logger.debug("Skipped diff of %s pk=%s: no field changed.", sender.__name__, instance.pk)
         return
+    if created:
+        # Every field is new, even when the instance thought otherwise (a save after its
+        # INSERT was rolled back becomes an INSERT again).
+        changes = {**tracking.current_state(instance), **changes}
+    conf = get_settings()
     with expressions.resolved(instance, using):
-        pending = build_pending(instance, changes, prefix=get_settings().prefix, created=created)
-    if pending is not None:
-        schedule(pending, using)
+        pending = build_pending(
+            instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
+        )
+    token = None if pending is None else schedule(pending, using)
+    if previous is not None:
+        tracking.remember(instance, previous, using or "default", token)
 
 
 def on_post_delete(
     sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
 ) -> None:
     """Record a ``deleted=True`` diff for a row that ``delete()`` removed."""
+    tracking.settle(instance)
+    conf = get_settings()
     with tracking.saved_values(instance):
         pending = build_pending(
             instance,
             tracking.current_state(instance),
-            prefix=get_settings().prefix,
+            prefix=conf.prefix,
             created=False,
             deleted=True,
+            max_bytes=conf.max_diff_bytes,
         )
     if pending is not None:
         schedule(pending, using)

@@ -33,7 +33,15 @@ DEFAULTS: Mapping[str, Any] = {
     "use_transactions": True,
     "test_mode": False,
     "prefix": "diffs:",
+    "on_redis_error": "retry",
+    "socket_timeout": 1.0,
+    "retry_buffer_size": 10_000,
+    "durable": False,
+    "max_diff_bytes": 1_048_576,
 }
+
+#: What to do with diffs Redis did not take (see ``diffs.delivery``).
+ON_REDIS_ERROR_CHOICES = ("retry", "log", "raise")
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 
@@ -60,6 +68,11 @@ class DiffsSettings:
     use_transactions: bool = True
     test_mode: bool = False
     prefix: str = "diffs:"
+    on_redis_error: str = "retry"
+    socket_timeout: float | None = 1.0
+    retry_buffer_size: int = 10_000
+    durable: bool = False
+    max_diff_bytes: int = 1_048_576
 
 
 def _raw_settings() -> Any:
@@ -211,10 +224,69 @@ def _unparsable_url(value: str) -> list[Problem]:
     return []
 
 
+def _check_on_redis_error(value: Any) -> list[Problem]:
+    if value in ON_REDIS_ERROR_CHOICES:
+        return []
+    return [
+        Problem(
+            "diffs.E014",
+            f"{SETTING_NAME}['on_redis_error'] must be one of "
+            f"{', '.join(map(repr, ON_REDIS_ERROR_CHOICES))}, not {value!r}.",
+            "Use 'retry' (keep undelivered diffs and write them later), 'log' (log and "
+            "drop them) or 'raise' (make the save raise DiffsWriteError).",
+        )
+    ]
+
+
+def _check_socket_timeout(value: Any) -> list[Problem]:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None or (number and math.isfinite(value) and value > 0):
+        return []
+    return [
+        Problem(
+            "diffs.E015",
+            f"{SETTING_NAME}['socket_timeout'] must be a positive number of seconds or "
+            f"None, not {value!r}.",
+            "Set how long a Redis call may take before the save gives up on it, "
+            "e.g. 1.0; None waits forever (a hung Redis then hangs your requests).",
+        )
+    ]
+
+
+def _positive_int_check(key: str, check_id: str, example: str) -> Any:
+    def check(value: Any) -> list[Problem]:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return []
+        return [
+            Problem(
+                check_id,
+                f"{SETTING_NAME}[{key!r}] must be a positive whole number, not {value!r}.",
+                f"Set it to e.g. {example}.",
+            )
+        ]
+
+    return check
+
+
 _CONNECTION_KEYS = ("host", "port", "db", "unix_socket_path")
 
 
 def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    if raw.get("durable") is True and raw.get("use_transactions") is False:
+        problems.append(
+            Problem(
+                "diffs.E019",
+                f"{SETTING_NAME} sets 'durable': True with 'use_transactions': False.",
+                "The outbox row is written in the transaction of the change and moved to "
+                "Redis after it commits; set 'use_transactions' back to True, or drop "
+                "'durable'.",
+            )
+        )
+    return problems + _overlap_problems(raw)
+
+
+def _overlap_problems(raw: Mapping[str, Any]) -> list[Problem]:
     redis_value = raw.get("redis")
     if not raw.get("url") or not isinstance(redis_value, Mapping):
         return []
@@ -239,6 +311,11 @@ _VALIDATORS = {
     "test_mode": _bool_check("test_mode", "diffs.E006"),
     "prefix": _check_prefix,
     "url": _check_url,
+    "on_redis_error": _check_on_redis_error,
+    "socket_timeout": _check_socket_timeout,
+    "retry_buffer_size": _positive_int_check("retry_buffer_size", "diffs.E018", "10000"),
+    "durable": _bool_check("durable", "diffs.E016"),
+    "max_diff_bytes": _positive_int_check("max_diff_bytes", "diffs.E017", "1048576 (1 MiB)"),
 }
 
 
@@ -261,6 +338,11 @@ def build_settings(raw: Any) -> DiffsSettings:
         use_transactions=raw.get("use_transactions", DEFAULTS["use_transactions"]),
         test_mode=raw.get("test_mode", DEFAULTS["test_mode"]),
         prefix=raw.get("prefix", DEFAULTS["prefix"]),
+        on_redis_error=raw.get("on_redis_error", DEFAULTS["on_redis_error"]),
+        socket_timeout=raw.get("socket_timeout", DEFAULTS["socket_timeout"]),
+        retry_buffer_size=raw.get("retry_buffer_size", DEFAULTS["retry_buffer_size"]),
+        durable=raw.get("durable", DEFAULTS["durable"]),
+        max_diff_bytes=raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"]),
     )
 
 

@@ -1,11 +1,16 @@
-"""Writing one diff to Redis: its object's sorted set and its model's feed, atomically.
+"""Writing diffs to Redis: each to its object's sorted set and its model's feed.
 
-A Lua script assigns the score inside Redis: the server's clock in epoch
-milliseconds, bumped by a microsecond when needed so that it is strictly greater than
-every score already in the feed and in the object's set. Scripts run one at a time,
-so the order of scores is the order in which diffs reached Redis, whichever process
-sent them: a client reading "everything after my cursor" can never miss a diff that
-was written later with a smaller score, and never see one twice.
+All the diffs of a flush go in one script call (one round trip), chunked only for
+very large batches. The script assigns scores inside Redis: the server's clock in
+epoch milliseconds, bumped by a microsecond when needed so that it is strictly
+greater than every score already in the feed and in the object's set. Scripts run
+one at a time, so the order of scores is the order in which diffs reached Redis,
+whichever process sent them: a client reading "everything after my cursor" can never
+miss a diff that was written later with a smaller score, and never see one twice.
+
+Writes are idempotent: a diff whose feed entry (diff id + pk) is already there is
+left alone, so a write retried after a timeout, or recovered twice from the outbox,
+is stored once.
 
 A diff with a fixed timestamp (``_last_save_at``, or ``create(timestamp=...)``) is
 written at that score instead, as 0.1.16 did (moved up by a microsecond while another
@@ -15,46 +20,77 @@ diff holds it); such a diff can land behind a cursor a client already holds.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis
 
-# KEYS[1]: the object's sorted set; KEYS[2]: the model feed.
-# ARGV[1]: member; ARGV[2]: feed member; ARGV[3]: a fixed score, or "".
-# Scores are formatted with %.17g: Lua's default number-to-string conversion keeps only
-# 14 digits, which would round epoch milliseconds to whole milliseconds.
+#: Diffs per script call: bounds how long one call holds Redis.
+CHUNK_SIZE = 500
+
+# For diff i (1-based): KEYS[2i-1] its object's sorted set, KEYS[2i] the model feed;
+# ARGV[3i-2] member, ARGV[3i-1] feed member, ARGV[3i] a fixed score or "".
+# Returns each diff's score as text. Scores are formatted with %.17g: Lua's default
+# number-to-string conversion keeps only 14 digits, which would round epoch
+# milliseconds to whole milliseconds.
 WRITE_SCRIPT = """
-local function taken(value)
+local function taken(value, keys)
   local text = string.format('%.17g', value)
-  for _, key in ipairs(KEYS) do
+  for _, key in ipairs(keys) do
     if #redis.call('ZRANGEBYSCORE', key, text, text, 'LIMIT', 0, 1) > 0 then
       return true
     end
   end
   return false
 end
-local score
-if ARGV[3] ~= '' then
-  -- A fixed score is kept, but never shared: a cursor at a shared score would skip
-  -- the other diffs scored there.
-  score = tonumber(ARGV[3])
-  while taken(score) do
-    score = score + 0.001
-  end
-else
-  local now = redis.call('TIME')
-  score = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
-  for _, key in ipairs(KEYS) do
-    local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
-    if last and tonumber(last) >= score then
-      score = tonumber(last) + 0.001
+local now = redis.call('TIME')
+local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
+local scores = {}
+for i = 1, #KEYS / 2 do
+  local keys = {KEYS[2 * i - 1], KEYS[2 * i]}
+  local member, entry, fixed = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local existing = redis.call('ZSCORE', keys[2], entry)
+  if existing then
+    scores[i] = existing
+  else
+    local score
+    if fixed ~= '' then
+      -- A fixed score is kept, but never shared: a cursor at a shared score would
+      -- skip the other diffs scored there.
+      score = tonumber(fixed)
+      while taken(score, keys) do
+        score = score + 0.001
+      end
+    else
+      score = clock
+      for _, key in ipairs(keys) do
+        local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
+        if last and tonumber(last) >= score then
+          score = tonumber(last) + 0.001
+        end
+      end
     end
+    local text = string.format('%.17g', score)
+    redis.call('ZADD', keys[1], text, member)
+    redis.call('ZADD', keys[2], text, entry)
+    scores[i] = text
   end
 end
-local text = string.format('%.17g', score)
-redis.call('ZADD', KEYS[1], text, ARGV[1])
-redis.call('ZADD', KEYS[2], text, ARGV[2])
-return text
+return scores
 """
+
+
+@dataclass(frozen=True)
+class Write:
+    """One diff as the script takes it."""
+
+    key: str
+    feed: str
+    member: str
+    feed_member: str
+    #: A fixed score (epoch ms), or None for "the next one, by the Redis clock".
+    score: float | None = None
+
 
 # One Script per client: it remembers the script's SHA and falls back to EVAL once
 # per server. Weak keys, so replaced clients (settings changes) are not kept alive.
@@ -70,6 +106,22 @@ def _script(client: redis.Redis) -> redis.commands.core.Script:
     return script
 
 
+def write_many(client: redis.Redis, writes: Sequence[Write]) -> list[float]:
+    """Write ``writes`` in order; return their scores (one round trip per chunk)."""
+    scores: list[float] = []
+    script = _script(client)
+    for start in range(0, len(writes), CHUNK_SIZE):
+        chunk = writes[start : start + CHUNK_SIZE]
+        keys: list[str] = []
+        args: list[str] = []
+        for write in chunk:
+            keys += (write.key, write.feed)
+            fixed = "" if write.score is None else repr(float(write.score))
+            args += (write.member, write.feed_member, fixed)
+        scores.extend(float(score) for score in script(keys=keys, args=args))
+    return scores
+
+
 def add(
     client: redis.Redis,
     key: str,
@@ -79,6 +131,5 @@ def add(
     score: float | None = None,
 ) -> float:
     """Add one diff to ``key`` and ``feed``; returns the score it was given."""
-    fixed = "" if score is None else repr(float(score))
-    result = _script(client)(keys=[key, feed], args=[member, feed_entry, fixed])
-    return float(result)
+    [result] = write_many(client, [Write(key, feed, member, feed_entry, score)])
+    return result

@@ -10,6 +10,12 @@ set on the class, a ``post_init`` receiver takes the snapshot the mixin's
 
 Models that already subclass ``DirtyFieldsMixin`` are used as they are, and a model
 with its own ``get_dirty_fields()`` is called with no arguments, as 0.1.16 did.
+
+The snapshot means "what the database holds", so a snapshot taken inside a
+transaction is provisional: :func:`remember` keeps the one it replaced, and
+:func:`settle` puts it back if that transaction, or a savepoint around the save, rolled
+back. Without this, an instance saved in a rolled-back block and saved again would
+look unchanged, and the change the second save commits would get no diff.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 from dirtyfields import DirtyFieldsMixin
 from dirtyfields.dirtyfields import reset_state
 from django.core.exceptions import FieldDoesNotExist
-from django.db import models
+from django.db import connections, models, transaction
 from django.db.models.signals import post_init, post_save
 
 from diffs.expressions import expression_fields, holds_expression
@@ -78,11 +84,16 @@ def _wrap_refresh(original: Callable[..., None]) -> Callable[..., None]:
     def refresh_from_db(
         self: models.Model, using: Any = None, fields: Any = None, *args: Any, **kwargs: Any
     ) -> None:
+        alias = using or self._state.db or "default"
+        settle(self)
+        previous = provisional_copy(self, alias)
         original(self, using, fields, *args, **kwargs)
         # Instances without a snapshot (an unregistered proxy or subclass, or one loaded
         # before registration) have nothing to refresh.
         if hasattr(self, "_original_state"):
             reset_state(sender=type(self), instance=self, update_fields=fields)
+            if previous is not None:
+                remember(self, previous, alias, None)
 
     setattr(refresh_from_db, _GRAFT_MARKER, True)
     return refresh_from_db
@@ -94,6 +105,64 @@ def _snapshot(sender: type[models.Model], instance: models.Model, **kwargs: Any)
 
 def _resnapshot(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     reset_state(sender=sender, instance=instance, update_fields=kwargs.get("update_fields"))
+
+
+#: Instance attribute: ``[(token, snapshot it replaced, alias), ...]``, newest last.
+UNDO_ATTRIBUTE = "_diffs_snapshot_undo"
+
+
+class CommitToken:
+    """Registered with ``on_commit``: ``ran`` turns True if the transaction commits."""
+
+    __slots__ = ("ran",)
+
+    def __init__(self) -> None:
+        self.ran = False
+
+    def __call__(self) -> None:
+        self.ran = True
+
+
+def provisional_copy(instance: models.Model, using: str) -> dict[str, Any] | None:
+    """A copy of the snapshot to restore later, when a transaction is open on ``using``."""
+    snapshot = getattr(instance, "_original_state", None)
+    if snapshot is None or not connections[using].in_atomic_block:
+        return None
+    return dict(snapshot)
+
+
+def remember(instance: models.Model, previous: dict[str, Any], using: str, token: Any) -> None:
+    """Note that the snapshot replaced ``previous`` in a transaction on ``using``.
+
+    ``token`` is an on-commit callback with a ``ran`` flag already registered for the
+    change (the diff's own), or None to register one.
+    """
+    if token is None:
+        token = CommitToken()
+        transaction.on_commit(token, using=using, robust=True)
+    instance.__dict__.setdefault(UNDO_ATTRIBUTE, []).append((token, previous, using))
+
+
+def settle(instance: models.Model) -> None:
+    """Put back the snapshots that rolled-back transactions or savepoints replaced."""
+    undo = instance.__dict__.get(UNDO_ATTRIBUTE)
+    while undo:
+        token, previous, using = undo[-1]
+        if token.ran:
+            undo.clear()  # committed: every older entry is superseded
+            return
+        if _still_pending(token, using):
+            return
+        instance._original_state = previous  # type: ignore[attr-defined]
+        undo.pop()
+
+
+def _still_pending(token: Any, using: str) -> bool:
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        return False  # the transaction ended without running the token: rolled back
+    # Django drops a rolled-back savepoint's callbacks from this list.
+    return any(hook[1] is token for hook in reversed(connection.run_on_commit))
 
 
 def changed_fields(

@@ -1,70 +1,95 @@
-"""Writing diffs to Redis: now, or when the database transaction commits.
+"""Scheduling diffs: into the delivery queue when their transaction commits.
 
-A Redis failure here never breaks the ``save()`` that produced the diff: the
-database write already happened (and, on commit, is already durable), so the error
-is logged on the ``diffs`` logger with the model and pk instead of raised.
+Inside a transaction each diff gets a small on-commit callback of its own, registered
+through Django's ``on_commit``, so a rolled-back savepoint discards exactly the diffs
+made inside it. Those callbacks only queue their diff (no I/O). One more callback,
+kept last in the transaction's list, flushes the queue: the diffs of a whole
+transaction reach Redis in one round trip, in the order they were made. It is kept
+out of every savepoint's reach (a rollback of the last savepoint must not take the
+flush with it) by registering it with an empty savepoint set, which Django's
+``on_commit`` cannot express: this module appends that entry to
+``connection.run_on_commit`` itself (the one private structure it touches; its shape,
+``(savepoint ids, callable, robust)``, is the same from Django 4.2 to 6.x).
+
+A Redis failure never breaks the ``save()`` whose database write committed (unless
+``on_redis_error`` is ``"raise"``): see ``diffs.delivery``.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+from typing import Any
 
-import redis
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diffs import store
-from diffs.connection import get_connection
+from diffs import delivery, outbox
+from diffs.clock import now_ms
 from diffs.payload import PendingDiff
 from diffs.settings import get_settings
-
-logger = logging.getLogger("diffs")
-
-
-def schedule(pending: PendingDiff, using: str | None) -> None:
-    """Write ``pending`` on commit of database ``using`` (or now, per the settings)."""
-    if get_settings().use_transactions:
-        # Registered on the alias the instance was saved to: a rollback of that
-        # transaction, or of a savepoint around the save, discards the diff.
-        transaction.on_commit(functools.partial(write, pending), using=using, robust=True)
-    else:
-        write(pending)
+from diffs.tracking import CommitToken
 
 
-def write(pending: PendingDiff) -> None:
-    """Add ``pending`` to its sorted set, logging instead of raising on Redis errors."""
-    try:
-        store.add(
-            get_connection(),
-            pending.key,
-            pending.feed_key,
-            pending.member,
-            pending.feed_member,
-            pending.timestamp,
-        )
-    except redis.AuthenticationError:
-        logger.exception(
-            "Could not write the diff of %s pk=%s: Redis refused the credentials in "
-            "DIFFS_SETTINGS (check the user name and password in ['url'] or ['redis']). "
-            "The database change itself was saved.",
-            pending.label,
-            pending.pk,
-        )
-    except redis.RedisError:
-        logger.exception(
-            "Could not write the diff of %s pk=%s to Redis key %s; the database change "
-            "itself was saved.",
-            pending.label,
-            pending.pk,
-            pending.key,
-        )
-    except Exception:
-        # Not a Redis answer: the client could not even be built or used, which means
-        # DIFFS_SETTINGS holds a value redis-py rejects. Still no reason to fail a save
-        # whose row is written.
-        logger.exception(
-            "Could not write the diff of %s pk=%s: the Redis client failed before "
-            "reaching Redis. Check DIFFS_SETTINGS['redis'] and ['url'].",
-            pending.label,
-            pending.pk,
-        )
+class _QueueOnCommit(CommitToken):
+    """Queues one diff when the transaction (and every savepoint around it) commits."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: delivery.Queued) -> None:
+        super().__init__()
+        self.item = item
+
+    def __call__(self) -> None:
+        self.ran = True
+        self.item.committed_ms = now_ms()
+        delivery.enqueue((self.item,))
+
+
+class _FlushAfterCommit:
+    """Flushes the queue once the transaction's diffs are in it; only the newest acts."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __call__(self) -> None:
+        if self.active:
+            delivery.flush()
+
+
+def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
+    """Queue ``pending`` for Redis when database ``using`` commits (now, outside one).
+
+    Returns the callback that runs at commit, or None when the diff was queued now.
+    """
+    conf = get_settings()
+    alias = using or "default"
+    item = delivery.Queued(pending)
+    if conf.durable:
+        item.outbox_row = (alias, outbox.record(pending, alias))
+    connection = connections[alias]
+    if not conf.use_transactions or not connection.in_atomic_block:
+        delivery.enqueue((item,))
+        delivery.flush()
+        return None
+    callback = _QueueOnCommit(item)
+    # Registered on the alias the instance was saved to: a rollback of that
+    # transaction, or of a savepoint around the save, discards the diff.
+    transaction.on_commit(callback, using=alias, robust=True)
+    _keep_flush_last(connection, robust=conf.on_redis_error != "raise")
+    return callback
+
+
+def _keep_flush_last(connection: BaseDatabaseWrapper, *, robust: bool) -> None:
+    # A new flush goes after the new diff and the previous one stands down, rather than
+    # moving entries around: captureOnCommitCallbacks() slices this list by position.
+    previous: _FlushAfterCommit | None = getattr(connection, _LAST_FLUSH, None)
+    if previous is not None:
+        previous.active = False
+    flush = _FlushAfterCommit()
+    setattr(connection, _LAST_FLUSH, flush)
+    hooks: list[Any] = connection.run_on_commit
+    hooks.append((set(), flush, robust))
+
+
+_LAST_FLUSH = "_diffs_last_flush"

@@ -6,7 +6,8 @@ variables switch to real servers:
 * ``DIFFS_TEST_REDIS_URL=redis://127.0.0.1:6379/15``: a real Redis (never db 0;
   the suite flushes that db only);
 * ``DIFFS_TEST_DATABASE=postgres``: PostgreSQL at ``DIFFS_TEST_PG_HOST``
-  (127.0.0.1), port 5432, user ``postgres``.
+  (127.0.0.1), port 5432, user ``postgres``; ``DIFFS_TEST_PG_NAME`` names the
+  database (``diffs``, so the suite's is ``test_diffs``) for runs side by side.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ else:
 if os.environ.get("DIFFS_TEST_DATABASE", "sqlite") == "postgres":
     _default = {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": "diffs",
+        # Its own name per concurrent run (test_<NAME> is created and dropped).
+        "NAME": os.environ.get("DIFFS_TEST_PG_NAME", "diffs"),
         "USER": os.environ.get("DIFFS_TEST_PG_USER", "postgres"),
         "HOST": os.environ.get("DIFFS_TEST_PG_HOST", "127.0.0.1"),
         "PORT": os.environ.get("DIFFS_TEST_PG_PORT", "5432"),

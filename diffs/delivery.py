@@ -1,0 +1,249 @@
+"""Getting committed diffs into Redis, in commit order, even across an outage.
+
+Every committed diff enters one process-wide queue, in the order its transaction
+committed, and the queue is flushed as a whole: one script call (one round trip)
+writes everything waiting. When Redis fails, ``on_redis_error`` decides:
+
+* ``"retry"`` (default): the diffs stay queued (at most ``retry_buffer_size``; the
+  oldest are dropped beyond that, and the loss is logged with its count) and go out,
+  still in order, with the next flush after a short pause, or with ``flush_diffs()``;
+* ``"log"``: they are logged and dropped;
+* ``"raise"``: they are dropped and :class:`~diffs.exceptions.DiffsWriteError` is
+  raised to the code that saved (after its database transaction committed).
+
+Either way the failure is logged on the ``diffs`` logger with models and pks. In
+durable mode each diff also has an outbox row, deleted once Redis has the diff, so
+dropping one from memory never loses it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from diffs import outbox, store
+from diffs.clock import now_ms
+from diffs.connection import get_connection
+from diffs.diff import with_original_time
+from diffs.exceptions import DiffsWriteError
+from diffs.payload import PendingDiff
+from diffs.settings import get_settings
+
+logger = logging.getLogger("diffs")
+
+#: After a failed write, regular flushes wait this long before trying Redis again, so
+#: an outage does not add a socket timeout to every request. ``flush_diffs()`` does not.
+RETRY_PAUSE_SECONDS = 1.0
+
+#: A diff that reaches Redis this much later than its commit carries its commit time.
+LATE_AFTER_MS = 1000.0
+
+#: How many models/pks a log line names before it says "and N more".
+_NAMED_IN_LOGS = 10
+
+
+@dataclass
+class Queued:
+    """A committed diff waiting for Redis."""
+
+    pending: PendingDiff
+    #: Epoch ms (this process's clock) when its transaction committed.
+    committed_ms: float = field(default_factory=now_ms)
+    #: ``(database alias, row id)`` of its outbox row, in durable mode.
+    outbox_row: tuple[str, int] | None = None
+    #: True once a write of it failed: it is stored with its commit time.
+    late: bool = False
+
+    def write(self) -> store.Write:
+        pending = self.pending
+        member = pending.member
+        if pending.timestamp is None and (
+            self.late or now_ms() - self.committed_ms > LATE_AFTER_MS
+        ):
+            member = with_original_time(member, self.committed_ms)
+        return store.Write(
+            pending.key, pending.feed_key, member, pending.feed_member, pending.timestamp
+        )
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What one flush did: diffs written, and diffs still waiting in memory."""
+
+    written: int
+    waiting: int
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.items: collections.deque[Queued] = collections.deque()
+        # Appends are short; sending holds this lock so that two threads never write
+        # the same diffs at once or out of order.
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.paused_until = 0.0
+        #: True from a failed write to the next successful one: the queue is a retry
+        #: buffer then, and retry_buffer_size bounds it.
+        self.failing = False
+
+
+_queue = _Queue()
+
+
+def enqueue(items: Iterable[Queued]) -> None:
+    """Append committed diffs to the queue, in commit order (no I/O)."""
+    with _queue.lock:
+        _queue.items.extend(items)
+        dropped = _trim() if _queue.failing else []
+    if dropped:
+        _log_dropped(dropped)
+
+
+def _trim() -> list[Queued]:
+    # Called with the lock held. The oldest go first: they are the likeliest to be
+    # past max_element_age by the time Redis is back.
+    overflow = len(_queue.items) - get_settings().retry_buffer_size
+    return [_queue.items.popleft() for _ in range(max(overflow, 0))]
+
+
+def waiting() -> int:
+    """How many diffs wait in this process's memory for Redis."""
+    return len(_queue.items)
+
+
+def clear() -> list[Queued]:
+    """Empty the queue and return what it held (for tests and shutdown)."""
+    with _queue.lock:
+        items = list(_queue.items)
+        _queue.items.clear()
+        _queue.paused_until = 0.0
+        _queue.failing = False
+    return items
+
+
+def flush(*, force: bool = False) -> FlushResult:
+    """Write every queued diff, in order, in one round trip per 500 diffs.
+
+    Without ``force``, a flush within ``RETRY_PAUSE_SECONDS`` of a failed one (in
+    ``"retry"`` mode) leaves the diffs queued. Raises :class:`DiffsWriteError` only
+    with ``on_redis_error = "raise"``.
+    """
+    if not _queue.items:
+        return FlushResult(0, 0)
+    if not force and time.monotonic() < _queue.paused_until:
+        return FlushResult(0, waiting())
+    with _queue.send_lock:
+        with _queue.lock:
+            batch = list(_queue.items)
+            _queue.items.clear()
+        if not batch:
+            return FlushResult(0, waiting())
+        try:
+            _send(batch)
+        except Exception as error:
+            _handle_failure(batch, error)
+            return FlushResult(0, waiting())
+        _queue.paused_until = 0.0
+        _queue.failing = False
+    _forget_outbox_rows(batch)
+    return FlushResult(len(batch), waiting())
+
+
+def _send(batch: Sequence[Queued]) -> None:
+    store.write_many(get_connection(), [item.write() for item in batch])
+
+
+def _handle_failure(batch: list[Queued], error: Exception) -> None:
+    mode = get_settings().on_redis_error
+    cause = _describe(error)
+    names = _name(batch)
+    if mode == "retry":
+        for item in batch:
+            item.late = True
+        with _queue.lock:
+            _queue.items.extendleft(reversed(batch))
+            _queue.failing = True
+            _queue.paused_until = time.monotonic() + RETRY_PAUSE_SECONDS
+            dropped = _trim()
+        logger.error(
+            "Could not write %d diff(s) to Redis (%s): %s. The database changes were "
+            "saved; the diffs wait in memory (%d waiting) and are written, in order, "
+            "once Redis answers (next save, or manage.py flush_diffs).",
+            len(batch),
+            cause,
+            names,
+            waiting(),
+            exc_info=not isinstance(error, redis.RedisError),
+        )
+        if dropped:
+            _log_dropped(dropped)
+        return
+    kept = " They stay in the outbox table for flush_diffs." if _all_in_outbox(batch) else ""
+    logger.error(
+        "Could not write %d diff(s) to Redis (%s): %s. The database changes were saved; "
+        "the diffs are dropped (on_redis_error=%r).%s",
+        len(batch),
+        cause,
+        names,
+        mode,
+        kept,
+        exc_info=not isinstance(error, redis.RedisError),
+    )
+    if mode == "raise":
+        msg = f"Could not write {len(batch)} diff(s) to Redis ({cause}): {names}."
+        raise DiffsWriteError(msg) from error
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, redis.AuthenticationError):
+        return (
+            "Redis refused the credentials in DIFFS_SETTINGS: check the user name and "
+            "password in ['url'] or ['redis']"
+        )
+    if isinstance(error, redis.RedisError):
+        return f"{type(error).__name__}: {error}"
+    return (
+        f"{type(error).__name__}: {error}; the Redis client failed before reaching Redis, "
+        "check DIFFS_SETTINGS['redis'] and ['url']"
+    )
+
+
+def _name(items: Sequence[Queued]) -> str:
+    named = ", ".join(f"{q.pending.label} pk={q.pending.pk}" for q in items[:_NAMED_IN_LOGS])
+    more = len(items) - _NAMED_IN_LOGS
+    return f"{named} and {more} more" if more > 0 else named
+
+
+def _all_in_outbox(items: Sequence[Queued]) -> bool:
+    return all(item.outbox_row is not None for item in items)
+
+
+def _log_dropped(dropped: list[Queued]) -> None:
+    if _all_in_outbox(dropped):
+        logger.warning(
+            "%d diff(s) no longer wait in memory (retry_buffer_size reached): %s. They "
+            "are still in the outbox table; manage.py flush_diffs writes them.",
+            len(dropped),
+            _name(dropped),
+        )
+        return
+    logger.error(
+        "Lost %d diff(s): Redis is still failing and more than retry_buffer_size (%d) "
+        "diffs were waiting: %s. Clients syncing these objects must reload them; "
+        "set DIFFS_SETTINGS['durable'] = True to keep diffs across outages.",
+        len(dropped),
+        get_settings().retry_buffer_size,
+        _name(dropped),
+    )
+
+
+def _forget_outbox_rows(batch: Sequence[Queued]) -> None:
+    rows = [item.outbox_row for item in batch if item.outbox_row is not None]
+    if rows:
+        outbox.forget(rows)

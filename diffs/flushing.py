@@ -1,0 +1,68 @@
+"""``flush_diffs()``: write every diff still waiting for Redis, now.
+
+Two places hold such diffs: this process's retry queue (diffs a failed write left
+behind) and, in durable mode, the outbox table of each database (diffs of processes
+that died, or could not reach Redis, after their transaction committed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import DatabaseError
+
+from diffs import delivery, outbox, store
+from diffs.connection import get_connection
+from diffs.settings import get_settings
+
+logger = logging.getLogger("diffs")
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What :func:`flush_diffs` wrote, and what still waits in this process's memory."""
+
+    #: Diffs written from this process's retry queue.
+    from_memory: int
+    #: Diffs written from outbox tables (a diff Redis already had counts too).
+    from_outbox: int
+    #: Diffs still waiting in this process's memory (Redis failed again).
+    waiting: int
+
+
+def flush_diffs(*, include_outbox: bool = True) -> FlushReport:
+    """Write this process's waiting diffs, then (durable mode) every outbox row, to Redis.
+
+    Redis errors from the outbox pass propagate (``redis.RedisError``): the rows stay
+    and the next call writes them. The retry queue follows ``on_redis_error``.
+    """
+    memory = delivery.flush(force=True)
+    from_outbox = 0
+    if include_outbox and get_settings().durable and not memory.waiting:
+        for alias in outbox.aliases():
+            from_outbox += _flush_outbox(alias)
+    return FlushReport(memory.written, from_outbox, memory.waiting)
+
+
+def _flush_outbox(alias: str) -> int:
+    written = 0
+    try:
+        for batch in outbox.rows(alias):
+            items = [
+                delivery.Queued(pending, committed_ms=recorded_ms, outbox_row=(alias, row_id))
+                for row_id, pending, recorded_ms in batch
+            ]
+            store.write_many(get_connection(), [item.write() for item in items])
+            outbox.forget([(alias, row_id) for row_id, _, _ in batch])
+            written += len(items)
+    except DatabaseError:
+        # Most likely no table: the migration was not run on this database.
+        logger.warning(
+            "Could not read the diffs outbox of database %r; run manage.py migrate "
+            "diffs --database=%s.",
+            alias,
+            alias,
+            exc_info=True,
+        )
+    return written
