@@ -18,6 +18,11 @@ def test_defaults_are_the_originals_plus_prefix_and_url():
     assert conf.test_mode is False
     assert conf.prefix == "diffs:"
     assert conf.url is None
+    assert conf.on_redis_error == "retry"
+    assert conf.socket_timeout == 1.0
+    assert conf.retry_buffer_size == 10_000
+    assert conf.durable is False
+    assert conf.max_diff_bytes == 1_048_576
 
 
 @pytest.mark.parametrize("empty", [None, {}])

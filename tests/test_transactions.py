@@ -80,3 +80,74 @@ def test_without_transactions_the_write_is_immediate():
             assert len(question.diffs) == 1
             raise Boom
         assert len(Question.diffs.get_by_object_id(question.pk)) == 1
+
+
+def _texts(question: Question) -> list[str]:
+    return [d.data[0]["fields"]["question_text"] for d in question.diffs]
+
+
+def test_a_save_retried_after_a_rollback_records_its_change():
+    question = Question.objects.create(question_text="before")
+    question.question_text = "after"
+    try:
+        with transaction.atomic():
+            question.save()
+            raise Boom
+    except Boom:
+        pass
+    question.save()  # the snapshot of the rolled-back save was undone: a change
+    assert _texts(question) == ["before", "after"]
+
+
+def test_a_rolled_back_savepoint_undoes_only_its_own_snapshot():
+    question = Question.objects.create(question_text="one", pub_date=None)
+    with transaction.atomic():
+        question.question_text = "two"
+        question.save()
+        try:
+            with transaction.atomic():
+                question.question_text = "three"
+                question.save()
+                raise Boom
+        except Boom:
+            pass
+        question.save()  # writes "three" again: relative to "two", committed above
+    assert _texts(question) == ["one", "two", "three"]
+
+
+def test_a_rolled_back_create_saved_again_is_a_whole_creation():
+    question = Question(question_text="new")
+    try:
+        with transaction.atomic():
+            question.save()
+            raise Boom
+    except Boom:
+        pass
+    question.save()  # Django INSERTs again
+    [diff] = question.diffs
+    assert diff.created is True
+    assert set(diff.data[0]["fields"]) == {"question_text", "pub_date", "votes"}
+
+
+def test_a_refresh_inside_a_rolled_back_block_is_undone():
+    question = Question.objects.create(question_text="kept")
+    try:
+        with transaction.atomic():
+            Question.objects.filter(pk=question.pk).update(question_text="rolled back")
+            question.refresh_from_db()
+            raise Boom
+    except Boom:
+        pass
+    assert question.question_text == "rolled back"  # memory is not rolled back
+    question.save()  # so this save writes "rolled back" for real: a change
+    assert _texts(question) == ["kept", "rolled back"]
+
+
+def test_snapshots_settle_after_a_commit():
+    question = Question.objects.create(question_text="a")
+    with transaction.atomic():
+        question.question_text = "b"
+        question.save()
+    question.save()  # nothing changed since the commit: no diff
+    assert _texts(question) == ["a", "b"]
+    assert question.__dict__.get("_diffs_snapshot_undo") == []

@@ -1,0 +1,136 @@
+"""Durable mode: an outbox row per diff, written in the change's own transaction."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+import diffs
+from diffs import delivery
+from diffs.models import OutboxEntry
+from tests.conftest import diffs_settings
+from tests.redis_server import free_port
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def durable():
+    with diffs_settings(durable=True):
+        yield
+
+
+def unreachable():
+    url = f"redis://127.0.0.1:{free_port()}/1"
+    return diffs_settings(url=url, test_mode=False, socket_timeout=0.5, durable=True)
+
+
+def texts(question: Question) -> list[str]:
+    return [d.data[0]["fields"]["question_text"] for d in question.diffs]
+
+
+def test_the_outbox_row_commits_with_the_change_and_goes_once_redis_has_it():
+    with transaction.atomic():
+        question = Question.objects.create(question_text="one")
+        [row] = OutboxEntry.objects.all()
+        assert (row.label, row.object_pk) == ("testapp.question", str(question.pk))
+        assert row.key == f"diffs:testapp.question:{question.pk}"
+    assert not OutboxEntry.objects.exists()
+    assert texts(question) == ["one"]
+
+
+def test_rolled_back_changes_leave_no_row_and_no_diff():
+    with transaction.atomic():
+        kept = Question.objects.create(question_text="kept")
+        try:
+            with transaction.atomic():
+                Question.objects.create(question_text="rolled back")
+                raise RuntimeError
+        except RuntimeError:
+            pass
+    try:
+        with transaction.atomic():
+            Question.objects.create(question_text="all rolled back")
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    assert not OutboxEntry.objects.exists()
+    assert list(Question.objects.values_list("question_text", flat=True)) == ["kept"]
+    assert texts(kept) == ["kept"]
+    assert len(diffs.get_connection().keys("diffs:testapp.question:*")) == 1
+
+
+def test_rows_outlive_an_outage_and_flush_diffs_writes_them_once():
+    with unreachable():
+        question = Question.objects.create(question_text="one")
+        question.question_text = "two"
+        question.save()
+    assert OutboxEntry.objects.count() == 2
+    delivery.clear()  # as if the process had exited: memory is gone, the rows are not
+    report = diffs.flush_diffs()
+    assert (report.from_memory, report.from_outbox) == (0, 2)
+    assert not OutboxEntry.objects.exists()
+    assert texts(question) == ["one", "two"]
+    assert diffs.flush_diffs().from_outbox == 0
+    assert texts(question) == ["one", "two"]
+
+
+def test_a_process_that_dies_after_commit_loses_nothing(monkeypatch):
+    # The process "dies" between the commit and the Redis write: nothing is flushed.
+    monkeypatch.setattr(delivery, "flush", lambda force=False: delivery.FlushResult(0, 0))
+    with transaction.atomic():
+        question = Question.objects.create(question_text="committed")
+    assert question.diffs == []
+    delivery.clear()
+    monkeypatch.undo()
+    call_command("flush_diffs")
+    assert texts(question) == ["committed"]
+    assert question.diffs[0].timestamp <= float(question.diffs[0].cursor)
+
+
+def test_a_row_redis_already_has_is_not_written_twice():
+    question = Question.objects.create(question_text="once")
+    [diff] = question.diffs
+    # The process wrote the diff but died before deleting its row: put a row back.
+    member = diffs.get_connection().zrange(Question.diffs.get_key(question.pk), 0, -1)[0]
+    OutboxEntry.objects.create(
+        key=Question.diffs.get_key(question.pk),
+        feed_key="diffs:feed:testapp.question",
+        member=member.decode() if isinstance(member, bytes) else member,
+        feed_member=f"{diff.id}{question.pk}",
+        score=None,
+        recorded_ms=diff.timestamp,
+        label="testapp.question",
+        object_pk=str(question.pk),
+    )
+    assert diffs.flush_diffs().from_outbox == 1
+    assert [d.id for d in question.diffs] == [diff.id]
+    assert not OutboxEntry.objects.exists()
+
+
+def test_a_raising_user_callback_cannot_lose_a_durable_diff():
+    def broken() -> None:
+        raise RuntimeError("a user callback")
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        transaction.on_commit(broken)  # Django runs no callback after this one
+        question = Question.objects.create(question_text="saved")
+    assert question.diffs == []
+    diffs.flush_diffs()
+    assert texts(question) == ["saved"]
+
+
+def test_each_database_has_its_own_outbox():
+    with transaction.atomic(using="other"):
+        question = Question.objects.using("other").create(question_text="elsewhere")
+        assert OutboxEntry.objects.using("other").count() == 1
+        assert not OutboxEntry.objects.exists()
+    assert not OutboxEntry.objects.using("other").exists()
+    assert texts(question) == ["elsewhere"]
+
+
+def test_outbox_entry_str():
+    entry = OutboxEntry(label="testapp.question", object_pk="7")
+    assert str(entry) == "diff of testapp.question pk=7"
