@@ -30,6 +30,7 @@ DEV_REQUIRES = [
     "pytest>=8",
     "pytest-django>=4.9",
     "pytest-cov>=5",
+    "hypothesis>=6.100",
     "psycopg[binary]>=3.1",
     "mypy>=1.10",
     "django-stubs>=5.0",

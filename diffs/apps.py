@@ -1,4 +1,4 @@
-"""The Django app config: registers the system checks."""
+"""The Django app config: registers the system checks and the exit flush."""
 
 from __future__ import annotations
 
@@ -13,5 +13,12 @@ class DiffsConfig(AppConfig):
 
     def ready(self) -> None:
         # Models register themselves when their module is imported (the decorator
-        # connects their signals on the spot), so ready() only has the checks to load.
+        # connects their signals on the spot), so ready() has the checks to load and
+        # the exit hook to install: a process that stops normally writes the diffs
+        # still waiting for Redis.
+        import atexit
+
         from diffs import checks  # noqa: F401
+        from diffs.delivery import flush_at_exit
+
+        atexit.register(flush_at_exit)

@@ -155,6 +155,23 @@ def flush(*, force: bool = False) -> FlushResult:
     return FlushResult(len(batch), waiting())
 
 
+def flush_at_exit() -> None:
+    """Give waiting diffs one last chance when the interpreter exits normally."""
+    if not _queue.items:
+        return
+    try:
+        result = flush(force=True)
+    except Exception:  # the process is ending: report, never raise
+        logger.exception("Could not write the diffs waiting at exit.")
+        return
+    if result.waiting:
+        logger.error(
+            "%d diff(s) were still waiting for Redis when the process exited; they are "
+            "lost unless durable mode kept them in the outbox table.",
+            result.waiting,
+        )
+
+
 def _send(batch: Sequence[Queued]) -> None:
     store.write_many(get_connection(), [item.write() for item in batch])
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 
 import diffs
@@ -134,3 +137,43 @@ def test_each_database_has_its_own_outbox():
 def test_outbox_entry_str():
     entry = OutboxEntry(label="testapp.question", object_pk="7")
     assert str(entry) == "diff of testapp.question pk=7"
+
+
+def test_flush_diffs_command_fails_while_redis_cannot_take_the_outbox():
+    with unreachable():
+        Question.objects.create(question_text="kept")
+        delivery.clear()
+        with pytest.raises(CommandError, match="run flush_diffs again once Redis answers"):
+            call_command("flush_diffs")
+    assert OutboxEntry.objects.count() == 1
+    call_command("flush_diffs")
+    assert not OutboxEntry.objects.exists()
+
+
+def test_a_failed_outbox_cleanup_is_only_a_warning(monkeypatch, caplog):
+    from django.db import DatabaseError
+
+    from diffs import outbox
+
+    def broken(self):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr("django.db.models.query.QuerySet.delete", broken)
+    with caplog.at_level(logging.WARNING, logger="diffs"):
+        outbox.forget([("default", 1)])
+    assert "flush_diffs will find them already in Redis" in caplog.records[0].message
+
+
+def test_a_missing_outbox_table_is_a_warning(monkeypatch, caplog):
+    from django.db import DatabaseError
+
+    from diffs import outbox
+
+    def missing(alias, batch_size=500):
+        raise DatabaseError("no such table: diffs_outbox")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(outbox, "rows", missing)
+    with caplog.at_level(logging.WARNING, logger="diffs"):
+        diffs.flush_diffs()
+    assert "run manage.py migrate diffs --database=default" in caplog.records[0].message

@@ -286,3 +286,33 @@ def test_max_diff_bytes_counts_bytes_not_characters(caplog):
         Question.objects.create(question_text="é" * 150)  # 150 characters, 300 bytes
         Question.objects.create(question_text="日" * 150)  # 150 characters, 450 bytes
     assert len(caplog.records) == 1
+
+
+def test_diffs_waiting_at_exit_get_one_last_try(caplog):
+    with unreachable():
+        question = Question.objects.create(question_text="waiting")
+        with caplog.at_level(logging.ERROR, logger="diffs"):
+            delivery.flush_at_exit()  # Redis still down: said out loud
+        assert "still waiting for Redis when the process exited" in caplog.records[-1].message
+    delivery.flush_at_exit()
+    assert texts(question) == ["waiting"]
+    delivery.flush_at_exit()  # nothing waiting: nothing to do
+
+
+def test_the_exit_flush_is_installed():
+    import subprocess
+    import sys
+
+    # A child process with a diff waiting: the interpreter's exit must flush it.
+    script = (
+        "import os, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
+        "django.setup()\n"
+        "from diffs import delivery\n"
+        "delivery.flush = lambda force=False: print('flushed', force)\n"
+        "delivery._queue.items.append(object())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "flushed True" in result.stdout
