@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.db import models
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from diffs import expressions, tracking
 from diffs.payload import build_pending
@@ -24,8 +24,15 @@ logger = logging.getLogger("diffs")
 CHANGES_ATTRIBUTE = "_diffs_changes"
 #: Instance attribute carrying, inside a transaction, the snapshot before the save.
 PREVIOUS_ATTRIBUTE = "_diffs_previous_snapshot"
+#: Instance attribute set by pre_delete when the row to delete does not exist.
+ABSENT_ATTRIBUTE = "_diffs_delete_absent_row"
 
-_RECEIVERS = ((pre_save, "pre_save"), (post_save, "post_save"), (post_delete, "post_delete"))
+_RECEIVERS = (
+    (pre_save, "pre_save"),
+    (post_save, "post_save"),
+    (pre_delete, "pre_delete"),
+    (post_delete, "post_delete"),
+)
 
 
 def connect(model: type[models.Model]) -> None:
@@ -33,6 +40,7 @@ def connect(model: type[models.Model]) -> None:
     uid = model._meta.label_lower
     pre_save.connect(on_pre_save, sender=model, dispatch_uid=f"diffs.pre_save.{uid}")
     post_save.connect(on_post_save, sender=model, dispatch_uid=f"diffs.post_save.{uid}")
+    pre_delete.connect(on_pre_delete, sender=model, dispatch_uid=f"diffs.pre_delete.{uid}")
     post_delete.connect(on_post_delete, sender=model, dispatch_uid=f"diffs.post_delete.{uid}")
 
 
@@ -68,6 +76,7 @@ def on_post_save(
     """Build the diff of a completed save and schedule its write."""
     changes = instance.__dict__.pop(CHANGES_ATTRIBUTE, None)
     previous = instance.__dict__.pop(PREVIOUS_ATTRIBUTE, None)
+    tracking.mark_saved(instance)
     if changes is None:  # saved while the receivers were being connected
         return
     if not changes and not created:
@@ -84,7 +93,21 @@ def on_post_save(
         )
     token = None if pending is None else schedule(pending, using)
     if previous is not None:
-        tracking.remember(instance, previous, using or "default", token)
+        tracking.remember(instance, previous, using or "default", token, inserted=created)
+
+
+def on_pre_delete(
+    sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
+) -> None:
+    """Check that the row exists when the instance's own INSERT was rolled back.
+
+    Django sends ``post_delete`` whether or not a row was deleted; a diff for a row that
+    never existed would report a change that never happened. Only such instances pay
+    for the query.
+    """
+    if tracking.insert_rolled_back(instance):
+        rows = sender._base_manager.db_manager(using).filter(pk=instance.pk)
+        instance.__dict__[ABSENT_ATTRIBUTE] = not rows.exists()
 
 
 def on_post_delete(
@@ -92,6 +115,9 @@ def on_post_delete(
 ) -> None:
     """Record a ``deleted=True`` diff for a row that ``delete()`` removed."""
     tracking.settle(instance)
+    if instance.__dict__.pop(ABSENT_ATTRIBUTE, False):
+        logger.debug("Skipped diff of %s pk=%s: no row was deleted.", sender.__name__, instance.pk)
+        return
     conf = get_settings()
     with tracking.saved_values(instance):
         pending = build_pending(

@@ -107,8 +107,12 @@ def _resnapshot(sender: type[models.Model], instance: models.Model, **kwargs: An
     reset_state(sender=sender, instance=instance, update_fields=kwargs.get("update_fields"))
 
 
-#: Instance attribute: ``[(token, snapshot it replaced, alias), ...]``, newest last.
+#: Instance attribute: ``[(token, snapshot it replaced, alias, inserted), ...]``, newest
+#: last; ``inserted`` is True when the change was the row's INSERT.
 UNDO_ATTRIBUTE = "_diffs_snapshot_undo"
+#: Instance attribute, True once the INSERT that created the instance's row rolled back:
+#: the row may not exist, whatever the instance's pk says.
+UNINSERTED_ATTRIBUTE = "_diffs_insert_rolled_back"
 
 
 class CommitToken:
@@ -131,29 +135,50 @@ def provisional_copy(instance: models.Model, using: str) -> dict[str, Any] | Non
     return dict(snapshot)
 
 
-def remember(instance: models.Model, previous: dict[str, Any], using: str, token: Any) -> None:
+def remember(
+    instance: models.Model,
+    previous: dict[str, Any],
+    using: str,
+    token: Any,
+    *,
+    inserted: bool = False,
+) -> None:
     """Note that the snapshot replaced ``previous`` in a transaction on ``using``.
 
     ``token`` is an on-commit callback with a ``ran`` flag already registered for the
-    change (the diff's own), or None to register one.
+    change (the diff's own), or None to register one. ``inserted``: the change was the
+    INSERT of the instance's row.
     """
     if token is None:
         token = CommitToken()
         transaction.on_commit(token, using=using, robust=True)
-    instance.__dict__.setdefault(UNDO_ATTRIBUTE, []).append((token, previous, using))
+    instance.__dict__.setdefault(UNDO_ATTRIBUTE, []).append((token, previous, using, inserted))
+
+
+def insert_rolled_back(instance: models.Model) -> bool:
+    """True when the INSERT of the instance's row rolled back and no save followed."""
+    settle(instance)
+    return bool(instance.__dict__.get(UNINSERTED_ATTRIBUTE, False))
+
+
+def mark_saved(instance: models.Model) -> None:
+    """The instance's row was just written (until a rollback says otherwise)."""
+    instance.__dict__.pop(UNINSERTED_ATTRIBUTE, None)
 
 
 def settle(instance: models.Model) -> None:
     """Put back the snapshots that rolled-back transactions or savepoints replaced."""
     undo = instance.__dict__.get(UNDO_ATTRIBUTE)
     while undo:
-        token, previous, using = undo[-1]
+        token, previous, using, inserted = undo[-1]
         if token.ran:
             undo.clear()  # committed: every older entry is superseded
             return
         if _still_pending(token, using):
             return
         instance._original_state = previous  # type: ignore[attr-defined]
+        if inserted:
+            instance.__dict__[UNINSERTED_ATTRIBUTE] = True
         undo.pop()
 
 
@@ -233,6 +258,10 @@ def saved_values(instance: models.Model) -> Iterator[None]:
     snapshot = getattr(instance, "_original_state", None) or {}
     replaced = {}
     for field in instance._meta.concrete_fields:
+        # The pk names the row deleted; a snapshot from before an INSERT that rolled
+        # back may hold None there.
+        if field.primary_key:
+            continue
         if field.name in snapshot and field.attname in instance.__dict__:
             replaced[field.attname] = instance.__dict__[field.attname]
             instance.__dict__[field.attname] = snapshot[field.name]

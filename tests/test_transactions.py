@@ -151,3 +151,35 @@ def test_snapshots_settle_after_a_commit():
     question.save()  # nothing changed since the commit: no diff
     assert _texts(question) == ["a", "b"]
     assert question.__dict__.get("_diffs_snapshot_undo") == []
+
+
+def test_deleting_an_instance_whose_insert_rolled_back_records_nothing():
+    with pytest.raises(Boom), transaction.atomic():
+        ghost = Question.objects.create(question_text="never committed")
+        raise Boom
+    pk = ghost.pk
+    assert ghost.delete()[0] == 0
+    assert Question.diffs.get_by_object_id(pk) == []
+    assert Question.diffs.since().diffs == []
+
+
+def test_deleting_it_after_another_row_took_its_pk_records_that_delete():
+    with pytest.raises(Boom), transaction.atomic():
+        ghost = Question.objects.create(id=4242, question_text="never committed")
+        raise Boom
+    Question.objects.create(id=4242, question_text="someone else's")
+    assert ghost.delete()[0] == 1
+    stored = Question.diffs.get_by_object_id(4242)
+    assert [(d.created, d.deleted) for d in stored] == [(True, False), (False, True)]
+    # The deleted diff names the row by its pk, not by the pre-INSERT snapshot's None.
+    assert stored[-1].data[0]["pk"] == 4242
+
+
+def test_saving_after_a_rolled_back_insert_clears_the_doubt():
+    with pytest.raises(Boom), transaction.atomic():
+        question = Question.objects.create(question_text="first try")
+        raise Boom
+    question.save()  # inserts the row again
+    question.delete()
+    stored = Question.diffs.since().diffs
+    assert [(d.created, d.deleted) for d in stored] == [(True, False), (False, True)]
