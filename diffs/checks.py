@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core import checks
 
+from diffs.advice import connection_advice
 from diffs.settings import SETTING_NAME, _raw_settings, find_problems
 
 _OBJ = f"settings.{SETTING_NAME}"
@@ -114,7 +115,8 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
         return [
             checks.Error(
                 f"Cannot reach Redis at {where} ({error}).",
-                hint=f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
+                hint=connection_advice(error, conf.url or "")
+                or f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
                 obj=_OBJ,
                 id="diffs.E013",
             )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import redis
 
 from diffs import outbox, store
+from diffs.advice import connection_advice
 from diffs.clock import now_ms
 from diffs.connection import get_connection
 from diffs.diff import with_original_time
@@ -224,7 +225,8 @@ def _describe(error: Exception) -> str:
             "password in ['url'] or ['redis']"
         )
     if isinstance(error, redis.RedisError):
-        return f"{type(error).__name__}: {error}"
+        advice = connection_advice(error, get_settings().url or "")
+        return f"{type(error).__name__}: {error}" + (f" {advice}" if advice else "")
     return (
         f"{type(error).__name__}: {error}; the Redis client failed before reaching Redis, "
         "check DIFFS_SETTINGS['redis'] and ['url']"

@@ -232,8 +232,9 @@ def test_untrusted_server_certificate_is_logged_and_reported_as_e013(
     assert error.id == "diffs.E013"
     assert error.msg.startswith(f"Cannot reach Redis at 127.0.0.1:{tls_server.port} db {DB} (")
     assert "CERTIFICATE_VERIFY_FAILED" in error.msg
-    # The hint is the generic "unreachable" one, although Redis is up: see the report.
-    assert error.hint.startswith("Start Redis there")
+    # Redis is up: the hint names the setting that fixes it, not "start Redis".
+    assert "ssl_ca_certs" in error.hint
+    assert "ssl_ca_certs" in message
     assert admin.dbsize() == 0
 
 
@@ -250,11 +251,12 @@ def test_plain_redis_url_for_a_tls_port_is_logged_and_reported_as_e013(tls_serve
     message = record.getMessage()
     assert "ConnectionError" in message
     assert f"testapp.question pk={question.pk}" in message
-    # Nothing in either text says "TLS": the user only learns that the server dropped
-    # the connection (a reset here; "closed" is what a slower reader would see).
+    # The server dropped the connection (a reset here; "closed" is what a slower reader
+    # would see), and both texts suggest rediss://.
     dropped = ("Connection reset by peer", "Connection closed by server")
     assert any(text in message for text in dropped)
-    assert "tls" not in message.lower() and "ssl" not in message.lower()
+    assert "use a rediss:// URL" in message
     assert error.id == "diffs.E013"
     assert any(text in error.msg for text in dropped)
+    assert "use a rediss:// URL" in error.hint
     assert admin.dbsize() == 0
