@@ -13,6 +13,7 @@ cursor even while nothing changes, and only a client away for longer than
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,10 @@ from django.apps import apps
 from diffs.clock import now_ms
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
-from diffs.keys import parse_feed_member, pk_value
+from diffs.keys import DIFF_ID_LENGTH, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
+
+logger = logging.getLogger("diffs")
 
 #: Most diffs one page may hold.
 MAX_LIMIT = 1000
@@ -123,7 +126,7 @@ def model_page(
 ) -> FeedPage:
     """A model's diffs (its feed) after ``since``."""
     entries, start, has_more, watermark = read_page(client, feed, since, limit, max_element_age)
-    pointers = [(*parse_feed_member(member), score) for member, score in entries]
+    pointers = _pointers(feed, entries)
     pipe = client.pipeline(transaction=False)
     for _, pk_text, score in pointers:
         pipe.zrangebyscore(f"{prefix}{label}:{pk_text}", score, score, withscores=True)
@@ -136,3 +139,20 @@ def model_page(
         # A diff pruned (or its key deleted) since the feed was read is simply absent.
         diffs.extend(d for d in decode_entries(key, candidates, label, pk) if d.id == diff_id)
     return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)
+
+
+def _pointers(feed: str, entries: list[Any]) -> list[tuple[str, str, float]]:
+    """``(diff id, pk text, score)`` of each feed entry, skipping those not ours."""
+    pointers = []
+    for member, score in entries:
+        try:
+            diff_id, pk_text = parse_feed_member(member)
+        except UnicodeDecodeError:
+            diff_id, pk_text = "", ""
+        if len(diff_id) < DIFF_ID_LENGTH or not pk_text:
+            logger.warning(
+                "Skipped an entry of %s that django-diffs did not write: %.80r", feed, member
+            )
+            continue
+        pointers.append((diff_id, pk_text, score))
+    return pointers
