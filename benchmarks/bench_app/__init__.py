@@ -1,0 +1,1 @@
+"""Models the benchmark scripts measure: a registered model and its unregistered twin."""
