@@ -271,10 +271,7 @@ def _record(instance: models.Model, changes: dict[str, Any], using: str, *, crea
 def _resnapshot(instance: models.Model, fields: list[str] | None, using: str) -> None:
     # Like a save: what was just written is no longer a pending change (until the
     # transaction rolls back, see tracking.settle()).
-    if hasattr(instance, "_original_state") and tracking.uses_dirtyfields_api(type(instance)):
-        from dirtyfields.dirtyfields import reset_state
-
-        previous = tracking.provisional_copy(instance, using)
-        reset_state(sender=type(instance), instance=instance, update_fields=fields)
-        if previous is not None:
-            tracking.remember(instance, previous, using, None)
+    previous = tracking.provisional_copy(instance, using)
+    tracking.retake(instance, fields)
+    if previous is not None:
+        tracking.remember(instance, previous, using, None)

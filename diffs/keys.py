@@ -49,7 +49,12 @@ def pk_value(model: type[models.Model], pk: Any) -> Any:
 
 def object_key(prefix: str, model: type[models.Model], pk: Any) -> str:
     """Return the key of the sorted set that holds the diffs of one object."""
-    return f"{prefix}{model_label(model)}:{normalize_pk(model, pk)}"
+    return object_key_base(prefix, model) + normalize_pk(model, pk)
+
+
+def object_key_base(prefix: str, model: type[models.Model]) -> str:
+    """Return what every object key of ``model`` starts with (the pk text follows)."""
+    return f"{prefix}{model_label(model)}:"
 
 
 def escape_glob(text: str) -> str:

@@ -13,23 +13,25 @@ The hooks a registered model may define (all optional):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.serializers.python import Serializer as PythonSerializer
 from django.db import models
+from django.utils.encoding import is_protected_type
 
 from diffs.clock import check_fixed_score, datetime_to_ms
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
-from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key
+from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key_base
 
 logger = logging.getLogger("diffs")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PendingDiff:
     """A diff ready to be written: its keys, members and (optional) fixed score."""
 
@@ -72,15 +74,22 @@ def build_pending(
     member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
     if _too_large(instance, member, max_bytes):
         return None
+    object_base, feed = _keys_of(type(target), prefix)
     return PendingDiff(
-        key=object_key(prefix, type(target), target.pk),
+        key=object_base + target_pk,
         member=member,
-        feed_key=feed_key(prefix, type(target)),
+        feed_key=feed,
         feed_member=feed_member(diff_id, target_pk),
         timestamp=_fixed_timestamp(instance),
         label=model_label(model),
-        pk=normalize_pk(model, instance.pk),
+        pk=target_pk if target is instance else normalize_pk(model, instance.pk),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _keys_of(model: type[models.Model], prefix: str) -> tuple[str, str]:
+    # (object key without the pk, feed key): the same for every diff of a model.
+    return object_key_base(prefix, model), feed_key(prefix, model)
 
 
 def _too_large(instance: models.Model, member: str, max_bytes: int | None) -> bool:
@@ -120,37 +129,47 @@ def _data_for(instance: models.Model, changes: dict[str, Any], *, created: bool)
     return data
 
 
-def default_data(instance: models.Model, fields: list[str] | None) -> list[dict[str, Any]]:
+def default_data(instance: models.Model, fields: Iterable[str] | None) -> list[dict[str, Any]]:
     """The default serializer's ``[{"model", "pk", "fields"}]`` for ``fields`` (None: all).
 
-    Values come from Django's own "python" serializer, field by field, so they match
-    ``serializers.serialize("json", ...)`` once encoded. Unlike ``serialize()``, which
-    writes a multi-table child's own fields only, every concrete field is considered,
-    so a change to an inherited field is not reported as ``"fields": {}``.
+    Values are those of Django's own "python" serializer, field by field (a value of a
+    type JSON keeps as it is, else the field's ``value_to_string()``), so they match
+    ``serializers.serialize("json", ...)`` once encoded; it is rebuilt here because the
+    serializer's per-object machinery cost more than the rest of a diff. Unlike
+    ``serialize()``, which writes a multi-table child's own fields only, every concrete
+    field is considered, so a change to an inherited field is not reported as
+    ``"fields": {}``.
     """
-    serializer = PythonSerializer()
-    serializer.use_natural_foreign_keys = False
-    serializer.use_natural_primary_keys = False
-    serializer.start_object(instance)
-    for field in instance._meta.concrete_fields:
-        wanted = fields is None or field.name in fields
-        if not wanted or not getattr(field, "serialize", True):
-            continue
-        if field.remote_field is None:
-            serializer.handle_field(instance, field)
-            _apply_json_encoder(serializer, field)
-        else:
-            serializer.handle_fk_field(instance, field)
-    return [serializer.get_dump_object(instance)]
+    model = type(instance)
+    wanted = None if fields is None else frozenset(fields)
+    values = {}
+    for field in _serialized_fields(model):
+        if wanted is None or field.name in wanted:
+            values[field.name] = _serialized_value(instance, field)
+    pk_field = model._meta.pk
+    pk = instance.pk if pk_field is None else _serialized_value(instance, pk_field)
+    return [{"model": model._meta.label_lower, "pk": pk, "fields": values}]
 
 
-def _apply_json_encoder(serializer: PythonSerializer, field: Any) -> None:
-    # A JSONField may hold values only its own encoder knows (sets, say): encode them
-    # the way the database write did, so the member encoder gets plain JSON.
-    encoder = getattr(field, "encoder", None)
-    if isinstance(field, models.JSONField) and encoder is not None:
-        current: dict[str, Any] = serializer._current  # type: ignore[attr-defined]
-        current[field.name] = json.loads(json.dumps(current[field.name], cls=encoder))
+@functools.cache
+def _serialized_fields(model: type[models.Model]) -> tuple[Any, ...]:
+    # The serializer's choice: concrete fields that serialize, minus the primary key.
+    return tuple(
+        field
+        for field in model._meta.concrete_fields
+        if getattr(field, "serialize", True) and not field.primary_key
+    )
+
+
+def _serialized_value(instance: models.Model, field: Any) -> Any:
+    value = field.value_from_object(instance)
+    if not is_protected_type(value):
+        value = field.value_to_string(instance)
+    if isinstance(field, models.JSONField) and field.encoder is not None:
+        # A JSONField may hold values only its own encoder knows (sets, say): encode
+        # them the way the database write did, so the member encoder gets plain JSON.
+        value = json.loads(json.dumps(value, cls=field.encoder))
+    return value
 
 
 def _parse_json_text(model: type[models.Model], text: str) -> Any:

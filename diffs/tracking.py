@@ -4,9 +4,10 @@ A registered model gets django-dirtyfields' API (``get_dirty_fields()``,
 ``is_dirty()``, ``save_dirty_fields()``) without touching its bases: instead of
 inserting ``DirtyFieldsMixin`` into ``__bases__`` (which rewrote the MRO and put
 ``dirtyfields`` into every migration, as 0.1.16 did), the mixin's plain methods are
-set on the class, a ``post_init`` receiver takes the snapshot the mixin's
-``__init__`` would take, a ``post_save`` receiver refreshes it, and
-``refresh_from_db`` is wrapped so reloaded (e.g. deferred) fields join the snapshot.
+set on the class. The snapshot they compare with is ours (``diffs.snapshot``): taken
+cheaply when an instance is loaded and after each save, and ``refresh_from_db`` is
+wrapped so reloaded (e.g. deferred) fields join it. Changes are found by comparing
+the instance with it directly, without dirtyfields' per-field deep copies.
 
 Models that already subclass ``DirtyFieldsMixin`` are used as they are, and a model
 with its own ``get_dirty_fields()`` is called with no arguments, as 0.1.16 did.
@@ -29,8 +30,9 @@ from dirtyfields import DirtyFieldsMixin
 from dirtyfields.dirtyfields import reset_state
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models, transaction
-from django.db.models.signals import post_init, post_save
+from django.db.models.signals import post_save
 
+from diffs import snapshot
 from diffs.expressions import expression_fields, holds_expression
 
 #: What ``DirtyFieldsMixin`` defines that a grafted model receives.
@@ -54,6 +56,11 @@ def uses_dirtyfields_api(model: type[models.Model]) -> bool:
     return method is DirtyFieldsMixin.get_dirty_fields
 
 
+def uses_our_snapshot(model: type[models.Model]) -> bool:
+    """True for a model whose dirtyfields API was grafted: its snapshot is ours."""
+    return uses_dirtyfields_api(model) and not issubclass(model, DirtyFieldsMixin)
+
+
 def install(model: type[models.Model]) -> None:
     """Give ``model`` dirty-field tracking if it has none of its own (idempotent)."""
     if issubclass(model, DirtyFieldsMixin):
@@ -65,17 +72,16 @@ def install(model: type[models.Model]) -> None:
             setattr(model, name, vars(DirtyFieldsMixin)[name])
     if not getattr(model.refresh_from_db, _GRAFT_MARKER, False):
         model.refresh_from_db = _wrap_refresh(model.refresh_from_db)  # type: ignore[method-assign]
-    # A subclass of a grafted model inherits the methods but still needs receivers of
+    snapshot.install(model)
+    # A subclass of a grafted model inherits the methods but still needs a receiver of
     # its own: model signals are sent with the concrete class as sender.
     uid = model._meta.label_lower
-    post_init.connect(_snapshot, sender=model, dispatch_uid=f"diffs.snapshot.{uid}")
     post_save.connect(_resnapshot, sender=model, dispatch_uid=f"diffs.resnapshot.{uid}")
 
 
 def uninstall_receivers(model: type[models.Model]) -> None:
     """Disconnect the snapshot receivers (the grafted methods stay harmlessly)."""
     uid = model._meta.label_lower
-    post_init.disconnect(sender=model, dispatch_uid=f"diffs.snapshot.{uid}")
     post_save.disconnect(sender=model, dispatch_uid=f"diffs.resnapshot.{uid}")
 
 
@@ -88,23 +94,24 @@ def _wrap_refresh(original: Callable[..., None]) -> Callable[..., None]:
         settle(self)
         previous = provisional_copy(self, alias)
         original(self, using, fields, *args, **kwargs)
-        # Instances without a snapshot (an unregistered proxy or subclass, or one loaded
-        # before registration) have nothing to refresh.
-        if hasattr(self, "_original_state"):
-            reset_state(sender=type(self), instance=self, update_fields=fields)
-            if previous is not None:
-                remember(self, previous, alias, None)
+        snapshot.retake(self, fields)
+        if previous is not None:
+            remember(self, previous, alias, None)
 
     setattr(refresh_from_db, _GRAFT_MARKER, True)
     return refresh_from_db
 
 
-def _snapshot(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    reset_state(sender=sender, instance=instance)
-
-
 def _resnapshot(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    reset_state(sender=sender, instance=instance, update_fields=kwargs.get("update_fields"))
+    snapshot.retake(instance, kwargs.get("update_fields"))
+
+
+def retake(instance: models.Model, fields: Iterable[str] | None = None) -> None:
+    """Make the snapshot match the instance (all fields, or ``fields``), as a save does."""
+    if uses_our_snapshot(type(instance)):
+        snapshot.retake(instance, fields)
+    elif hasattr(instance, snapshot.SNAPSHOT) and uses_dirtyfields_api(type(instance)):
+        reset_state(sender=type(instance), instance=instance, update_fields=fields)
 
 
 #: Instance attribute: ``[(token, snapshot it replaced, alias, inserted), ...]``, newest
@@ -127,12 +134,17 @@ class CommitToken:
         self.ran = True
 
 
+#: Stands for "the instance had no snapshot" in an undo entry.
+NO_SNAPSHOT: dict[str, Any] = {}
+
+
 def provisional_copy(instance: models.Model, using: str) -> dict[str, Any] | None:
-    """A copy of the snapshot to restore later, when a transaction is open on ``using``."""
-    snapshot = getattr(instance, "_original_state", None)
-    if snapshot is None or not connections[using].in_atomic_block:
+    """A copy of the snapshot to restore later, when a transaction is open on ``using``
+    (``NO_SNAPSHOT`` when there is none: restoring it removes the snapshot)."""
+    if not connections[using].in_atomic_block:
         return None
-    return dict(snapshot)
+    state = getattr(instance, snapshot.SNAPSHOT, None)
+    return NO_SNAPSHOT if state is None else dict(state)
 
 
 def remember(
@@ -176,7 +188,11 @@ def settle(instance: models.Model) -> None:
             return
         if _still_pending(token, using):
             return
-        instance._original_state = previous  # type: ignore[attr-defined]
+        if previous is NO_SNAPSHOT:
+            instance.__dict__.pop(snapshot.SNAPSHOT, None)
+            instance.__dict__.pop(snapshot.LOADED, None)
+        else:
+            instance.__dict__[snapshot.SNAPSHOT] = previous
         if inserted:
             instance.__dict__[UNINSERTED_ATTRIBUTE] = True
         undo.pop()
@@ -199,7 +215,13 @@ def changed_fields(
     (django-dirtyfields' convention). ForeignKeys count (their value is the id), and
     with ``update_fields`` only the fields being saved are kept.
     """
-    if uses_dirtyfields_api(type(instance)):
+    if uses_our_snapshot(type(instance)):
+        if instance._state.adding or not snapshot.has_snapshot(instance):
+            # Every field counts: a new row, or no record of what the row holds.
+            dirty = snapshot.current(instance)
+        else:
+            dirty = snapshot.changes(instance)
+    elif uses_dirtyfields_api(type(instance)):
         if not instance._state.adding and not hasattr(instance, "_original_state"):
             # Loaded before the model was registered: no snapshot, so every field is
             # reported rather than silently none.

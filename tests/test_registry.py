@@ -27,17 +27,22 @@ def test_import_time_registration_connected_everything():
     assert diffs.is_registered(Question)
     assert Question in diffs.registered_models()
     assert isinstance(vars(Question)["diffs"], DiffModelDescriptor)
-    for signal in (pre_save, post_save, post_delete, post_init):
+    for signal in (pre_save, post_save, post_delete):
         assert receivers_for(signal, Question), signal
+    # Loading an instance costs no signal: the snapshot is taken in from_db().
+    assert not receivers_for(post_init, Question)
+    assert getattr(Question.from_db, "_diffs_snapshot_from_db", False)
 
 
 def test_registering_twice_is_harmless():
     counts = {
         s: len(receivers_for(s, Question)) for s in (pre_save, post_save, post_delete, post_init)
     }
+    from_db = Question.from_db
     diffs.register(Question)
     diffs.register(Question)
     assert counts == {s: len(receivers_for(s, Question)) for s in counts}
+    assert Question.from_db == from_db  # wrapped once, not twice
     assert diffs.registered_models().count(Question) == 1
 
 
