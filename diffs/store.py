@@ -8,6 +8,10 @@ one at a time, so the order of scores is the order in which diffs reached Redis,
 whichever process sent them: a client reading "everything after my cursor" can never
 miss a diff that was written later with a smaller score, and never see one twice.
 
+Every write also sets both keys to expire ``max_element_age`` after it: a key that
+receives no new diff for that long holds only diffs past the window, so it disappears
+by itself and ``prune_diffs`` has work only where objects are still changing.
+
 Writes are idempotent: a diff whose feed entry (diff id + pk) is already there is
 left alone, so a write retried after a timeout, or recovered twice from the outbox,
 is stored once.
@@ -25,11 +29,14 @@ from dataclasses import dataclass
 
 import redis
 
+from diffs.settings import get_settings
+
 #: Diffs per script call: bounds how long one call holds Redis.
 CHUNK_SIZE = 500
 
-# For diff i (1-based): KEYS[2i-1] its object's sorted set, KEYS[2i] the model feed;
-# ARGV[3i-2] member, ARGV[3i-1] feed member, ARGV[3i] a fixed score or "".
+# ARGV[1]: how long (ms) a key lives after its last write. For diff i (1-based):
+# KEYS[2i-1] its object's sorted set, KEYS[2i] the model feed; ARGV[3i-1] member,
+# ARGV[3i] feed member, ARGV[3i+1] a fixed score or "".
 # Returns each diff's score as text. Scores are formatted with %.17g: Lua's default
 # number-to-string conversion keeps only 14 digits, which would round epoch
 # milliseconds to whole milliseconds.
@@ -43,12 +50,13 @@ local function taken(value, keys)
   end
   return false
 end
+local ttl = ARGV[1]
 local now = redis.call('TIME')
 local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local scores = {}
 for i = 1, #KEYS / 2 do
   local keys = {KEYS[2 * i - 1], KEYS[2 * i]}
-  local member, entry, fixed = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local member, entry, fixed = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
   local existing = redis.call('ZSCORE', keys[2], entry)
   if existing then
     scores[i] = existing
@@ -75,6 +83,8 @@ for i = 1, #KEYS / 2 do
     redis.call('ZADD', keys[2], text, entry)
     scores[i] = text
   end
+  redis.call('PEXPIRE', keys[1], ttl)
+  redis.call('PEXPIRE', keys[2], ttl)
 end
 return scores
 """
@@ -106,14 +116,20 @@ def _script(client: redis.Redis) -> redis.commands.core.Script:
     return script
 
 
-def write_many(client: redis.Redis, writes: Sequence[Write]) -> list[float]:
-    """Write ``writes`` in order; return their scores (one round trip per chunk)."""
+def write_many(
+    client: redis.Redis, writes: Sequence[Write], *, keep_for: float | None = None
+) -> list[float]:
+    """Write ``writes`` in order; return their scores (one round trip per chunk).
+
+    Each key written expires ``keep_for`` seconds (default: ``max_element_age``) later.
+    """
     scores: list[float] = []
     script = _script(client)
+    ttl_ms = str(max(1, round((keep_for or get_settings().max_element_age) * 1000)))
     for start in range(0, len(writes), CHUNK_SIZE):
         chunk = writes[start : start + CHUNK_SIZE]
         keys: list[str] = []
-        args: list[str] = []
+        args: list[str] = [ttl_ms]
         for write in chunk:
             keys += (write.key, write.feed)
             fixed = "" if write.score is None else repr(float(write.score))

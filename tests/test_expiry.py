@@ -1,0 +1,60 @@
+"""Issue 5, point 3: a key that receives no new diff for max_element_age expires."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import diffs_settings
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def _ttl_seconds(client, key: str) -> float:
+    return float(client.pttl(key)) / 1000
+
+
+def test_each_write_sets_both_keys_to_expire_after_max_element_age(committed, redis_client):
+    with diffs_settings(max_element_age=600), committed():
+        question = Question.objects.create(question_text="ttl")
+    key = Question.diffs.get_key(question.pk)
+    feed = "diffs:feed:testapp.question"
+    assert 590 < _ttl_seconds(redis_client, key) <= 600
+    assert 590 < _ttl_seconds(redis_client, feed) <= 600
+
+
+def test_a_new_diff_pushes_the_expiry_back(committed, redis_client):
+    with diffs_settings(max_element_age=600), committed():
+        question = Question.objects.create(question_text="ttl")
+    key = Question.diffs.get_key(question.pk)
+    redis_client.pexpire(key, 5000)  # as if the last write were long ago
+    with diffs_settings(max_element_age=600), committed():
+        question.question_text = "again"
+        question.save()
+    assert _ttl_seconds(redis_client, key) > 590
+
+
+def test_an_idle_key_disappears_by_itself(committed, redis_client):
+    with diffs_settings(max_element_age=0.3):
+        with committed():
+            idle = Question.objects.create(question_text="idle")
+        with committed():
+            busy = Question.objects.create(question_text="busy")
+        idle_key, busy_key = Question.diffs.get_key(idle.pk), Question.diffs.get_key(busy.pk)
+        assert redis_client.exists(idle_key) and redis_client.exists(busy_key)
+        deadline = time.monotonic() + 3
+        while redis_client.exists(idle_key) and time.monotonic() < deadline:
+            with committed():
+                busy.question_text = f"tick {time.monotonic()}"
+                busy.save()
+            time.sleep(0.05)
+    assert not redis_client.exists(idle_key)
+    assert redis_client.exists(busy_key)
+    assert Question.diffs.get_by_object_id(idle.pk) == []
