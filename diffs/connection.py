@@ -9,12 +9,12 @@ Nothing connects at import or registration time. The cached client is dropped wh
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from diffs.settings import DiffsSettings, get_settings
+from diffs.settings import DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
     import fakeredis
@@ -49,6 +49,8 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
     """Build a new client for ``conf`` (uncached; most code wants :func:`get_connection`)."""
     if conf.test_mode:
         return _build_fake_client(conf)
+    if conf.cluster:
+        return _build_cluster_client(conf)
     if "connection_pool" in conf.user_redis:
         return redis.Redis(**conf.redis)  # the pool carries every connection option
     options = {**_failure_options(conf), **conf.user_redis}
@@ -57,6 +59,22 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
         # document: host, port and db come from the URL, the rest from 'redis'.
         return redis.Redis.from_url(conf.url, **options)
     return redis.Redis(**{**conf.redis, **options})
+
+
+def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
+    # redis-py's cluster client finds every node from the one given. It takes the same
+    # connection options as redis.Redis, except db (a cluster has only db 0).
+    from redis.cluster import RedisCluster
+
+    options: dict[str, Any] = {**_failure_options(conf), **conf.user_redis}
+    options.pop("db", None)
+    if conf.url:
+        client = RedisCluster.from_url(plain_url(conf.url), **options)
+    else:
+        # host and port: the user's, else the defaults (in conf.redis, not in options)
+        address = {k: conf.redis[k] for k in ("host", "port") if k in conf.redis}
+        client = RedisCluster(**{**options, **address})
+    return cast(redis.Redis, client)  # the commands used are the same
 
 
 def _failure_options(conf: DiffsSettings) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.keys import DIFF_ID_LENGTH, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
+from diffs.store import is_cluster
 
 logger = logging.getLogger("diffs")
 
@@ -61,16 +62,41 @@ def read_after(
     """
     start, exclusive = start_of(since, floor_ms(max_element_age))
     low = f"({start!r}" if exclusive else repr(start)
-    pipe = client.pipeline(transaction=True)
-    pipe.time()
-    if limit is None:
-        pipe.zrangebyscore(key, low, "+inf", withscores=True)
+    if is_cluster(client):
+        seconds, micros, entries = _read_on_cluster(client, key, low, limit)
     else:
-        pipe.zrangebyscore(key, low, "+inf", start=0, num=limit, withscores=True)
-    (seconds, micros), entries = pipe.execute()
-    server_ms = seconds * 1000 + micros / 1000
+        pipe = client.pipeline(transaction=True)
+        pipe.time()
+        if limit is None:
+            pipe.zrangebyscore(key, low, "+inf", withscores=True)
+        else:
+            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit, withscores=True)
+        (seconds, micros), entries = pipe.execute()
+    server_ms = int(seconds) * 1000 + int(micros) / 1000
     check_fresh(since, start, server_ms, max_element_age)
     return entries, start, server_ms - _WATERMARK_MARGIN_MS
+
+
+# The clock and the range read together on the key's own node: a cluster has no MULTI
+# across a keyless TIME and a key, and each node has its own clock.
+_CLUSTER_READ_SCRIPT = """
+local now = redis.call('TIME')
+local range = {'ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES'}
+if ARGV[2] ~= '' then
+  range = {'ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[2]}
+end
+local entries = redis.call(unpack(range))
+return {now[1], now[2], entries}
+"""
+
+
+def _read_on_cluster(
+    client: redis.Redis, key: str, low: str, limit: int | None
+) -> tuple[Any, Any, list[tuple[Any, float]]]:
+    script = client.register_script(_CLUSTER_READ_SCRIPT)
+    seconds, micros, flat = script(keys=[key], args=[low, "" if limit is None else limit])
+    entries = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return seconds, micros, entries
 
 
 def read_page(
@@ -117,24 +143,24 @@ def object_page(
 
 def model_page(
     client: redis.Redis,
-    prefix: str,
+    key_base: str,
     feed: str,
     label: str,
     since: Since,
     limit: int,
     max_element_age: float,
 ) -> FeedPage:
-    """A model's diffs (its feed) after ``since``."""
+    """A model's diffs (its feed) after ``since``; ``key_base`` starts its object keys."""
     entries, start, has_more, watermark = read_page(client, feed, since, limit, max_element_age)
     pointers = _pointers(feed, entries)
     pipe = client.pipeline(transaction=False)
     for _, pk_text, score in pointers:
-        pipe.zrangebyscore(f"{prefix}{label}:{pk_text}", score, score, withscores=True)
+        pipe.zrangebyscore(key_base + pk_text, score, score, withscores=True)
     found = pipe.execute() if pointers else []
     model = apps.get_model(label)
     diffs: list[Diff] = []
     for (diff_id, pk_text, _), candidates in zip(pointers, found, strict=True):
-        key = f"{prefix}{label}:{pk_text}"
+        key = key_base + pk_text
         pk = pk_value(model, pk_text)
         # A diff pruned (or its key deleted) since the feed was read is simply absent.
         diffs.extend(d for d in decode_entries(key, candidates, label, pk) if d.id == diff_id)

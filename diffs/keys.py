@@ -9,6 +9,12 @@ whatever characters it holds: keys never collide.
 A model's feed is ``<prefix>feed:<app_label>.<model_name>``. ``feed`` has no ``.``, so
 no object key can look like it. Each feed member is the diff's 16-character id followed
 by the pk text of the object key holding the diff.
+
+With Redis Cluster the model part is wrapped in braces, a hash tag
+(``diffs:{polls.question}:42``, ``diffs:feed:{polls.question}``): every key of a model
+lives in one hash slot, so one script call can write an object's set and its model's
+feed atomically, and a feed page can fetch its diffs in one pipeline. Models spread
+over the primaries; one model's diffs stay on one.
 """
 
 from __future__ import annotations
@@ -54,7 +60,16 @@ def object_key(prefix: str, model: type[models.Model], pk: Any) -> str:
 
 def object_key_base(prefix: str, model: type[models.Model]) -> str:
     """Return what every object key of ``model`` starts with (the pk text follows)."""
-    return f"{prefix}{model_label(model)}:"
+    return f"{prefix}{model_part(model_label(model))}:"
+
+
+def model_part(label: str, cluster: bool | None = None) -> str:
+    """The model part of a key: the label, as a hash tag on Redis Cluster."""
+    if cluster is None:
+        from diffs.settings import get_settings  # settings imports nothing from here
+
+        cluster = get_settings().cluster
+    return f"{{{label}}}" if cluster else label
 
 
 def escape_glob(text: str) -> str:
@@ -69,7 +84,7 @@ def prefix_pattern(prefix: str) -> str:
 
 def feed_key(prefix: str, model: type[models.Model]) -> str:
     """Return the key of the model-wide feed of ``model``."""
-    return f"{prefix}{FEED_MARKER}{model_label(model)}"
+    return f"{prefix}{FEED_MARKER}{model_part(model_label(model))}"
 
 
 def is_feed_key(prefix: str, key: str) -> bool:

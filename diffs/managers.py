@@ -15,7 +15,15 @@ from diffs.connection import get_connection
 from diffs.cursors import Since, encode_cursor
 from diffs.diff import Diff, new_diff_id
 from diffs.feed import FeedPage, model_page, object_page, read_after
-from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key, pk_value
+from diffs.keys import (
+    feed_key,
+    feed_member,
+    model_label,
+    normalize_pk,
+    object_key,
+    object_key_base,
+    pk_value,
+)
 from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet, decode_entries
 
@@ -106,8 +114,9 @@ class DiffModelManager(Generic[_M]):
         conf = get_settings()
         feed = feed_key(conf.prefix, self.model)
         label = model_label(self.model)
+        key_base = object_key_base(conf.prefix, self.model)
         return model_page(
-            get_connection(), conf.prefix, feed, label, cursor, limit, conf.max_element_age
+            get_connection(), key_base, feed, label, cursor, limit, conf.max_element_age
         )
 
     def create(

@@ -27,6 +27,7 @@ from diffs.clock import check_fixed_score, datetime_to_ms
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key_base
+from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
 
@@ -74,7 +75,7 @@ def build_pending(
     member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
     if _too_large(instance, member, max_bytes):
         return None
-    object_base, feed = _keys_of(type(target), prefix)
+    object_base, feed = _keys_of(type(target), prefix, get_settings().cluster)
     return PendingDiff(
         key=object_base + target_pk,
         member=member,
@@ -87,7 +88,7 @@ def build_pending(
 
 
 @functools.lru_cache(maxsize=1024)
-def _keys_of(model: type[models.Model], prefix: str) -> tuple[str, str]:
+def _keys_of(model: type[models.Model], prefix: str, cluster: bool) -> tuple[str, str]:
     # (object key without the pk, feed key): the same for every diff of a model.
     return object_key_base(prefix, model), feed_key(prefix, model)
 

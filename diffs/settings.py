@@ -38,12 +38,15 @@ DEFAULTS: Mapping[str, Any] = {
     "retry_buffer_size": 10_000,
     "durable": False,
     "max_diff_bytes": 1_048_576,
+    "cluster": False,
 }
 
 #: What to do with diffs Redis did not take (see ``diffs.delivery``).
 ON_REDIS_ERROR_CHOICES = ("retry", "log", "raise")
 
 URL_SCHEMES = ("redis", "rediss", "unix")
+#: URL schemes that name a Redis Cluster (any of its nodes).
+CLUSTER_URL_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class DiffsSettings:
     retry_buffer_size: int = 10_000
     durable: bool = False
     max_diff_bytes: int = 1_048_576
+    #: True to use Redis Cluster (``cluster: True``, or a ``redis+cluster://`` URL).
+    cluster: bool = False
 
 
 def _raw_settings() -> Any:
@@ -196,16 +201,31 @@ def _check_prefix(value: Any) -> list[Problem]:
 def _check_url(value: Any) -> list[Problem]:
     if value is None:
         return []
-    if isinstance(value, str) and urlsplit(value).scheme in URL_SCHEMES:
-        return _unparsable_url(value)
+    if isinstance(value, str) and urlsplit(value).scheme in URL_SCHEMES + CLUSTER_URL_SCHEMES:
+        return _unparsable_url(plain_url(value))
     return [
         Problem(
             "diffs.E008",
-            f"{SETTING_NAME}['url'] must be a redis://, rediss:// or unix:// URL, not {value!r}.",
-            "Use e.g. 'redis://localhost:6379/0', 'rediss://user:pass@host:6380/0' "
-            "or 'unix:///run/redis.sock?db=0', or remove 'url' and use 'redis'.",
+            f"{SETTING_NAME}['url'] must be a redis://, rediss://, unix:// or "
+            f"redis+cluster:// URL, not {value!r}.",
+            "Use e.g. 'redis://localhost:6379/0', 'rediss://user:pass@host:6380/0', "
+            "'unix:///run/redis.sock?db=0' or 'redis+cluster://node1:6379', or remove "
+            "'url' and use 'redis'.",
         )
     ]
+
+
+def plain_url(url: str) -> str:
+    """``url`` with a ``+cluster`` scheme turned into the scheme redis-py parses."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
+
+
+def wants_cluster(raw: Mapping[str, Any]) -> bool:
+    """True when raw settings ask for Redis Cluster, by ``cluster`` or by the URL."""
+    url = raw.get("url")
+    by_url = isinstance(url, str) and urlsplit(url).scheme in CLUSTER_URL_SCHEMES
+    return raw.get("cluster") is True or by_url
 
 
 def _unparsable_url(value: str) -> list[Problem]:
@@ -283,7 +303,35 @@ def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 "'durable'.",
             )
         )
-    return problems + _overlap_problems(raw)
+    return problems + _overlap_problems(raw) + _cluster_problems(raw)
+
+
+def _cluster_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    if not wants_cluster(raw):
+        return []
+    problems = []
+    url = raw.get("url")
+    redis_value = raw.get("redis") if isinstance(raw.get("redis"), Mapping) else {}
+    db = redis_value.get("db", 0) if isinstance(redis_value, Mapping) else 0
+    path = urlsplit(plain_url(url)).path.strip("/") if isinstance(url, str) else ""
+    if (path and path != "0") or db not in (0, None):
+        problems.append(
+            Problem(
+                "diffs.E021",
+                f"{SETTING_NAME} asks for Redis Cluster with a database other than 0.",
+                "Redis Cluster has only db 0: drop the db number from 'url' and 'redis', "
+                "and give each site its own 'prefix' instead.",
+            )
+        )
+    if isinstance(url, str) and urlsplit(url).scheme == "unix":
+        problems.append(
+            Problem(
+                "diffs.E021",
+                f"{SETTING_NAME} asks for Redis Cluster over a unix:// socket.",
+                "Give the address of any cluster node: 'redis+cluster://host:port'.",
+            )
+        )
+    return problems
 
 
 def _overlap_problems(raw: Mapping[str, Any]) -> list[Problem]:
@@ -316,6 +364,7 @@ _VALIDATORS = {
     "retry_buffer_size": _positive_int_check("retry_buffer_size", "diffs.E018", "10000"),
     "durable": _bool_check("durable", "diffs.E016"),
     "max_diff_bytes": _positive_int_check("max_diff_bytes", "diffs.E017", "1048576 (1 MiB)"),
+    "cluster": _bool_check("cluster", "diffs.E020"),
 }
 
 
@@ -343,6 +392,7 @@ def build_settings(raw: Any) -> DiffsSettings:
         retry_buffer_size=raw.get("retry_buffer_size", DEFAULTS["retry_buffer_size"]),
         durable=raw.get("durable", DEFAULTS["durable"]),
         max_diff_bytes=raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"]),
+        cluster=wants_cluster(raw),
     )
 
 

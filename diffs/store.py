@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+from redis.crc import key_slot
 
 from diffs.settings import get_settings
 
@@ -123,9 +124,32 @@ def write_many(
 
     Each key written expires ``keep_for`` seconds (default: ``max_element_age``) later.
     """
+    ttl_ms = str(max(1, round((keep_for or get_settings().max_element_age) * 1000)))
+    if not is_cluster(client):
+        return _write_in_chunks(client, writes, ttl_ms)
+    # On Redis Cluster a script may only touch keys of one hash slot: one call per slot
+    # (per model, see diffs.keys), each in the order the diffs were made.
+    by_slot: dict[int, list[int]] = {}
+    for index, write in enumerate(writes):
+        by_slot.setdefault(key_slot(write.key.encode()), []).append(index)
+    scores = [0.0] * len(writes)
+    for indexes in by_slot.values():
+        written = _write_in_chunks(client, [writes[i] for i in indexes], ttl_ms)
+        for index, score in zip(indexes, written, strict=True):
+            scores[index] = score
+    return scores
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def _write_in_chunks(client: redis.Redis, writes: Sequence[Write], ttl_ms: str) -> list[float]:
     scores: list[float] = []
     script = _script(client)
-    ttl_ms = str(max(1, round((keep_for or get_settings().max_element_age) * 1000)))
     for start in range(0, len(writes), CHUNK_SIZE):
         chunk = writes[start : start + CHUNK_SIZE]
         keys: list[str] = []

@@ -81,7 +81,10 @@ def test_unrelated_setting_change_keeps_the_cache():
         ({"use_transactions": "yes"}, "'use_transactions'] must be True or False"),
         ({"test_mode": 1}, "'test_mode'] must be True or False"),
         ({"prefix": ""}, "'prefix'] must be a non-empty string"),
-        ({"url": "http://localhost"}, "'url'] must be a redis://, rediss:// or unix:// URL"),
+        (
+            {"url": "http://localhost"},
+            "'url'] must be a redis://, rediss://, unix:// or redis+cluster:// URL",
+        ),
         ({"url": 6379}, "'url'] must be a redis://"),
         (
             {"redis": {"hostname": "x"}},

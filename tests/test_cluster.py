@@ -1,0 +1,165 @@
+"""Issue 5, point 4: django-diffs on a real Redis Cluster of three primaries.
+
+The cluster is the test's own (tests/redis_cluster.py: free ports, stopped by pid).
+Every model's keys share a hash tag, so a model lives on one primary; the models used
+here spread over several, which the prune test checks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.test import override_settings
+from redis.cluster import RedisCluster as ClusterClient
+from redis.crc import key_slot
+
+import diffs
+from diffs import store
+from diffs.connection import build_client
+from diffs.settings import build_settings, find_problems
+from tests.redis_cluster import RedisCluster, redis_cluster
+from tests.testapp.models import Article, Choice, CodeItem, Question, UUIDItem
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with redis_cluster(primaries=3) as running:
+        yield running
+
+
+@pytest.fixture
+def on_cluster(cluster: RedisCluster) -> Iterator[ClusterClient]:
+    """DIFFS_SETTINGS pointing at the cluster, every primary flushed first."""
+    with override_settings(DIFFS_SETTINGS={"url": cluster.url}):
+        client = diffs.get_connection()
+        assert isinstance(client, ClusterClient)
+        client.flushall(target_nodes=ClusterClient.PRIMARIES)
+        yield client
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def test_a_cluster_is_chosen_by_url_or_by_flag(cluster):
+    by_url = build_client(build_settings({"url": cluster.url}))
+    by_flag = build_client(
+        build_settings({"cluster": True, "redis": {"host": "127.0.0.1", "port": cluster.ports[1]}})
+    )
+    try:
+        assert isinstance(by_url, ClusterClient) and isinstance(by_flag, ClusterClient)
+        assert by_flag.ping() and len(by_url.get_primaries()) == 3
+    finally:
+        by_url.close()
+        by_flag.close()
+
+
+def test_a_cluster_with_a_db_number_or_a_bad_flag_is_refused():
+    problems = find_problems({"url": "redis+cluster://127.0.0.1:7000/3"})
+    assert [p.check_id for p in problems] == ["diffs.E021"]
+    assert "only db 0" in problems[0].hint
+    assert [p.check_id for p in find_problems({"cluster": "yes"})] == ["diffs.E020"]
+
+
+def test_keys_carry_the_model_as_a_hash_tag(on_cluster, committed):
+    with committed():
+        question = Question.objects.create(question_text="tagged")
+    key = Question.diffs.get_key(question.pk)
+    assert key == f"diffs:{{testapp.question}}:{question.pk}"
+    assert key_slot(key.encode()) == key_slot(b"diffs:feed:{testapp.question}")
+    assert on_cluster.exists(key) and on_cluster.pttl(key) > 0
+
+
+def test_saves_updates_deletes_and_children_are_recorded(on_cluster, committed):
+    with committed():
+        question = Question.objects.create(question_text="q")
+        Choice.objects.create(question=question, choice_text="c")
+    with committed():
+        question.question_text = "changed"
+        question.save()
+    pk = question.pk
+    with committed():
+        question.delete()
+    found = Question.diffs.get_by_object_id(pk)
+    assert [(d.model, d.created, d.deleted) for d in found] == [
+        ("testapp.question", True, False),
+        ("testapp.choice", True, False),
+        ("testapp.question", False, False),
+        ("testapp.choice", False, True),  # the cascade deletes the child first
+        ("testapp.question", False, True),
+    ]
+
+
+def test_one_transaction_over_several_models_writes_one_call_per_slot(
+    on_cluster, committed, monkeypatch
+):
+    calls = []
+    original = store._write_in_chunks
+    monkeypatch.setattr(
+        store,
+        "_write_in_chunks",
+        lambda client, writes, ttl: calls.append(len(writes)) or original(client, writes, ttl),
+    )
+    with committed(), transaction.atomic():
+        questions = [Question.objects.create(question_text=f"q{n}") for n in range(3)]
+        articles = [Article.objects.create(title=f"a{n}") for n in range(2)]
+    assert sorted(calls) == [2, 3]
+    for obj in [*questions, *articles]:
+        assert len(type(obj).diffs.get_by_object_id(obj.pk)) == 1
+
+
+def test_feed_and_object_cursors_page_without_gap_or_repeat(on_cluster, committed):
+    made = []
+    for n in range(7):
+        with committed():
+            made.append(Question.objects.create(question_text=f"q{n}"))
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = Question.diffs.since(cursor, limit=3)
+        seen += [d.pk for d in page.diffs]
+        cursor, pages = page.cursor, pages + 1
+        if not page.has_more:
+            break
+    assert seen == [q.pk for q in made] and pages == 3
+    with committed():
+        made[0].question_text = "later"
+        made[0].save()
+    after = Question.diffs.since(cursor)
+    assert [(d.pk, d.created) for d in after.diffs] == [(made[0].pk, False)]
+    first = Question.diffs.object_since(made[0].pk, limit=1)
+    rest = Question.diffs.object_since(made[0].pk, first.cursor)
+    assert [d.created for d in first.diffs + rest.diffs] == [True, False]
+
+
+def test_prune_reaches_every_primary(on_cluster, committed):
+    old = (time.time() - 7200) * 1000
+    objects = []
+    for model, pk in [
+        (Question, 1),
+        (Article, 1),
+        (UUIDItem, "8d4f9a5e-59a0-4f0e-9b8c-7f1c1f7b3a11"),
+        (CodeItem, "a:b"),
+        (Choice, 1),
+    ]:
+        model.diffs.create(data={"old": True}, pk=pk, timestamp=old)
+        model.diffs.create(data={"new": True}, pk=pk)
+        objects.append((model, pk))
+    nodes = {on_cluster.get_node_from_key(m.diffs.get_key(pk)).port for m, pk in objects}
+    assert len(nodes) >= 2, "the models chosen should live on several primaries"
+    out = StringIO()
+    call_command("prune_diffs", stdout=out)
+    assert "Removed 5 diff(s) from 5 of 5 key(s)" in out.getvalue()
+    for model, pk in objects:
+        assert [d.data for d in model.diffs.get_sortedset(pk)] == [{"new": True}]
