@@ -72,8 +72,8 @@ def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
         client = RedisCluster.from_url(plain_url(conf.url), **options)
     else:
         # host and port: the user's, else the defaults (in conf.redis, not in options)
-        address = {k: conf.redis[k] for k in ("host", "port") if k in conf.redis}
-        client = RedisCluster(**{**options, **address})
+        address: dict[str, Any] = {k: conf.redis[k] for k in ("host", "port") if k in conf.redis}
+        client = RedisCluster(**(options | address))
     return cast(redis.Redis, client)  # the commands used are the same
 
 
