@@ -1,0 +1,49 @@
+"""Issue 5, point 1e: a model feed is trimmed in short steps, never in one long command."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from diffs import pruning
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monkeypatch):
+    monkeypatch.setattr(pruning, "FEED_STEP", 3)
+    steps = []
+    original = pruning._trim_feed
+
+    def counting(client, feed, cutoff_ms):
+        removed = original(client, feed, cutoff_ms)
+        steps.append(removed)
+        return removed
+
+    monkeypatch.setattr(pruning, "_trim_feed", counting)
+    old = (time.time() - 7200) * 1000
+    for pk in range(1, 9):
+        Question.diffs.create(data={"old": pk}, pk=pk, timestamp=old + pk)
+    Question.diffs.create(data={"new": 1}, pk=1)
+    report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000)
+    assert report.diffs_removed == 8
+    assert report.feed_entries_removed == 8 and steps == [8]
+    assert redis_client.zcard("diffs:feed:testapp.question") == 1
+    assert [d.data for d in Question.diffs.since().diffs] == [{"new": 1}]
+
+
+def test_a_dry_run_counts_feed_entries_without_removing_them(redis_client):
+    old = (time.time() - 7200) * 1000
+    Question.diffs.create(data={"old": 1}, pk=1, timestamp=old)
+    report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000, dry_run=True)
+    assert report.feed_entries_removed == 1
+    assert redis_client.zcard("diffs:feed:testapp.question") == 1
+
+
+def test_a_feed_key_of_another_type_is_left_alone(redis_client):
+    redis_client.set("diffs:feed:testapp.question", "not ours")
+    report = pruning.prune(redis_client, "diffs:", time.time() * 1000)
+    assert report.feed_entries_removed == 0
+    assert redis_client.get("diffs:feed:testapp.question") in (b"not ours", "not ours")
