@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -137,25 +137,23 @@ class Diff:
         ``model`` and ``pk`` describe the key's own object; a member that names another
         object (a child's diff in its parent's set) overrides them.
         """
-        # Decoding first is faster than handing json the bytes (it sniffs their encoding).
-        payload = json.loads(member.decode("utf-8") if isinstance(member, bytes) else member)
-        if type(payload) is not dict or "data" not in payload or "created" not in payload:
-            msg = f"member lacks the keys {_REQUIRED_KEYS}"
-            raise ValueError(msg)
-        # Filled in directly (see stored()): reads decode up to a thousand at a time.
         diff = cls.__new__(cls)
-        get = payload.get
-        diff.__dict__.update(
-            data=payload["data"],
-            created=payload["created"],
-            timestamp=_original_time(payload, score),
-            deleted=get("deleted") is True,
-            id=get("id"),
-            pk=get("pk", pk),
-            model=get("m", model),
-            cursor=repr(float(score)),  # diffs.cursors.encode_cursor(), inlined
-            holder_pk=pk,
-        )
+        diff.__dict__.update(_decode(member, score, model, pk))
+        return diff
+
+    @classmethod
+    def decoded_on_use(
+        cls, member: bytes | str, score: float, model: str | None = None, pk: Any = None
+    ) -> Diff:
+        """A diff read from Redis whose member is decoded when an attribute is first read.
+
+        Reads return up to a thousand diffs, and decoding their JSON cost more than
+        reading them (issue 5, figure d); a caller that looks at a few pays for those.
+        Only members that look like ours (:func:`looks_like_member`) belong here: one
+        that looks right but is not valid JSON raises ``ValueError`` when it is used.
+        """
+        diff = cls.__new__(cls)
+        diff.__dict__[_UNDECODED] = (member, score, model, pk)
         return diff
 
     @classmethod
@@ -190,6 +188,101 @@ _STORED_DEFAULTS: dict[str, Any] = {
     "cursor": None,
     "holder_pk": None,
 }
+
+
+def looks_like_member(member: bytes | str) -> bool:
+    """Whether ``member`` has the shape of one django-diffs wrote, without decoding it.
+
+    Members start with ``{"id":"`` (or ``{"t":`` for a late diff, see the module
+    docstring), end with ``}`` and hold the ``created`` and ``data`` keys.
+    """
+    if isinstance(member, str):
+        member = member.encode("utf-8", "surrogatepass")
+    return (
+        member.startswith(_MEMBER_HEADS)
+        and member.endswith(b"}")
+        and b'"created":' in member
+        and b',"data":' in member
+    )
+
+
+_MEMBER_HEADS = (b'{"id":"', b'{"t":')
+_ID_KEY = b'"id":"'
+
+
+def member_id(member: bytes | str) -> str | None:
+    """The id of a member that looks like ours, read without decoding its JSON.
+
+    The first ``"id":"`` is the id key: the head comes before ``data``, and inside a
+    JSON string (a child's ``"m"`` or ``"pk"``) a quote is always escaped.
+    """
+    if isinstance(member, str):
+        member = member.encode("utf-8", "surrogatepass")
+    start = member.find(_ID_KEY)
+    if start < 0:
+        return None
+    start += len(_ID_KEY)
+    end = member.find(b'"', start)
+    return member[start:end].decode("ascii", "replace") if end > 0 else None
+
+
+#: Where a diff read lazily keeps ``(member, score, model, pk)`` until it is decoded.
+_UNDECODED = "_undecoded"
+
+
+def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> dict[str, Any]:
+    """The attributes of the diff stored as ``member`` with ``score``."""
+    # Decoding first is faster than handing json the bytes (it sniffs their encoding).
+    payload = json.loads(member.decode("utf-8") if isinstance(member, bytes) else member)
+    if type(payload) is not dict or "data" not in payload or "created" not in payload:
+        msg = f"member lacks the keys {_REQUIRED_KEYS}"
+        raise ValueError(msg)
+    get = payload.get
+    return {
+        "data": payload["data"],
+        "created": payload["created"],
+        "timestamp": _original_time(payload, score),
+        "deleted": get("deleted") is True,
+        "id": get("id"),
+        "pk": get("pk", pk),
+        "model": get("m", model),
+        "cursor": repr(float(score)),  # diffs.cursors.encode_cursor(), inlined
+        "holder_pk": pk,
+    }
+
+
+class _DecodedOnUse:
+    """A field of a lazily read Diff: the first read decodes the member into ``__dict__``.
+
+    A non-data descriptor, so a value in the instance ``__dict__`` (every Diff built by
+    ``__init__``, ``stored()`` or an earlier decode) wins and this is never called.
+    """
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name = name
+        self.default = default
+
+    def __get__(self, instance: Diff | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.default
+        values = instance.__dict__
+        undecoded = values.get(_UNDECODED)
+        if undecoded is not None:
+            member, score, model, pk = undecoded
+            try:
+                values.update(_decode(member, score, model, pk))
+            except ValueError as error:  # UnicodeDecodeError is one too
+                msg = f"A diff of {model} pk={pk!r} is not valid django-diffs JSON: {error}"
+                raise ValueError(msg) from error
+            # Dropped only after the update: another thread that finds no member here
+            # finds the decoded values.
+            values.pop(_UNDECODED, None)
+        return values[self.name]
+
+
+# Installed after @dataclass has read the class defaults, so it sees plain defaults.
+for _field in fields(Diff):
+    setattr(Diff, _field.name, _DecodedOnUse(_field.name, getattr(Diff, _field.name, None)))
 
 
 def _original_time(payload: dict[str, Any], score: float) -> float:

@@ -23,7 +23,7 @@ from django.apps import apps
 
 from diffs.clock import now_ms
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
-from diffs.diff import Diff
+from diffs.diff import Diff, member_id
 from diffs.keys import DIFF_ID_LENGTH, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
 from diffs.store import is_cluster
@@ -163,7 +163,8 @@ def model_page(
         key = key_base + pk_text
         pk = pk_value(model, pk_text)
         # A diff pruned (or its key deleted) since the feed was read is simply absent.
-        diffs.extend(d for d in decode_entries(key, candidates, label, pk) if d.id == diff_id)
+        ours = [entry for entry in candidates if member_id(entry[0]) == diff_id]
+        diffs.extend(decode_entries(key, ours, label, pk))
     return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)
 
 

@@ -16,7 +16,7 @@ from typing import Any, overload
 
 import redis
 
-from diffs.diff import Diff
+from diffs.diff import Diff, looks_like_member
 
 logger = logging.getLogger("diffs")
 
@@ -28,18 +28,17 @@ def decode_entries(
 ) -> list[Diff]:
     """Turn ``(member, score)`` pairs into diffs, skipping members that are not ours.
 
-    ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``).
+    ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``). Each
+    diff decodes its member when first used (``Diff.decoded_on_use``).
     """
     diffs = []
+    decoded_on_use = Diff.decoded_on_use
     for member, score in entries:
-        try:
-            diffs.append(Diff.from_member(member, score, model, pk))
-        except (ValueError, UnicodeDecodeError) as error:
+        if looks_like_member(member):
+            diffs.append(decoded_on_use(member, score, model, pk))
+        else:
             logger.warning(
-                "Skipped a member of %s that django-diffs did not write (%s): %.80r",
-                key,
-                error,
-                member,
+                "Skipped a member of %s that django-diffs did not write: %.80r", key, member
             )
     return diffs
 
