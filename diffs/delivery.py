@@ -14,12 +14,20 @@ writes everything waiting. When Redis fails, ``on_redis_error`` decides:
 Either way the failure is logged on the ``diffs`` logger with models and pks. In
 durable mode each diff also has an outbox row, deleted once Redis has the diff, so
 dropping one from memory never loses it.
+
+With ``write_behind``, the saving thread only queues: one background thread per
+process flushes, so ``save()`` never waits for Redis and diffs committed while a write
+is in flight go together in the next one. Reads through django-diffs in the same
+process flush first (:func:`flush_before_read`), so a process always reads its own
+diffs. A forked child starts with an empty queue: what was queued belongs to the
+parent, which writes it.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -41,6 +49,9 @@ logger = logging.getLogger("diffs")
 #: After a failed write, regular flushes wait this long before trying Redis again, so
 #: an outage does not add a socket timeout to every request. ``flush_diffs()`` does not.
 RETRY_PAUSE_SECONDS = 1.0
+
+#: With ``write_behind``, how long the writer lets diffs gather before each write.
+WRITE_BEHIND_WINDOW_SECONDS = 0.005
 
 #: A diff that reaches Redis this much later than its commit carries its commit time.
 LATE_AFTER_MS = 1000.0
@@ -171,6 +182,69 @@ def flush_at_exit() -> None:
             "lost unless durable mode kept them in the outbox table.",
             result.waiting,
         )
+
+
+def flush_soon() -> None:
+    """Flush now or, with ``write_behind``, wake the background writer and return."""
+    if get_settings().write_behind:
+        _writer.wake()
+    else:
+        flush()
+
+
+def flush_before_read() -> None:
+    """With ``write_behind``, write what this process queued, so a read sees it."""
+    if _queue.items and get_settings().write_behind:
+        flush()
+
+
+class _BackgroundWriter:
+    """The write-behind thread: flushes whenever woken, and retries after a failure."""
+
+    def __init__(self) -> None:
+        self.wanted = threading.Event()
+        self.start_lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self.wanted.set()
+        if self.thread is None or not self.thread.is_alive():
+            with self.start_lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(
+                        target=self._run, name="diffs-write-behind", daemon=True
+                    )
+                    self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            # Diffs still queued (Redis failed) are retried once the pause is over.
+            self.wanted.wait(timeout=RETRY_PAUSE_SECONDS if _queue.items else None)
+            # The diffs of the saves made meanwhile join this write: one round trip
+            # (and one thread wake-up) for all of them instead of one each.
+            time.sleep(WRITE_BEHIND_WINDOW_SECONDS)
+            # Cleared before flushing: a diff queued after this is in this flush or
+            # wakes the next one.
+            self.wanted.clear()
+            try:
+                flush()
+            except Exception:  # on_redis_error="raise" is refused with write_behind
+                logger.exception("The django-diffs write-behind thread failed to flush.")
+
+
+_writer = _BackgroundWriter()
+
+
+def _forget_parent_state() -> None:
+    # In a forked child: the parent writes what it had queued, and its threads (the
+    # writer, a thread holding a lock) did not come along.
+    global _queue, _writer
+    _queue = _Queue()
+    _writer = _BackgroundWriter()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_state)
 
 
 def _send(batch: Sequence[Queued]) -> None:

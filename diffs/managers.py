@@ -13,6 +13,7 @@ from diffs import store
 from diffs.clock import check_fixed_score, datetime_to_ms
 from diffs.connection import get_connection
 from diffs.cursors import Since, encode_cursor
+from diffs.delivery import flush_before_read
 from diffs.diff import Diff, new_diff_id
 from diffs.feed import FeedPage, model_page, object_page, read_after
 from diffs.keys import (
@@ -74,6 +75,7 @@ class DiffModelManager(Generic[_M]):
             CursorExpired: ``since`` is older than ``max_element_age``.
             InvalidCursor: ``since`` is malformed.
         """
+        flush_before_read()
         diff_set = self.get_sortedset(pk)
         age = get_settings().max_element_age
         entries, _, _ = read_after(diff_set.client, diff_set.key, since, age, None)
@@ -90,6 +92,7 @@ class DiffModelManager(Generic[_M]):
             InvalidCursor: ``cursor`` is malformed.
             ValueError: ``limit`` is not between 1 and 1000.
         """
+        flush_before_read()
         conf = get_settings()
         key = self.get_key(pk)
         label = model_label(self.model)
@@ -111,6 +114,7 @@ class DiffModelManager(Generic[_M]):
             InvalidCursor: ``cursor`` is malformed.
             ValueError: ``limit`` is not between 1 and 1000.
         """
+        flush_before_read()
         conf = get_settings()
         feed = feed_key(conf.prefix, self.model)
         label = model_label(self.model)

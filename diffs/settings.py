@@ -39,6 +39,7 @@ DEFAULTS: Mapping[str, Any] = {
     "durable": False,
     "max_diff_bytes": 1_048_576,
     "cluster": False,
+    "write_behind": False,
 }
 
 #: What to do with diffs Redis did not take (see ``diffs.delivery``).
@@ -78,6 +79,8 @@ class DiffsSettings:
     max_diff_bytes: int = 1_048_576
     #: True to use Redis Cluster (``cluster: True``, or a ``redis+cluster://`` URL).
     cluster: bool = False
+    #: True to write to Redis from a background thread (see ``diffs.delivery``).
+    write_behind: bool = False
 
 
 def _raw_settings() -> Any:
@@ -303,7 +306,32 @@ def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 "'durable'.",
             )
         )
+    if raw.get("write_behind") is True:
+        problems.extend(_write_behind_problems(raw))
     return problems + _overlap_problems(raw) + _cluster_problems(raw)
+
+
+def _write_behind_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    if raw.get("on_redis_error") == "raise":
+        problems.append(
+            Problem(
+                "diffs.E023",
+                f"{SETTING_NAME} sets 'write_behind': True with 'on_redis_error': 'raise'.",
+                "With write_behind, save() returns before Redis is written, so there is "
+                "no caller left to raise to: drop one of the two.",
+            )
+        )
+    if raw.get("durable") is True:
+        problems.append(
+            Problem(
+                "diffs.E023",
+                f"{SETTING_NAME} sets 'write_behind': True with 'durable': True.",
+                "Durable mode writes Redis in the saving thread and clears its outbox "
+                "rows there; choose one of the two.",
+            )
+        )
+    return problems
 
 
 def _cluster_problems(raw: Mapping[str, Any]) -> list[Problem]:
@@ -365,6 +393,7 @@ _VALIDATORS = {
     "durable": _bool_check("durable", "diffs.E016"),
     "max_diff_bytes": _positive_int_check("max_diff_bytes", "diffs.E017", "1048576 (1 MiB)"),
     "cluster": _bool_check("cluster", "diffs.E020"),
+    "write_behind": _bool_check("write_behind", "diffs.E022"),
 }
 
 
@@ -393,6 +422,7 @@ def build_settings(raw: Any) -> DiffsSettings:
         durable=raw.get("durable", DEFAULTS["durable"]),
         max_diff_bytes=raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"]),
         cluster=wants_cluster(raw),
+        write_behind=raw.get("write_behind", DEFAULTS["write_behind"]),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, overload
 
 import redis
 
+from diffs.delivery import flush_before_read
 from diffs.diff import Diff, looks_like_member
 
 logger = logging.getLogger("diffs")
@@ -65,6 +66,7 @@ class DiffSortedSet:
         return iter(self.zrevrange(0, -1))
 
     def __len__(self) -> int:
+        flush_before_read()
         return int(self.client.zcard(self.key))
 
     @overload
@@ -93,11 +95,13 @@ class DiffSortedSet:
     @property
     def min_score(self) -> float | None:
         """The score (epoch ms) of the oldest diff, or None when there is none."""
+        flush_before_read()
         return self._edge_score(self.client.zrange(self.key, 0, 0, withscores=True))
 
     @property
     def max_score(self) -> float | None:
         """The score (epoch ms) of the newest diff, or None when there is none."""
+        flush_before_read()
         return self._edge_score(self.client.zrange(self.key, -1, -1, withscores=True))
 
     @staticmethod
@@ -106,11 +110,13 @@ class DiffSortedSet:
 
     def zrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, oldest first; ``stop`` is inclusive, as in Redis."""
+        flush_before_read()
         entries = self.client.zrange(self.key, start, stop, withscores=True)
         return decode_entries(self.key, entries, self.model, self.pk)
 
     def zrevrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, newest first; ``stop`` is inclusive, as in Redis."""
+        flush_before_read()
         entries = self.client.zrevrange(self.key, start, stop, withscores=True)
         return decode_entries(self.key, entries, self.model, self.pk)
 
@@ -118,6 +124,7 @@ class DiffSortedSet:
         self, min: Score, max: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``min <= score <= max``, oldest first (``"(x"``/``"-inf"`` work)."""
+        flush_before_read()
         entries = self.client.zrangebyscore(
             self.key, min, max, start=start, num=num, withscores=True
         )
@@ -127,6 +134,7 @@ class DiffSortedSet:
         self, max: Score, min: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``max >= score >= min``, newest first."""
+        flush_before_read()
         entries = self.client.zrevrangebyscore(
             self.key, max, min, start=start, num=num, withscores=True
         )

@@ -54,7 +54,7 @@ class _FlushAfterCommit:
 
     def __call__(self) -> None:
         if self.active:
-            delivery.flush()
+            delivery.flush_soon()
 
 
 def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
@@ -70,7 +70,7 @@ def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
     connection = connections[alias]
     if not conf.use_transactions or not connection.in_atomic_block:
         delivery.enqueue((item,))
-        delivery.flush()
+        delivery.flush_soon()
         return None
     callback = _QueueOnCommit(item)
     # Registered on the alias the instance was saved to: a rollback of that
