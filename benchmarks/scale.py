@@ -20,7 +20,9 @@ root:
 PostgreSQL at 127.0.0.1 (user ``postgres``); the database ``diffs_bench_scale`` is
 created if missing and its bench tables recreated. The Redis db is flushed before,
 between figures and after (db 0 refused). ``--only a,d`` runs a subset and
-``--prune-keys 10000`` scales figure e down for a quick run.
+``--prune-keys 10000`` scales figure e down for a quick run. ``--profile DIR`` runs
+the measured variant of figures a-d once more under pyinstrument (``pip install
+pyinstrument``) and writes ``DIR/figure_<x>.txt``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -159,6 +162,21 @@ class Bench:
         self.client = diffs.get_connection()
         self.counter = iter(range(10**9))
 
+    def profile(self, figure: str, run: Callable[[], object]) -> None:
+        """With ``--profile DIR``: run ``run`` once more under pyinstrument, report to DIR."""
+        if not self.args.profile:
+            return
+        from pyinstrument import Profiler  # only --profile needs it
+
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
+        run()
+        profiler.stop()
+        path = Path(self.args.profile) / f"figure_{figure}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(profiler.output_text(unicode=False, color=False), encoding="utf-8")
+        print(f"   profile of the measured variant: {path}", flush=True)
+
     def fresh(self) -> Any:
         """Empty the bench tables and the Redis db; return a new author."""
         models = (self.tracked, self.plain, self.author_model)
@@ -192,9 +210,15 @@ class Bench:
         return sum(pipe.execute())
 
     def figure_a(self) -> None:
+        from django.conf import settings
+        from django.test import override_settings
+
+        import diffs
+
         self.fresh()
         rows = {"plain": self.make(self.plain, 1), "tracked": self.make(self.tracked, 1)}
         saves = self.args.saves
+        behind = {**settings.DIFFS_SETTINGS, "write_behind": True}
 
         def autocommit(variant: str, count: int = saves) -> float:
             obj = rows[variant][0]
@@ -205,15 +229,34 @@ class Bench:
 
             return timed(run) / count
 
+        def autocommit_behind(count: int = saves) -> float:
+            obj = rows["tracked"][0]
+
+            def run() -> None:
+                for _ in range(count):
+                    self.touch(obj)
+                diffs.flush_diffs()  # timed until Redis holds every diff
+
+            with override_settings(DIFFS_SETTINGS=behind):
+                return timed(run) / count
+
+        variants = {
+            "plain": lambda: autocommit("plain"),
+            "tracked": lambda: autocommit("tracked"),
+            "write_behind": autocommit_behind,
+        }
         warmup = 20
         autocommit("plain", warmup)
         autocommit("tracked", warmup)
-        medians = shuffled_rounds(self.args.rounds, {v: (lambda v=v: autocommit(v)) for v in rows})
-        expected = warmup + self.args.rounds * saves
+        autocommit_behind(warmup)
+        medians = shuffled_rounds(self.args.rounds, variants)
+        expected = 2 * (warmup + self.args.rounds * saves)
         assert self.diffs_of(rows["tracked"]) == expected, "one diff per save expected"
-        report(
-            "a. update in autocommit (per save)", medians, ("plain", "tracked"), "us", TARGETS["a"]
-        )
+        label = "a. update in autocommit (per save)"
+        report(label, medians, ("plain", "tracked"), "us", TARGETS["a"])
+        label = "   the same with write_behind: True"
+        report(label, medians, ("plain", "write_behind"), "us", TARGETS["a"])
+        self.profile("a", lambda: autocommit("tracked"))
 
     def figure_b(self) -> None:
         self.fresh()
@@ -241,6 +284,7 @@ class Bench:
         assert self.diffs_of(rows["tracked"]) == expected, "one diff per save expected"
         label = f"b. {ROWS_B} updates in one atomic() (per block)"
         report(label, medians, ("plain", "tracked"), "ms", TARGETS["b"])
+        self.profile("b", lambda: hundred_in_one("tracked"))
 
     def figure_c(self) -> None:
         self.fresh()
@@ -269,6 +313,7 @@ class Bench:
         assert self.client.dbsize() == 0, "iterating wrote to Redis"
         label = f"c. iterate {ROWS_C:,} instances (per pass)"
         report(label, medians, ("plain", "tracked"), "ms", TARGETS["c"])
+        self.profile("c", lambda: iterate("tracked"))
 
     def figure_d(self) -> None:
         self.fresh()
@@ -293,11 +338,23 @@ class Bench:
 
             return timed(run) / CALLS_D
 
-        raw()
-        api()
-        medians = shuffled_rounds(self.args.rounds, {"zrange": raw, "get_by_object_id": api})
+        def api_all_used() -> float:
+            def run() -> None:
+                for _ in range(CALLS_D):
+                    read = self.tracked.diffs.get_by_object_id(obj.pk)
+                    assert sum(1 for diff in read if diff.data) == DIFFS_D
+
+            return timed(run) / CALLS_D
+
+        variants = {"zrange": raw, "get_by_object_id": api, "every .data read": api_all_used}
+        for variant in variants.values():
+            variant()
+        medians = shuffled_rounds(self.args.rounds, variants)
         label = f"d. read {DIFFS_D:,} diffs of one object (per call)"
         report(label, medians, ("zrange", "get_by_object_id"), "ms", TARGETS["d"])
+        label = "   (not a target) the same, using every diff"
+        report(label, medians, ("zrange", "every .data read"), "ms", TARGETS["d"])
+        self.profile("d", api)
 
     def figure_e(self) -> None:
         self.fresh()
@@ -516,6 +573,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(FIGURES), help="e.g. a,b,d")
     parser.add_argument("--saves", type=int, default=300, help="saves per variant per round (a)")
     parser.add_argument("--blocks", type=int, default=5, help="blocks per variant per round (b)")
+    parser.add_argument("--profile", default="", help="directory for pyinstrument profiles")
     args = parser.parse_args()
     only = [part.strip() for part in args.only.split(",") if part.strip()]
     if not set(only) <= set(FIGURES):
