@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +11,48 @@ from django.conf import settings
 import diffs
 from diffs import delivery
 from diffs.settings import clear_settings_cache
+from tests.redis_cluster import RedisCluster, redis_cluster
+
+CLUSTER_URL_VARIABLE = "DIFFS_TEST_CLUSTER_URL"
+
+#: The suite's own Redis Cluster (DIFFS_TEST_CLUSTER=1), from pytest_configure to
+#: pytest_unconfigure; None in the other configurations.
+suite_cluster: RedisCluster | None = None
+_cluster_stack = contextlib.ExitStack()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With DIFFS_TEST_CLUSTER=1, start a cluster of three primaries and point the suite at it.
+
+    Test modules are imported after this (at collection), so their skip conditions see the
+    cluster's URL in ``settings.REDIS_URL``; subprocesses of tests read it from the
+    environment (tests/settings.py).
+    """
+    global suite_cluster
+    if not settings.CLUSTER or suite_cluster is not None:
+        return
+    try:
+        suite_cluster = _cluster_stack.enter_context(redis_cluster(primaries=3))
+    except BaseException:
+        _cluster_stack.close()
+        raise
+    os.environ[CLUSTER_URL_VARIABLE] = suite_cluster.url
+    settings.REDIS_URL = suite_cluster.url
+    settings.DIFFS_SETTINGS = {"url": suite_cluster.url}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the suite's cluster by its pids; pytest calls this also after failures and ^C."""
+    global suite_cluster
+    suite_cluster = None
+    os.environ.pop(CLUSTER_URL_VARIABLE, None)
+    _cluster_stack.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if suite_cluster is None:
+        return None
+    return f"diffs: Redis Cluster of the suite's own, primaries on ports {suite_cluster.ports}"
 
 
 @pytest.fixture(autouse=True)
@@ -18,14 +62,36 @@ def redis_client() -> Iterator[redis.Redis]:
     diffs.reset_connection()
     delivery.clear()
     client = diffs.get_connection()
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    if settings.REDIS_URL:
-        assert db != 0, "DIFFS_TEST_REDIS_URL must name a db other than 0: the tests flush it"
-    client.flushdb()
+    if suite_cluster is not None:
+        _flush_suite_cluster(client, suite_cluster)
+    else:
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        if settings.REDIS_URL:
+            assert db != 0, "DIFFS_TEST_REDIS_URL must name a db other than 0: the tests flush it"
+        client.flushdb()
     yield client
     delivery.clear()
     clear_settings_cache()
     diffs.reset_connection()
+
+
+def _flush_suite_cluster(client: redis.Redis, cluster: RedisCluster) -> None:
+    """FLUSHDB on every primary of the suite's own cluster, after checking that is whom
+    the client talks to."""
+    from redis.cluster import RedisCluster as ClusterClient
+
+    assert isinstance(client, ClusterClient), f"expected a cluster client, got {client!r}"
+    primaries = sorted(int(node.port) for node in client.get_primaries())
+    assert primaries == sorted(cluster.ports), (
+        f"the client's primaries {primaries} are not the suite's cluster {cluster.ports}"
+    )
+    client.flushdb(target_nodes=ClusterClient.PRIMARIES)
+
+
+@pytest.fixture
+def cluster_mode() -> bool:
+    """True when the suite runs against its own Redis Cluster."""
+    return suite_cluster is not None
 
 
 def diffs_settings(**changes: object):

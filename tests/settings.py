@@ -5,6 +5,10 @@ variables switch to real servers:
 
 * ``DIFFS_TEST_REDIS_URL=redis://127.0.0.1:6379/15``: a real Redis (never db 0;
   the suite flushes that db only);
+* ``DIFFS_TEST_CLUSTER=1``: a Redis Cluster of three primaries that the test session
+  starts itself on free ports and stops at its end (``tests/conftest.py``); it exports
+  the cluster's ``redis+cluster://`` URL as ``DIFFS_TEST_CLUSTER_URL``, which this
+  module reads, so subprocesses of the tests use the same cluster;
 * ``DIFFS_TEST_DATABASE=postgres``: PostgreSQL at ``DIFFS_TEST_PG_HOST``
   (127.0.0.1), port 5432, user ``postgres``; ``DIFFS_TEST_PG_NAME`` names the
   database (``diffs``, so the suite's is ``test_diffs``) for runs side by side.
@@ -29,10 +33,24 @@ INSTALLED_APPS = [
 
 ROOT_URLCONF = "tests.urls"
 
-REDIS_URL = os.environ.get("DIFFS_TEST_REDIS_URL", "")
+#: True when the suite runs against a Redis Cluster of its own (DIFFS_TEST_CLUSTER=1).
+CLUSTER = os.environ.get("DIFFS_TEST_CLUSTER", "") not in ("", "0")
+
+if CLUSTER and os.environ.get("DIFFS_TEST_REDIS_URL"):
+    raise RuntimeError("Set DIFFS_TEST_REDIS_URL or DIFFS_TEST_CLUSTER, not both")
+
+# A real Redis: the one named, or the suite's cluster. Empty means fakeredis. The cluster's
+# URL is only known once conftest.py has started it (pytest_configure, after this module
+# is imported), so conftest.py sets REDIS_URL and DIFFS_SETTINGS again then.
+if CLUSTER:
+    REDIS_URL = os.environ.get("DIFFS_TEST_CLUSTER_URL", "")
+else:
+    REDIS_URL = os.environ.get("DIFFS_TEST_REDIS_URL", "")
 
 if REDIS_URL:
     DIFFS_SETTINGS: dict[str, object] = {"url": REDIS_URL}
+elif CLUSTER:  # replaced by conftest.py; port 1 fails loudly if it ever is not
+    DIFFS_SETTINGS = {"url": "redis+cluster://127.0.0.1:1"}
 else:
     DIFFS_SETTINGS = {"test_mode": True}
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.conftest import diffs_settings
+from tests.keynames import feed_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,8 @@ def test_each_write_sets_both_keys_to_expire_after_max_element_age(committed, re
     with diffs_settings(max_element_age=600), committed():
         question = Question.objects.create(question_text="ttl")
     key = Question.diffs.get_key(question.pk)
-    feed = "diffs:feed:testapp.question"
+    feed = feed_key("testapp.question")
+
     assert 590 < _ttl_seconds(redis_client, key) <= 600
     assert 590 < _ttl_seconds(redis_client, feed) <= 600
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from diffs import pruning
+from tests.keynames import feed_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monke
     report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000)
     assert report.diffs_removed == 8
     assert report.feed_entries_removed == 8 and steps == [8]
-    assert redis_client.zcard("diffs:feed:testapp.question") == 1
+    assert redis_client.zcard(feed_key("testapp.question")) == 1
     assert [d.data for d in Question.diffs.since().diffs] == [{"new": 1}]
 
 
@@ -39,11 +40,12 @@ def test_a_dry_run_counts_feed_entries_without_removing_them(redis_client):
     Question.diffs.create(data={"old": 1}, pk=1, timestamp=old)
     report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000, dry_run=True)
     assert report.feed_entries_removed == 1
-    assert redis_client.zcard("diffs:feed:testapp.question") == 1
+    assert redis_client.zcard(feed_key("testapp.question")) == 1
 
 
 def test_a_feed_key_of_another_type_is_left_alone(redis_client):
-    redis_client.set("diffs:feed:testapp.question", "not ours")
+    redis_client.set(feed_key("testapp.question"), "not ours")
     report = pruning.prune(redis_client, "diffs:", time.time() * 1000)
     assert report.feed_entries_removed == 0
-    assert redis_client.get("diffs:feed:testapp.question") in (b"not ours", "not ours")
+    assert redis_client.get(feed_key("testapp.question")) in (b"not ours", "not ours")
+

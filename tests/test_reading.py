@@ -14,6 +14,7 @@ from diffs.clock import datetime_to_ms, precise_timestamp
 from diffs.managers import DiffModelManager
 from diffs.models import DiffSortedSet
 from tests.conftest import diffs_settings
+from tests.keynames import object_key as expected_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db
@@ -77,7 +78,8 @@ def test_sorted_set_reads(five):
     assert numbers(five.zrevrangebyscore("+inf", "-inf")) == [4, 3, 2, 1, 0]
     assert numbers(five.zrange(1, 2)) == [1, 2]
     assert numbers(five.zrevrange(0, 1)) == [4, 3]
-    assert "diffs:testapp.question:1" in repr(five)
+    assert expected_key("testapp.question", 1) in repr(five)
+
 
 
 def test_indexing_carries_the_stored_score(five):

@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
 from tests.conftest import diffs_settings
+from tests.keynames import feed_key as expected_feed_key
+from tests.keynames import object_key as expected_key
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
 
 pytestmark = pytest.mark.django_db
@@ -25,11 +27,11 @@ def committed(django_capture_on_commit_callbacks):
 def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
     with committed():
         question = Question.objects.create(question_text="k")
-    key = f"diffs:testapp.question:{question.pk}"
+    key = expected_key("testapp.question", question.pk)
     assert Question.diffs.get_key(question.pk) == key
     assert redis_client.type(key) in (b"zset", "zset")
     assert sorted(k.decode() for k in redis_client.scan_iter("*")) == [
-        "diffs:feed:testapp.question",
+        expected_feed_key("testapp.question"),
         key,
     ]
 
@@ -37,8 +39,8 @@ def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
 def test_prefix_setting_is_honoured(committed, redis_client):
     with diffs_settings(prefix="myapp:changes:"), committed():
         question = Question.objects.create(question_text="k")
-    assert redis_client.exists(f"myapp:changes:testapp.question:{question.pk}")
-    assert not redis_client.exists(f"diffs:testapp.question:{question.pk}")
+    assert redis_client.exists(expected_key("testapp.question", question.pk, "myapp:changes:"))
+    assert not redis_client.exists(expected_key("testapp.question", question.pk))
 
 
 def test_pk_forms_normalise_to_one_key():
@@ -93,7 +95,7 @@ def test_member_is_json_with_id_data_and_created(committed, redis_client):
         question = Question.objects.create(question_text="m")
         pk = question.pk
         question.delete()
-    members = redis_client.zrange(f"diffs:testapp.question:{pk}", 0, -1)
+    members = redis_client.zrange(expected_key("testapp.question", pk), 0, -1)
     created, deleted = (json.loads(m) for m in members)
     assert set(created) == {"id", "data", "created"}
     assert created["created"] is True
@@ -129,7 +131,7 @@ def test_default_data_matches_django_json_serializer(committed):
 def test_non_ascii_is_stored_as_utf8(committed, redis_client):
     with committed():
         question = Question.objects.create(question_text="héllo ✓")
-    [member] = redis_client.zrange(f"diffs:testapp.question:{question.pk}", 0, -1)
+    [member] = redis_client.zrange(expected_key("testapp.question", question.pk), 0, -1)
     assert "héllo ✓".encode() in member
 
 
