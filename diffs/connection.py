@@ -37,12 +37,30 @@ def get_connection() -> redis.Redis:
 
 
 def reset_connection() -> None:
-    """Drop the cached client; the next :func:`get_connection` builds a new one."""
+    """Drop the cached client; the next :func:`get_connection` builds a new one.
+
+    The old client's connections are closed, but code still holding it can go on using
+    it (it reconnects), on a cluster as on one server.
+    """
     global _client
     with _lock:
         old, _client = _client, None
     if old is not None:
-        old.close()
+        _disconnect(old)
+
+
+def _disconnect(client: redis.Redis) -> None:
+    from redis.cluster import RedisCluster
+
+    if not isinstance(client, RedisCluster):
+        client.close()  # disconnects its pool; the client reconnects on its next command
+        return
+    # RedisCluster.close() forgets its default node, after which most commands fail
+    # with an AttributeError; closing each node's pool leaves the client usable.
+    for node in client.get_nodes():
+        if node.redis_connection is not None:
+            node.redis_connection.connection_pool.disconnect()
+
 
 
 def build_client(conf: DiffsSettings) -> redis.Redis:

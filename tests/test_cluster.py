@@ -34,6 +34,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
+    """The suite's cluster when the whole suite runs on one (DIFFS_TEST_CLUSTER=1), else
+    a cluster of this module's own."""
+    from tests import conftest
+
+    if conftest.suite_cluster is not None:
+        yield conftest.suite_cluster
+        return
     with redis_cluster(primaries=3) as running:
         yield running
 
@@ -66,7 +73,22 @@ def test_a_cluster_is_chosen_by_url_or_by_flag(cluster):
         by_flag.close()
 
 
+def test_a_client_dropped_by_a_settings_change_still_works(on_cluster, cluster):
+    # Code that holds diffs.get_connection() across a settings change (a test's fixture,
+    # say) keeps a working client, as with one server. RedisCluster.close() would leave
+    # it without a default node: PTTL then failed with an AttributeError.
+    Question.diffs.create(data={"n": 1}, pk=1)
+    key = Question.diffs.get_key(1)
+    with override_settings(DIFFS_SETTINGS={"url": cluster.url, "prefix": "other:"}):
+        assert diffs.get_connection() is not on_cluster
+    assert on_cluster.pttl(key) > 0
+    assert on_cluster.pexpire(key, 60_000)
+    assert on_cluster.zcard(key) == 1
+    assert len(Question.diffs.get_by_object_id(1)) == 1
+
+
 def test_a_cluster_with_a_db_number_or_a_bad_flag_is_refused():
+
     problems = find_problems({"url": "redis+cluster://127.0.0.1:7000/3"})
     assert [p.check_id for p in problems] == ["diffs.E021"]
     assert "only db 0" in problems[0].hint
