@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from diffs.contrib.drf import DiffsViewSetMixin
 from tests.conftest import diffs_settings
+from tests.keynames import object_key
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -342,7 +343,7 @@ def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
     diff = Diff(data={"x": 1}, created=True, id="f" * 16)
     store.add(
         get_connection(),
-        f"diffs:testapp.question:{huge}",
+        object_key("testapp.question", huge),
         feed_key("diffs:", Question),
         diff.to_member(),
         feed_member(diff.id, huge),
@@ -380,7 +381,8 @@ def test_a_diff_whose_pk_cannot_be_a_row_is_hidden_not_a_500(client):
         diff = Diff(data={"x": text}, deleted=deleted, created=False, id=f"{len(text):016d}")
         store.add(
             get_connection(),
-            f"diffs:testapp.question:{text}",
+            object_key("testapp.question", text),
+
             feed_key("diffs:", Question),
             diff.to_member(),
             feed_member(diff.id, text),

@@ -20,6 +20,7 @@ from django.db import transaction
 import diffs
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
+from tests.keynames import feed_key, object_key
 from tests.testapp.models import CodeItem, Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,7 +56,7 @@ def test_every_hostile_pk_has_its_own_key_and_reads_back_only_its_diffs():
             item.name = f"renamed {number}"
             item.save()
     client = diffs.get_connection()
-    keys = set(client.scan_iter(match="diffs:testapp.codeitem:*"))
+    keys = set(client.scan_iter(match=object_key("testapp.codeitem", "*")))
     assert len(keys) == len(HOSTILE_PKS)
     for number, pk in enumerate(HOSTILE_PKS):
         stored = CodeItem.diffs.get_by_object_id(pk)
@@ -109,7 +110,7 @@ def test_prune_touches_only_expired_diffs_under_the_prefix(redis_client, prefix)
 
 def test_members_that_are_not_ours_are_skipped_with_a_warning(redis_client, caplog):
     CodeItem.diffs.create(data={"real": 1}, pk="k*")
-    key = "diffs:testapp.codeitem:k*"
+    key = object_key("testapp.codeitem", "k*")
     junk = {
         b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94.": 1,  # a pickle
         b"\xff\xfe not utf-8": 2,
@@ -130,7 +131,8 @@ def test_members_that_are_not_ours_are_skipped_with_a_warning(redis_client, capl
 def test_foreign_feed_entries_do_not_break_paging(redis_client, caplog):
     for n in range(5):
         CodeItem.diffs.create(data={"n": n}, pk=f"p{n}")
-    feed = "diffs:feed:testapp.codeitem"
+    feed = feed_key("testapp.codeitem")
+
     last = redis_client.zrange(feed, -1, -1, withscores=True)[0][1]
     redis_client.zadd(
         feed,

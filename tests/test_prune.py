@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from diffs import pruning
 from tests.conftest import diffs_settings
+from tests.keynames import object_key
 from tests.testapp.models import Choice, Question
 
 HOUR_MS = 3600 * 1000
@@ -77,10 +78,10 @@ def test_bad_max_age_is_a_command_error(age):
 
 def test_verbose_output_lists_keys(aged):
     out, _ = run("-v", "2")
-    assert "1 diff(s) removed from diffs:testapp.question:1" in out
-    assert "diffs:testapp.choice:1" not in out
+    assert f"1 diff(s) removed from {object_key('testapp.question', 1)}" in out
+    assert object_key("testapp.choice", 1) not in out
     out, _ = run("-v", "3", "--dry-run")
-    assert "0 diff(s) would be removed from diffs:testapp.choice:1" in out
+    assert f"0 diff(s) would be removed from {object_key('testapp.choice', 1)}" in out
 
 
 def test_keys_of_another_type_are_reported_and_skipped(aged, redis_client):
@@ -104,7 +105,7 @@ def test_glob_characters_in_the_prefix_are_literal(redis_client):
 def test_many_keys_are_scanned_in_batches(redis_client):
     old = time.time() * 1000 - HOUR_MS - 1000
     for pk in range(25):
-        redis_client.zadd(f"diffs:testapp.question:{pk}", {"a": old, "b": old + 1})
+        redis_client.zadd(object_key("testapp.question", pk), {"a": old, "b": old + 1})
     report = pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=4)
     assert (report.keys_scanned, report.keys_pruned, report.diffs_removed) == (25, 25, 50)
     # empty sorted sets vanish by themselves
@@ -146,7 +147,7 @@ def test_prune_is_safe_while_the_site_writes(redis_client):
 
     old = time.time() * 1000 - 2 * HOUR_MS
     for pk in range(200):
-        redis_client.zadd(f"diffs:testapp.question:{pk}", {f"old-{pk}": old})
+        redis_client.zadd(object_key("testapp.question", pk), {f"old-{pk}": old})
     written: list[int] = []
     stop = threading.Event()
 
@@ -166,5 +167,6 @@ def test_prune_is_safe_while_the_site_writes(redis_client):
         stop.set()
         thread.join()
     pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS)
-    total = sum(redis_client.zcard(f"diffs:testapp.question:{pk}") for pk in range(200))
+    total = sum(redis_client.zcard(object_key("testapp.question", pk)) for pk in range(200))
+
     assert total == len(written)  # every fresh diff survived, every old one is gone

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffs import delivery
+from tests.keynames import object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -256,5 +257,6 @@ def test_oracle_catches_a_missing_diff(redis_client):
     runner = Runner()
     runner.run([("create", 0, "a"), ("atomic", [("save", 0, "b", 1, None)], False)])
     assert stored(1) == runner.oracle.committed[1]
-    assert redis_client.zpopmax("diffs:testapp.question:1")
+    assert redis_client.zpopmax(object_key("testapp.question", 1))
+
     assert stored(1) != runner.oracle.committed[1]
