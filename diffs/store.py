@@ -51,10 +51,24 @@ local function taken(value, keys)
   end
   return false
 end
+-- The highest score of each key, read once per call and then kept up to date here:
+-- a flush of a hundred diffs of one model reads its feed's top once, not a hundred
+-- times (false: the key is empty).
+local top = {}
+local function newest(key)
+  local value = top[key]
+  if value == nil then
+    local found = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
+    value = found and tonumber(found) or false
+    top[key] = value
+  end
+  return value
+end
 local ttl = ARGV[1]
 local now = redis.call('TIME')
 local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local scores = {}
+local touched, expiring = {}, {}
 for i = 1, #KEYS / 2 do
   local keys = {KEYS[2 * i - 1], KEYS[2 * i]}
   local member, entry, fixed = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
@@ -73,19 +87,32 @@ for i = 1, #KEYS / 2 do
     else
       score = clock
       for _, key in ipairs(keys) do
-        local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
-        if last and tonumber(last) >= score then
-          score = tonumber(last) + 0.001
+        local last = newest(key)
+        if last and last >= score then
+          score = last + 0.001
         end
       end
     end
     local text = string.format('%.17g', score)
     redis.call('ZADD', keys[1], text, member)
     redis.call('ZADD', keys[2], text, entry)
+    for _, key in ipairs(keys) do
+      local last = top[key]
+      if last ~= nil and (last == false or score > last) then
+        top[key] = tonumber(text)
+      end
+    end
     scores[i] = text
   end
-  redis.call('PEXPIRE', keys[1], ttl)
-  redis.call('PEXPIRE', keys[2], ttl)
+  for _, key in ipairs(keys) do
+    if not touched[key] then
+      touched[key] = true
+      expiring[#expiring + 1] = key
+    end
+  end
+end
+for _, key in ipairs(expiring) do
+  redis.call('PEXPIRE', key, ttl)
 end
 return scores
 """

@@ -10,6 +10,7 @@ import pytest
 from django.core import serializers
 from django.utils import timezone
 
+from diffs import store
 from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
 from tests.conftest import diffs_settings
 from tests.keynames import feed_key as expected_feed_key
@@ -140,3 +141,27 @@ def test_datetime_timestamp_in_create_is_converted():
     diff = Question.diffs.create(data={"a": 1}, pk=1, timestamp=when)
     assert diff.timestamp == when.timestamp() * 1000
     assert Question.diffs.get_by_object_id(1)[0].timestamp == diff.timestamp
+
+
+def test_one_flush_mixing_fixed_and_clock_scores_keeps_every_score_distinct(redis_client):
+    # The write script reads each key's highest score once per call and keeps it up to
+    # date itself: a diff after a fixed score above the clock must still land above it.
+    ahead = time.time() * 1000 + 30_000  # a fixed score half a minute ahead
+    behind = time.time() * 1000 - 30_000
+    key, feed = expected_key("testapp.question", 1), expected_feed_key("testapp.question")
+
+    def write(n, score=None):
+        member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'
+        return store.Write(key, feed, member, f"{n:016x}:1", score)
+
+    scores = store.write_many(
+        redis_client, [write(1), write(2, behind), write(3), write(4, ahead), write(5), write(6)]
+    )
+
+    assert scores[1] == pytest.approx(behind, abs=0.01)
+    assert scores[0] < scores[2] < scores[3] == pytest.approx(ahead, abs=0.01)
+    assert scores[3] < scores[4] < scores[5]
+    assert len(set(scores)) == 6
+    for stored_key in (key, feed):
+        assert redis_client.zcard(stored_key) == 6
+        assert 0 < redis_client.pttl(stored_key) <= 3600 * 1000
