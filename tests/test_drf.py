@@ -382,7 +382,6 @@ def test_a_diff_whose_pk_cannot_be_a_row_is_hidden_not_a_500(client):
         store.add(
             get_connection(),
             object_key("testapp.question", text),
-
             feed_key("diffs:", Question),
             diff.to_member(),
             feed_member(diff.id, text),

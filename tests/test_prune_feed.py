@@ -48,4 +48,3 @@ def test_a_feed_key_of_another_type_is_left_alone(redis_client):
     report = pruning.prune(redis_client, "diffs:", time.time() * 1000)
     assert report.feed_entries_removed == 0
     assert redis_client.get(feed_key("testapp.question")) in (b"not ours", "not ours")
-

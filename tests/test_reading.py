@@ -81,7 +81,6 @@ def test_sorted_set_reads(five):
     assert expected_key("testapp.question", 1) in repr(five)
 
 
-
 def test_indexing_carries_the_stored_score(five):
     assert five[0].timestamp == BASE + 10
     assert five[-1].timestamp == BASE + 50
