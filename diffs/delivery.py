@@ -38,7 +38,7 @@ import redis
 from diffs import outbox, store
 from diffs.advice import connection_advice
 from diffs.clock import now_ms
-from diffs.connection import get_connection
+from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
 from diffs.diff import with_original_time
 from diffs.exceptions import DiffsWriteError
 from diffs.payload import PendingDiff
@@ -72,12 +72,11 @@ class Queued:
     #: True once a write of it failed: it is stored with its commit time.
     late: bool = False
 
-    def write(self) -> store.Write:
+    def write(self, now: float) -> store.Write:
+        """What the write script takes for this diff, ``now`` being the flush's time."""
         pending = self.pending
         member = pending.member
-        if pending.timestamp is None and (
-            self.late or now_ms() - self.committed_ms > LATE_AFTER_MS
-        ):
+        if pending.timestamp is None and (self.late or now - self.committed_ms > LATE_AFTER_MS):
             member = with_original_time(member, self.committed_ms)
         return store.Write(
             pending.key, pending.feed_key, member, pending.feed_member, pending.timestamp
@@ -248,7 +247,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _send(batch: Sequence[Queued]) -> None:
-    store.write_many(get_connection(), [item.write() for item in batch])
+    now = time.time() * 1000
+    store.write_many(get_connection(), [item.write(now) for item in batch])
 
 
 def _handle_failure(batch: list[Queued], error: Exception) -> None:
@@ -271,7 +271,7 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
             cause,
             names,
             waiting(),
-            exc_info=not isinstance(error, redis.RedisError),
+            exc_info=not isinstance(error, REDIS_ERRORS),
         )
         if dropped:
             _log_dropped(dropped)
@@ -285,7 +285,7 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
         names,
         mode,
         kept,
-        exc_info=not isinstance(error, redis.RedisError),
+        exc_info=not isinstance(error, REDIS_ERRORS),
     )
     if mode == "raise":
         msg = f"Could not write {len(batch)} diff(s) to Redis ({cause}): {names}."
@@ -293,14 +293,18 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, redis.AuthenticationError):
+    # On a cluster, the node's error (a ConnectionError, say) names the problem and the
+    # cluster client's message says the whole cluster is out of reach.
+    cause = underlying_error(error)
+    if isinstance(cause, redis.AuthenticationError):
         return (
             "Redis refused the credentials in DIFFS_SETTINGS: check the user name and "
             "password in ['url'] or ['redis']"
         )
-    if isinstance(error, redis.RedisError):
+    if isinstance(error, REDIS_ERRORS):
         advice = connection_advice(error, get_settings().url or "")
-        return f"{type(error).__name__}: {error}" + (f" {advice}" if advice else "")
+        return f"{type(cause).__name__}: {error}" + (f" {advice}" if advice else "")
+
     return (
         f"{type(error).__name__}: {error}; the Redis client failed before reaching Redis, "
         "check DIFFS_SETTINGS['redis'] and ['url']"

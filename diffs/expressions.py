@@ -16,15 +16,22 @@ from typing import Any
 from django.db import models
 from django.db.models.expressions import BaseExpression, Combinable
 
+_EXPRESSIONS = (BaseExpression, Combinable)
+
 
 def holds_expression(instance: models.Model, field: Any) -> bool:
     """True when ``field`` of ``instance`` is set to a query expression."""
-    return isinstance(instance.__dict__.get(field.attname), (BaseExpression, Combinable))
+    return isinstance(instance.__dict__.get(field.attname), _EXPRESSIONS)
 
 
 def expression_fields(instance: models.Model) -> list[Any]:
     """The concrete fields of ``instance`` currently set to a query expression."""
-    return [f for f in instance._meta.concrete_fields if holds_expression(instance, f)]
+    values = instance.__dict__
+    return [
+        f
+        for f in instance._meta.concrete_fields
+        if isinstance(values.get(f.attname), _EXPRESSIONS)
+    ]
 
 
 @contextlib.contextmanager

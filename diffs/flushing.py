@@ -8,12 +8,15 @@ that died, or could not reach Redis, after their transaction committed).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
+import redis
 from django.db import DatabaseError
+from redis.exceptions import RedisClusterException
 
 from diffs import delivery, outbox, store
-from diffs.connection import get_connection
+from diffs.connection import get_connection, underlying_error
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -53,9 +56,16 @@ def _flush_outbox(alias: str) -> int:
                 delivery.Queued(pending, committed_ms=recorded_ms, outbox_row=(alias, row_id))
                 for row_id, pending, recorded_ms in batch
             ]
-            store.write_many(get_connection(), [item.write() for item in items])
+            now = time.time() * 1000
+            store.write_many(get_connection(), [item.write(now) for item in items])
             outbox.forget([(alias, row_id) for row_id, _, _ in batch])
             written += len(items)
+    except RedisClusterException as error:
+        # How a cluster client says the cluster is out of reach; it is no RedisError.
+        # Raised as the RedisError this module promises (manage.py flush_diffs reports it).
+        cause = underlying_error(error)
+        kind = type(cause) if isinstance(cause, redis.RedisError) else redis.ConnectionError
+        raise kind(str(error)) from error
     except DatabaseError:
         # Most likely no table: the migration was not run on this database.
         logger.warning(

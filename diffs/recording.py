@@ -87,7 +87,16 @@ def on_post_save(
         # INSERT was rolled back becomes an INSERT again).
         changes = {**tracking.current_state(instance), **changes}
     conf = get_settings()
-    with expressions.resolved(instance, using):
+    if expressions.expression_fields(instance):
+        with expressions.resolved(instance, using):
+            pending = build_pending(
+                instance,
+                changes,
+                prefix=conf.prefix,
+                created=created,
+                max_bytes=conf.max_diff_bytes,
+            )
+    else:
         pending = build_pending(
             instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
         )

@@ -22,6 +22,7 @@ every field is a change anyway.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -215,7 +216,14 @@ def _same(field: Any, old: Any, new: Any) -> bool:
             return True
     except Exception:  # a custom type whose __eq__ refuses: compare normalised values
         pass
+    if type(old) is type(new) and type(old) in _PLAIN_TYPES:
+        return False  # two different values of one plain type: to_python() keeps both
     return bool(_normalised(field, old) == _normalised(field, new))
+
+
+# Types whose unequal values stay unequal through a field's to_python() (normalising
+# tells "5" from 5, or a naive from an aware datetime, not two different strings).
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, dt.date, dt.datetime, dt.time})
 
 
 def _normalised(field: Any, value: Any) -> Any:

@@ -215,6 +215,7 @@ def changed_fields(
     (django-dirtyfields' convention). ForeignKeys count (their value is the id), and
     with ``update_fields`` only the fields being saved are kept.
     """
+    dirty: dict[str, Any]
     if uses_our_snapshot(type(instance)):
         if instance._state.adding or not snapshot.has_snapshot(instance):
             # Every field counts: a new row, or no record of what the row holds.
@@ -225,12 +226,11 @@ def changed_fields(
         if not instance._state.adding and not hasattr(instance, "_original_state"):
             # Loaded before the model was registered: no snapshot, so every field is
             # reported rather than silently none.
-            dirty = instance._as_dict(check_relationship=True)  # type: ignore[attr-defined]
+            dirty = dict(instance._as_dict(check_relationship=True))  # type: ignore[attr-defined]
         else:
-            dirty = instance.get_dirty_fields(check_relationship=True)  # type: ignore[attr-defined]
+            dirty = dict(instance.get_dirty_fields(check_relationship=True))  # type: ignore[attr-defined]
     else:
-        dirty = instance.get_dirty_fields()  # type: ignore[attr-defined]
-    dirty = dict(dirty)
+        dirty = dict(instance.get_dirty_fields())  # type: ignore[attr-defined]
     for field in expression_fields(instance):
         # An F() expression always writes, and dirtyfields does not see it.
         dirty.setdefault(field.name, getattr(instance, "_original_state", {}).get(field.name))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from diffs import delivery, outbox
@@ -64,18 +64,21 @@ def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
     """
     conf = get_settings()
     alias = using or "default"
-    item = delivery.Queued(pending)
+    connection = connections[alias]
+    deferred = conf.use_transactions and connection.in_atomic_block
+    # A deferred diff gets its commit time when the commit happens (_QueueOnCommit).
+    item = delivery.Queued(pending, committed_ms=0.0) if deferred else delivery.Queued(pending)
     if conf.durable:
         item.outbox_row = (alias, outbox.record(pending, alias))
-    connection = connections[alias]
-    if not conf.use_transactions or not connection.in_atomic_block:
+    if not deferred:
         delivery.enqueue((item,))
         delivery.flush_soon()
         return None
     callback = _QueueOnCommit(item)
     # Registered on the alias the instance was saved to: a rollback of that
-    # transaction, or of a savepoint around the save, discards the diff.
-    transaction.on_commit(callback, using=alias, robust=True)
+    # transaction, or of a savepoint around the save, discards the diff. (What
+    # transaction.on_commit(callback, using=alias) does, without a second lookup.)
+    connection.on_commit(callback, robust=True)
     _keep_flush_last(connection, robust=conf.on_redis_error != "raise")
     return callback
 

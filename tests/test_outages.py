@@ -16,17 +16,17 @@ from django.db import transaction
 import diffs
 from diffs import delivery, store
 from diffs.payload import PendingDiff
-from tests.conftest import diffs_settings
-from tests.redis_server import free_port
+from tests.conftest import diffs_settings, unreachable_url
+from tests.keynames import feed_key
 from tests.testapp.models import Choice, Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def unreachable(**changes: object):
-    """Settings pointing at a port nothing listens on (connection refused at once)."""
-    url = f"redis://127.0.0.1:{free_port()}/1"
-    return diffs_settings(url=url, test_mode=False, socket_timeout=0.5, **changes)
+    """Settings pointing at a port nothing listens on (connection refused at once); a
+    cluster URL when the suite runs on a cluster, so the keys keep the cluster's layout."""
+    return diffs_settings(url=unreachable_url(), test_mode=False, socket_timeout=0.5, **changes)
 
 
 def texts(question: Question) -> list[str]:
@@ -210,14 +210,16 @@ def test_writes_are_idempotent(redis_client):
     pending = PendingDiff(
         key=Question.diffs.get_key(question.pk),
         member=json.dumps({"id": diff.id, "created": True, "data": diff.data}),
-        feed_key="diffs:feed:testapp.question",
+        feed_key=feed_key("testapp.question"),
         feed_member=f"{diff.id}{question.pk}",
         timestamp=None,
         label="testapp.question",
         pk=str(question.pk),
     )
     item = delivery.Queued(pending, late=True)
-    store.write_many(redis_client, [item.write(), item.write()])
+    store.write_many(
+        redis_client, [item.write(time.time() * 1000), item.write(time.time() * 1000)]
+    )
     assert len(question.diffs) == 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from django.core import serializers
 from django.utils import timezone
 
 from diffs import store
+from diffs.diff import new_diff_id
 from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
 from tests.conftest import diffs_settings
 from tests.keynames import feed_key as expected_feed_key
@@ -165,3 +167,21 @@ def test_one_flush_mixing_fixed_and_clock_scores_keeps_every_score_distinct(redi
     for stored_key in (key, feed):
         assert redis_client.zcard(stored_key) == 6
         assert 0 < redis_client.pttl(stored_key) <= 3600 * 1000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_other_diff_ids_than_its_parent():
+    # Ids come from ``random``, which Python reseeds in a forked child: without that,
+    # parent and child would give their next diffs the same ids.
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write_end, "".join(new_diff_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        child_ids = pipe.read().decode()
+    parent_ids = "".join(new_diff_id() for _ in range(4))
+    assert len(child_ids) == len(parent_ids) == 64
+    assert child_ids != parent_ids
