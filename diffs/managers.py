@@ -145,6 +145,7 @@ class DiffModelManager(Generic[_M]):
         model = model_cls or self.model
         _check_pk(model, pk)
         diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
+        flush_before_read()  # with write_behind: after the diffs this process saved
         prefix = self.prefix
         score = store.add(
             get_connection(),

@@ -174,3 +174,11 @@ def test_write_behind_settings_are_checked(raw, check_id):
 def test_write_behind_is_off_by_default():
     assert build_settings({}).write_behind is False
     assert build_settings({"write_behind": True}).write_behind is True
+
+
+def test_create_comes_after_the_diffs_the_process_already_saved(write_behind):
+    question = Question.objects.create(question_text="saved first")
+    Question.diffs.create(data={"by": "create"}, pk=question.pk)
+    read = question.diffs
+    assert [d.data for d in read][1] == {"by": "create"}
+    assert read[0].data[0]["fields"]["question_text"] == "saved first"
