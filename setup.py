@@ -65,6 +65,7 @@ setup(
         "test": TEST_REQUIRES,
         "dev": DEV_REQUIRES,
         "drf": ["djangorestframework>=3.15"],
+        "bench": ["psycopg[binary]>=3.1", "pyinstrument>=4.6"],
     },
     classifiers=[
         "Development Status :: 4 - Beta",
