@@ -13,13 +13,30 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisClusterException
 
 from diffs.settings import DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
     import fakeredis
 
+#: What a call to Redis raises when Redis cannot serve it. A cluster client reports an
+#: unreachable cluster (at connect time, and for every command during an outage) as a
+#: RedisClusterException, which is not a RedisError: "Redis Cluster cannot be connected",
+#: caused by the node's ConnectionError, TimeoutError or AuthenticationError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+
+def underlying_error(error: BaseException) -> BaseException:
+    """The node's Redis error behind a cluster client's RedisClusterException, else ``error``."""
+    cause = error.__cause__
+    if isinstance(error, RedisClusterException) and isinstance(cause, redis.RedisError):
+        return cause
+    return error
+
+
 _lock = threading.Lock()
+
 _client: redis.Redis | None = None
 _fake_server: fakeredis.FakeServer | None = None
 
@@ -49,7 +66,7 @@ def reset_connection() -> None:
         _disconnect(old)
 
 
-def _disconnect(client: redis.Redis) -> None:
+def _disconnect(client: Any) -> None:
     from redis.cluster import RedisCluster
 
     if not isinstance(client, RedisCluster):
@@ -57,10 +74,10 @@ def _disconnect(client: redis.Redis) -> None:
         return
     # RedisCluster.close() forgets its default node, after which most commands fail
     # with an AttributeError; closing each node's pool leaves the client usable.
-    for node in client.get_nodes():
+    nodes: list[Any] = cast(Any, client).get_nodes()  # redis-py leaves it untyped
+    for node in nodes:
         if node.redis_connection is not None:
             node.redis_connection.connection_pool.disconnect()
-
 
 
 def build_client(conf: DiffsSettings) -> redis.Redis:

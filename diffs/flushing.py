@@ -64,7 +64,7 @@ def _flush_outbox(alias: str) -> int:
         # How a cluster client says the cluster is out of reach; it is no RedisError.
         # Raised as the RedisError this module promises (manage.py flush_diffs reports it).
         cause = underlying_error(error)
-        kind = type(cause) if isinstance(cause, redis.RedisError) else redis.ConnectionError
+        kind = type(cause) if isinstance(cause, redis.RedisError) else redis.RedisError
         raise kind(str(error)) from error
     except DatabaseError:
         # Most likely no table: the migration was not run on this database.

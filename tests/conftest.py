@@ -88,10 +88,13 @@ def _flush_suite_cluster(client: redis.Redis, cluster: RedisCluster) -> None:
     client.flushdb(target_nodes=ClusterClient.PRIMARIES)
 
 
-@pytest.fixture
-def cluster_mode() -> bool:
-    """True when the suite runs against its own Redis Cluster."""
-    return suite_cluster is not None
+def unreachable_url() -> str:
+    """A URL of the suite's kind (one server, or a cluster) on a port nothing listens on."""
+    from tests.redis_server import free_port
+
+    if suite_cluster is not None:
+        return f"redis+cluster://127.0.0.1:{free_port()}"
+    return f"redis://127.0.0.1:{free_port()}/1"
 
 
 def diffs_settings(**changes: object):

@@ -12,8 +12,8 @@ from django.db import transaction
 import diffs
 from diffs import delivery
 from diffs.models import OutboxEntry
-from tests.conftest import diffs_settings
-from tests.redis_server import free_port
+from tests.conftest import diffs_settings, unreachable_url
+from tests.keynames import feed_key, object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -26,7 +26,7 @@ def durable():
 
 
 def unreachable():
-    url = f"redis://127.0.0.1:{free_port()}/1"
+    url = unreachable_url()
     return diffs_settings(url=url, test_mode=False, socket_timeout=0.5, durable=True)
 
 
@@ -39,7 +39,7 @@ def test_the_outbox_row_commits_with_the_change_and_goes_once_redis_has_it():
         question = Question.objects.create(question_text="one")
         [row] = OutboxEntry.objects.all()
         assert (row.label, row.object_pk) == ("testapp.question", str(question.pk))
-        assert row.key == f"diffs:testapp.question:{question.pk}"
+        assert row.key == object_key("testapp.question", question.pk)
     assert not OutboxEntry.objects.exists()
     assert texts(question) == ["one"]
 
@@ -62,7 +62,8 @@ def test_rolled_back_changes_leave_no_row_and_no_diff():
     assert not OutboxEntry.objects.exists()
     assert list(Question.objects.values_list("question_text", flat=True)) == ["kept"]
     assert texts(kept) == ["kept"]
-    assert len(diffs.get_connection().keys("diffs:testapp.question:*")) == 1
+    found = diffs.get_connection().scan_iter(match=object_key("testapp.question", "*"))
+    assert len(list(found)) == 1
 
 
 def test_rows_outlive_an_outage_and_flush_diffs_writes_them_once():
@@ -100,7 +101,7 @@ def test_a_row_redis_already_has_is_not_written_twice():
     member = diffs.get_connection().zrange(Question.diffs.get_key(question.pk), 0, -1)[0]
     OutboxEntry.objects.create(
         key=Question.diffs.get_key(question.pk),
-        feed_key="diffs:feed:testapp.question",
+        feed_key=feed_key("testapp.question"),
         member=member.decode() if isinstance(member, bytes) else member,
         feed_member=f"{diff.id}{question.pk}",
         score=None,
