@@ -6,7 +6,8 @@ They never touch the network; every message names the key and every hint the fix
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from django.core import checks
 
@@ -83,10 +84,13 @@ def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
 
 @checks.register(checks.Tags.database, deploy=True)
 def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """With ``check --deploy``: connect to Redis with the configured credentials."""
-    import redis
+    """With ``check --deploy``: connect to Redis with the configured credentials.
 
-    from diffs.connection import build_client
+    On a cluster, every primary must answer.
+    """
+    from redis.cluster import RedisCluster
+
+    from diffs.connection import REDIS_ERRORS, build_client
     from diffs.settings import get_settings
 
     try:
@@ -95,11 +99,34 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
         return []
     if conf.test_mode:
         return []
-    client = build_client(conf)
-    where = _describe_server(client)
+    if conf.cluster:
+        where = f"cluster node {_first_node(conf)}"
+        try:
+            client = build_client(conf)  # a cluster client connects when it is built
+        except REDIS_ERRORS as error:
+            return _unreachable(error, where, conf.url)
+    else:
+        client = build_client(conf)
+        where = _describe_server(client)
     try:
-        client.ping()
-    except redis.AuthenticationError as error:
+        if conf.cluster:
+            cast(Any, client).ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            client.ping()
+    except REDIS_ERRORS as error:
+        return _unreachable(error, where, conf.url)
+    finally:
+        client.close()
+    return []
+
+
+def _unreachable(error: Exception, where: str, url: str | None) -> list[checks.CheckMessage]:
+    """``diffs.E012`` for refused credentials, else ``diffs.E013``."""
+    import redis
+
+    from diffs.connection import underlying_error
+
+    if isinstance(underlying_error(error), redis.AuthenticationError):
         return [
             checks.Error(
                 f"Redis at {where} refused the credentials in {SETTING_NAME} ({error}).",
@@ -111,19 +138,23 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
                 id="diffs.E012",
             )
         ]
-    except redis.RedisError as error:
-        return [
-            checks.Error(
-                f"Cannot reach Redis at {where} ({error}).",
-                hint=connection_advice(error, conf.url or "")
-                or f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
-                obj=_OBJ,
-                id="diffs.E013",
-            )
-        ]
-    finally:
-        client.close()
-    return []
+    return [
+        checks.Error(
+            f"Cannot reach Redis at {where} ({error}).",
+            hint=connection_advice(error, url or "")
+            or f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
+            obj=_OBJ,
+            id="diffs.E013",
+        )
+    ]
+
+
+def _first_node(conf: Any) -> str:
+    """``host:port`` of the cluster node the settings name (a cluster client has no pool)."""
+    if conf.url:
+        parts = urlsplit(conf.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    return f"{conf.redis.get('host', 'localhost')}:{conf.redis.get('port', 6379)}"
 
 
 def _describe_server(client: Any) -> str:

@@ -7,6 +7,7 @@ here spread over several, which the prune test checks.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,16 +15,19 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.test import override_settings
 from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
 import diffs
-from diffs import store
+from diffs import delivery, store
 from diffs.connection import build_client
+from diffs.models import OutboxEntry
 from diffs.settings import build_settings, find_problems
 from tests.redis_cluster import RedisCluster, redis_cluster
+from tests.redis_server import free_port
 from tests.testapp.models import Article, Choice, CodeItem, Question, UUIDItem
 
 pytestmark = [
@@ -185,3 +189,47 @@ def test_prune_reaches_every_primary(on_cluster, committed):
     assert "Removed 5 diff(s) from 5 of 5 key(s)" in out.getvalue()
     for model, pk in objects:
         assert [d.data for d in model.diffs.get_sortedset(pk)] == [{"new": True}]
+
+
+def test_the_deploy_check_reaches_every_primary(cluster):
+    from diffs.checks import check_redis_reachable
+
+    with override_settings(DIFFS_SETTINGS={"url": cluster.url}):
+        assert check_redis_reachable() == []  # it read the pool of a one-server client
+    port = free_port()
+    with override_settings(DIFFS_SETTINGS={"url": f"redis+cluster://127.0.0.1:{port}"}):
+        [error] = check_redis_reachable()  # the client connects when built: no traceback
+    assert error.id == "diffs.E013"
+    assert error.msg.startswith(f"Cannot reach Redis at cluster node 127.0.0.1:{port} (")
+    assert "Connection refused" in error.msg
+    flag = {"cluster": True, "redis": {"host": "127.0.0.1", "port": port}}
+    with override_settings(DIFFS_SETTINGS=flag):
+        [error] = check_redis_reachable()
+    assert f"cluster node 127.0.0.1:{port}" in error.msg
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_cluster_out_of_reach_is_a_redis_error_in_logs_and_flush_diffs(caplog):
+    # redis-py's cluster client reports it as RedisClusterException, which is not a
+    # RedisError: it was logged as a client misconfiguration, with a traceback, and
+    # manage.py flush_diffs failed with a traceback instead of its message.
+    down = {"url": f"redis+cluster://127.0.0.1:{free_port()}", "socket_timeout": 0.5}
+    with override_settings(DIFFS_SETTINGS={**down, "durable": True}):
+        with caplog.at_level(logging.ERROR, logger="diffs"):
+            Question.objects.create(question_text="saved anyway")
+        [record] = caplog.records
+        message = record.getMessage()
+        assert message.startswith(
+            "Could not write 1 diff(s) to Redis (ConnectionError: Redis Cluster cannot be "
+            "connected."
+        )
+        assert "check DIFFS_SETTINGS" not in message and not record.exc_info
+        delivery.clear()  # only the outbox row is left
+        with pytest.raises(CommandError, match=r"Redis did not take the waiting diffs \("):
+            call_command("flush_diffs")
+        assert OutboxEntry.objects.count() == 1
+    with (
+        override_settings(DIFFS_SETTINGS={**down, "on_redis_error": "raise"}),
+        pytest.raises(diffs.DiffsWriteError, match="ConnectionError: Redis Cluster"),
+    ):
+        Question.objects.create(question_text="raised after the commit")
