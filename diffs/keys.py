@@ -72,6 +72,28 @@ def model_part(label: str, cluster: bool | None = None) -> str:
     return f"{{{label}}}" if cluster else label
 
 
+def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
+    """Return an object key and its model's feed key in the layout of one server
+    (``cluster=False``) or of a cluster, whichever layout they were built in.
+
+    Durable mode's outbox keeps the keys a diff was built with; a row written before a
+    move to (or from) Redis Cluster is written to the keys readers use now. The prefix
+    is the row's own. A pair that is not an object key and its feed is returned as is.
+    """
+    marker = feed.rfind(FEED_MARKER)  # the model part holds no ':', so the last one
+    if marker < 0:
+        return key, feed
+    prefix, part = feed[:marker], feed[marker + len(FEED_MARKER) :]
+    if not key.startswith(f"{prefix}{part}:"):
+        return key, feed
+    label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
+    wanted = model_part(label, cluster)
+    if wanted == part:
+        return key, feed
+    pk_text = key[len(prefix) + len(part) + 1 :]
+    return f"{prefix}{wanted}:{pk_text}", f"{prefix}{FEED_MARKER}{wanted}"
+
+
 def escape_glob(text: str) -> str:
     """Escape ``text`` so that a Redis MATCH pattern matches it literally."""
     return "".join(f"\\{char}" if char in _GLOB_SPECIALS else char for char in text)

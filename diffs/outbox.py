@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from django.db import DatabaseError, connections, router
 
 from diffs.clock import now_ms
+from diffs.keys import in_layout
 from diffs.payload import PendingDiff
+from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
 
@@ -66,9 +68,14 @@ def aliases() -> list[str]:
 
 
 def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingDiff, float]]]:
-    """Yield the outbox of ``alias`` in batches of ``(row id, diff, recorded_ms)``, in order."""
+    """Yield the outbox of ``alias`` in batches of ``(row id, diff, recorded_ms)``, in order.
+
+    The keys follow the current settings' layout (one server or a cluster), whichever
+    the row was written with.
+    """
     from diffs.models import OutboxEntry
 
+    cluster = get_settings().cluster
     last = 0
     while True:
         entries = list(
@@ -77,19 +84,17 @@ def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingD
         if not entries:
             return
         last = entries[-1].pk
-        yield [
-            (
-                entry.pk,
-                PendingDiff(
-                    key=entry.key,
-                    member=entry.member,
-                    feed_key=entry.feed_key,
-                    feed_member=entry.feed_member,
-                    timestamp=entry.score,
-                    label=entry.label,
-                    pk=entry.object_pk,
-                ),
-                entry.recorded_ms,
+        batch = []
+        for entry in entries:
+            key, feed = in_layout(entry.key, entry.feed_key, cluster=cluster)
+            pending = PendingDiff(
+                key=key,
+                member=entry.member,
+                feed_key=feed,
+                feed_member=entry.feed_member,
+                timestamp=entry.score,
+                label=entry.label,
+                pk=entry.object_pk,
             )
-            for entry in entries
-        ]
+            batch.append((entry.pk, pending, entry.recorded_ms))
+        yield batch

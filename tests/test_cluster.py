@@ -22,7 +22,7 @@ from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
 import diffs
-from diffs import delivery, store
+from diffs import delivery, keys, store
 from diffs.connection import build_client
 from diffs.models import OutboxEntry
 from diffs.settings import build_settings, find_problems
@@ -189,6 +189,50 @@ def test_prune_reaches_every_primary(on_cluster, committed):
     assert "Removed 5 diff(s) from 5 of 5 key(s)" in out.getvalue()
     for model, pk in objects:
         assert [d.data for d in model.diffs.get_sortedset(pk)] == [{"new": True}]
+
+
+@pytest.mark.django_db(databases="__all__")  # flush_diffs reads every database's outbox
+def test_outbox_rows_from_before_the_switch_to_a_cluster_go_to_its_keys(cluster):
+    # Durable mode on one server; the process dies after the commit (the on-commit write
+    # never runs here), then the site moves to the cluster and runs flush_diffs. The row
+    # holds the one-server keys, which lie in two hash slots: written as they are, every
+    # flush failed ("all keys must map to the same key slot") and the outbox stuck.
+    standalone = {"url": "redis://127.0.0.1:1/1", "durable": True}
+    with override_settings(DIFFS_SETTINGS=standalone):
+        question = Question.objects.create(question_text="before the switch")
+    [row] = OutboxEntry.objects.all()
+    assert (row.key, row.feed_key) == (
+        f"diffs:testapp.question:{question.pk}",
+        "diffs:feed:testapp.question",
+    )
+    with override_settings(DIFFS_SETTINGS={"url": cluster.url, "durable": True}):
+        diffs.get_connection().flushdb(target_nodes=ClusterClient.PRIMARIES)
+        assert diffs.flush_diffs().from_outbox == 1
+        assert not OutboxEntry.objects.exists()
+        [diff] = question.diffs
+        assert diff.created and diff.data[0]["fields"]["question_text"] == "before the switch"
+        [entry] = Question.diffs.since().diffs
+        assert entry.id == diff.id
+
+
+def test_outbox_keys_follow_the_layout_of_the_settings():
+    tagged = ("p:{testapp.question}:a:b", "p:feed:{testapp.question}")
+    plain = ("p:testapp.question:a:b", "p:feed:testapp.question")
+    assert keys.in_layout(*plain, cluster=True) == tagged
+    assert keys.in_layout(*tagged, cluster=False) == plain
+    assert keys.in_layout(*tagged, cluster=True) == tagged
+    # A prefix that ends like the feed marker is still the prefix.
+    odd = ("feed:testapp.question:7", "feed:feed:testapp.question")
+    assert keys.in_layout(*odd, cluster=True) == (
+        "feed:{testapp.question}:7",
+        "feed:feed:{testapp.question}",
+    )
+    # Keys that are not a pair of ours are left as they are.
+    assert keys.in_layout("x:1", "y:feed:other.model", cluster=True) == (
+        "x:1",
+        "y:feed:other.model",
+    )
+    assert keys.in_layout("x:1", "no marker", cluster=True) == ("x:1", "no marker")
 
 
 def test_the_deploy_check_reaches_every_primary(cluster):
