@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -36,9 +37,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except BaseException:
         _cluster_stack.close()
         raise
+    # SIGTERM (a CI timeout, say) ends the run as ^C does, through pytest_unconfigure.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    _cluster_stack.callback(signal.signal, signal.SIGTERM, previous)
     os.environ[CLUSTER_URL_VARIABLE] = suite_cluster.url
     settings.REDIS_URL = suite_cluster.url
     settings.DIFFS_SETTINGS = {"url": suite_cluster.url}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -67,7 +67,8 @@ def redis_cluster(primaries: int = 3) -> Iterator[RedisCluster]:
     """Run a cluster of ``primaries`` redis-server primaries (no replicas) until the block ends.
 
     Every server is stopped by its pid when the block ends, also when starting or forming
-    the cluster fails, and the temporary directory holding their files is removed.
+    the cluster fails, and the temporary directory holding their files is removed. If the
+    process is killed before that, the servers get SIGTERM from the kernel (see _popen).
     """
     if not 1 <= primaries <= REDIS_CLUSTER_HASH_SLOTS:
         raise ValueError(f"primaries must be between 1 and 16384, not {primaries}")
@@ -128,8 +129,14 @@ def _start_node(binary: str, port: int, workdir: str) -> _Node:
 
 
 def _popen(binary: str, port: int, workdir: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    # setpriv (util-linux) execs redis-server with a parent-death signal: should the test
+    # process be killed outright (SIGKILL, no cleanup), the kernel stops the servers too.
+    # The signal follows the thread that started them, so start clusters on the main one.
+    setpriv = shutil.which("setpriv")
+    guard = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
     return subprocess.Popen(
         [
+            *guard,
             binary,
             "--port",
             str(port),

@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -182,3 +186,42 @@ def test_servers_are_gone_after_an_error_in_the_block() -> None:
     with pytest.raises(KeyError), redis_cluster(primaries=1) as running:
         raise KeyError("boom")
     assert_stopped(running)
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) is not installed")
+def test_servers_stop_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
+    # SIGKILL leaves no chance to clean up: the kernel's parent-death signal stops them.
+    script = (
+        "import time\n"
+        "from tests.redis_cluster import redis_cluster\n"
+        "with redis_cluster(primaries=1) as running:\n"
+        "    print(*running.ports, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "TMPDIR": str(tmp_path)},  # its files
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        ports = [int(port) for port in owner.stdout.readline().split()]
+        assert ports and all(_listening(port) for port in ports)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while any(_listening(port) for port in ports) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_listening(port) for port in ports)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
