@@ -1,6 +1,8 @@
 """Issue 5, point 4: django-diffs on a real Redis Cluster of three primaries.
 
-The cluster is the test's own (tests/redis_cluster.py: free ports, stopped by pid).
+The cluster is the suite's own when the whole suite runs on one (DIFFS_TEST_CLUSTER=1),
+else this module's (tests/redis_cluster.py: free ports, stopped by pid). These tests
+run in every configuration.
 Every model's keys share a hash tag, so a model lives on one primary; the models used
 here spread over several, which the prune test checks.
 """
