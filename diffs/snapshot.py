@@ -106,7 +106,8 @@ def _wrap_from_db(original: Callable[..., models.Model]) -> Callable[..., models
     ) -> models.Model:
         instance = original(cls, db, field_names, values)
         loaded = instance.__dict__.copy()
-        copied = plan_for(type(instance)).copied
+        plan = _plans.get(cls) or plan_for(cls)  # one dict lookup per row once cached
+        copied = plan.copied
         if copied:
             for attname in copied & loaded.keys():
                 loaded[attname] = _copy(loaded[attname])
