@@ -18,6 +18,7 @@ from diffs import delivery, store
 from diffs.payload import PendingDiff
 from tests.conftest import diffs_settings, unreachable_url
 from tests.keynames import feed_key
+from tests.test_feed import count_round_trips
 from tests.testapp.models import Choice, Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,6 +147,9 @@ def test_a_transaction_reaches_redis_in_one_round_trip(monkeypatch):
         return original(client, writes)
 
     monkeypatch.setattr(store, "write_many", counting)
+    Question.diffs.create(data={}, pk=0)  # the write script is loaded before counting
+    calls.clear()
+    trips = count_round_trips(monkeypatch)
     with transaction.atomic():
         question = Question.objects.create(question_text="q")
         for i in range(20):
@@ -157,6 +161,7 @@ def test_a_transaction_reaches_redis_in_one_round_trip(monkeypatch):
         question.question_text = "last"
         question.save()
     assert calls == [23]
+    assert trips["n"] == 1  # commands and pipelines sent to Redis, all the block long
     assert len(question.diffs) == 23
 
 
