@@ -129,8 +129,11 @@ def waiting() -> int:
 
 
 def clear() -> list[Queued]:
-    """Empty the queue and return what it held (for tests and shutdown)."""
-    with _queue.lock:
+    """Empty the queue and return what it held (for tests and shutdown).
+
+    A write already in flight (the write-behind thread's) finishes first.
+    """
+    with _queue.send_lock, _queue.lock:
         items = list(_queue.items)
         _queue.items.clear()
         _queue.paused_until = 0.0
@@ -145,11 +148,16 @@ def flush(*, force: bool = False) -> FlushResult:
     ``"retry"`` mode) leaves the diffs queued. Raises :class:`DiffsWriteError` only
     with ``on_redis_error = "raise"``.
     """
-    if not _queue.items:
+    if not _queue.items and not _queue.send_lock.locked():
         return FlushResult(0, 0)
     if not force and time.monotonic() < _queue.paused_until:
         return FlushResult(0, waiting())
+    # Taken even when the queue looks empty: another thread (the write-behind one) may
+    # be sending a batch, and a flush returns only once what was queued before it is
+    # in Redis, or back in the queue after a failure.
     with _queue.send_lock:
+        if not force and time.monotonic() < _queue.paused_until:
+            return FlushResult(0, waiting())  # the write we waited for just failed
         with _queue.lock:
             batch = list(_queue.items)
             _queue.items.clear()
@@ -168,7 +176,7 @@ def flush(*, force: bool = False) -> FlushResult:
 
 def flush_at_exit() -> None:
     """Give waiting diffs one last chance when the interpreter exits normally."""
-    if not _queue.items:
+    if not _queue.items and not _queue.send_lock.locked():
         return
     try:
         result = flush(force=True)
@@ -192,8 +200,9 @@ def flush_soon() -> None:
 
 
 def flush_before_read() -> None:
-    """With ``write_behind``, write what this process queued, so a read sees it."""
-    if _queue.items and get_settings().write_behind:
+    """With ``write_behind``, write what this process queued, so a read sees it (and
+    wait for a write the background thread has in flight)."""
+    if (_queue.items or _queue.send_lock.locked()) and get_settings().write_behind:
         flush()
 
 
@@ -205,7 +214,9 @@ class _BackgroundWriter:
         self.start_lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def wake(self) -> None:
+    def wake(self, *, or_flush: bool = True) -> None:
+        """Have the thread flush soon (starting it if needed). Where no thread can start
+        (at interpreter shutdown), flush here instead, unless ``or_flush`` is False."""
         self.wanted.set()
         if self.thread is None or not self.thread.is_alive():
             with self.start_lock:
@@ -213,7 +224,12 @@ class _BackgroundWriter:
                     self.thread = threading.Thread(
                         target=self._run, name="diffs-write-behind", daemon=True
                     )
-                    self.thread.start()
+                    try:
+                        self.thread.start()
+                    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                        self.thread = None
+                        if or_flush:
+                            flush()
 
     def _run(self) -> None:
         while True:
@@ -275,6 +291,10 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
         )
         if dropped:
             _log_dropped(dropped)
+        if get_settings().write_behind:
+            # The batch may have failed in a reader's flush while the writer sleeps
+            # with nothing to do: wake it, so it retries after the pause.
+            _writer.wake(or_flush=False)  # we hold send_lock: flush() would wait forever
         return
     kept = " They stay in the outbox table for flush_diffs." if _all_in_outbox(batch) else ""
     logger.error(

@@ -16,7 +16,9 @@ and ``Diff.timestamp`` gives the original time.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,13 +32,17 @@ _REQUIRED_KEYS = ("data", "created")
 def new_diff_id() -> str:
     """Return a fresh random member id (64 bits, hex).
 
-    Ids need to be unique, not secret: ``random`` (seeded from the OS, and reseeded in
-    a forked child by Python itself) costs a fraction of ``secrets``' system call.
+    Ids need to be unique, not secret: a generator of our own (seeded from the OS, and
+    reseeded in a forked child) costs a fraction of ``secrets``' system call. Not the
+    module-level ``random``: code that calls ``random.seed()`` would replay its ids.
     """
     return f"{_random_bits(64):016x}"
 
 
-_random_bits = random.getrandbits
+_generator = random.Random()
+_random_bits = _generator.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_generator.seed)
 
 
 # One encoder for every diff: building one per call cost more than most encodings.
@@ -125,7 +131,10 @@ class Diff:
         return hash((self.id, self.timestamp))
 
     def __repr__(self) -> str:
-        kind = "deleted" if self.deleted else "created" if self.created else "updated"
+        try:
+            kind = "deleted" if self.deleted else "created" if self.created else "updated"
+        except ValueError:  # a stored member that is not valid JSON (see decoded_on_use)
+            return "<Diff (undecodable)>"
         return f"<Diff {kind} at {self.timestamp}>"
 
     def to_member(self) -> str:
@@ -200,20 +209,20 @@ _STORED_DEFAULTS: dict[str, Any] = {
 def looks_like_member(member: bytes | str) -> bool:
     """Whether ``member`` has the shape of one django-diffs wrote, without decoding it.
 
-    Members start with ``{"id":"`` (or ``{"t":`` for a late diff, see the module
-    docstring), end with ``}`` and hold the ``created`` and ``data`` keys.
+    Members start exactly as :func:`build_member` writes them: ``{"id":"<id>",
+    "created":true|false|null``, or with ``{"t":<ms>,`` before that for a late diff
+    (see the module docstring); they end with ``}`` and hold a ``data`` key.
     """
     if isinstance(member, str):
         member = member.encode("utf-8", "surrogatepass")
     return (
-        member.startswith(_MEMBER_HEADS)
-        and member.endswith(b"}")
-        and b'"created":' in member
-        and b',"data":' in member
+        _MEMBER_HEAD.match(member) is not None and member.endswith(b"}") and b',"data":' in member
     )
 
 
-_MEMBER_HEADS = (b'{"id":"', b'{"t":')
+_MEMBER_HEAD = re.compile(
+    rb'\{(?:"t":-?[0-9][0-9.eE+-]*,)?"id":"[^"\\]*","created":(?:true|false|null)[,}]'
+)
 _ID_KEY = b'"id":"'
 
 
@@ -277,14 +286,21 @@ class _DecodedOnUse:
         if undecoded is not None:
             member, score, model, pk = undecoded
             try:
-                values.update(_decode(member, score, model, pk))
+                decoded = _decode(member, score, model, pk)
             except ValueError as error:  # UnicodeDecodeError is one too
                 msg = f"A diff of {model} pk={pk!r} is not valid django-diffs JSON: {error}"
                 raise ValueError(msg) from error
-            # Dropped only after the update: another thread that finds no member here
+            # setdefault: when two threads decode at once, the first one's objects stay
+            # (a reference one of them already holds to .data keeps meaning this diff).
+            for name, value in decoded.items():
+                values.setdefault(name, value)
+            # Dropped only after the values: another thread that finds no member here
             # finds the decoded values.
             values.pop(_UNDECODED, None)
-        return values[self.name]
+        try:
+            return values[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
 
 
 # Installed after @dataclass has read the class defaults, so it sees plain defaults.

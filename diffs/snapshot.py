@@ -68,6 +68,9 @@ class Plan:
     fields: tuple[tuple[str, str, Any], ...]
     copied: frozenset[str]
     names: dict[str, str]
+    #: The value type, by field name, whose unequal values stay unequal through the
+    #: field's ``to_python()`` (so two of them differ without normalising).
+    plain: dict[str, type]
 
 
 _plans: dict[type[models.Model], Plan] = {}
@@ -80,7 +83,8 @@ def plan_for(model: type[models.Model]) -> Plan:
         fields = tuple((f.name, f.attname, f) for f in model._meta.concrete_fields)
         copied = frozenset(f.attname for f in model._meta.concrete_fields if _mutable(f))
         names = {attname: name for name, attname, _ in fields}
-        plan = _plans[model] = Plan(fields, copied, names)
+        plain = {name: kind for name, _, field in fields if (kind := _plain_type(field))}
+        plan = _plans[model] = Plan(fields, copied, names, plain)
     return plan
 
 
@@ -201,30 +205,49 @@ def changes(instance: models.Model) -> dict[str, Any]:
     state: dict[str, Any] = getattr(instance, SNAPSHOT)
     values = instance.__dict__
     changed = {}
-    for name, attname, field in plan_for(type(instance)).fields:
+    plan = plan_for(type(instance))
+    plain = plan.plain
+    for name, attname, field in plan.fields:
         if attname not in values or name not in state:
             continue  # deferred now, or when the snapshot was taken
         old, new = state[name], values[attname]
-        if old is new or isinstance(new, _EXPRESSIONS) or _same(field, old, new):
+        if old is new or isinstance(new, _EXPRESSIONS) or _same(field, old, new, plain.get(name)):
             continue
         changed[name] = old
     return changed
 
 
-def _same(field: Any, old: Any, new: Any) -> bool:
+def _same(field: Any, old: Any, new: Any, plain: type | None = None) -> bool:
     try:
         if old == new:
             return True
     except Exception:  # a custom type whose __eq__ refuses: compare normalised values
         pass
-    if type(old) is type(new) and type(old) in _PLAIN_TYPES:
-        return False  # two different values of one plain type: to_python() keeps both
+    if plain is not None and type(old) is plain and type(new) is plain:
+        return False  # the field's own type, which its to_python() returns unchanged
     return bool(_normalised(field, old) == _normalised(field, new))
 
 
-# Types whose unequal values stay unequal through a field's to_python() (normalising
-# tells "5" from 5, or a naive from an aware datetime, not two different strings).
-_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, dt.date, dt.datetime, dt.time})
+# (field class, the value type its to_python() returns unchanged), most specific first:
+# two unequal values of that exact type are two different values. Anything else ("5"
+# and "05" in an IntegerField, two datetimes of one day in a DateField) is normalised.
+_PLAIN_VALUE_TYPES: tuple[tuple[type[models.Field[Any, Any]], type], ...] = (
+    (models.DateTimeField, dt.datetime),
+    (models.DateField, dt.date),
+    (models.BooleanField, bool),
+    (models.IntegerField, int),
+    (models.FloatField, float),
+    (models.TextField, str),
+    (models.CharField, str),
+)
+
+
+def _plain_type(field: Any) -> type | None:
+    for field_class, value_type in _PLAIN_VALUE_TYPES:
+        if isinstance(field, field_class):
+            # A subclass with a to_python() of its own may normalise: no shortcut.
+            return value_type if type(field).to_python is field_class.to_python else None
+    return None
 
 
 def _normalised(field: Any, value: Any) -> Any:

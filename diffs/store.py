@@ -68,7 +68,7 @@ local ttl = ARGV[1]
 local now = redis.call('TIME')
 local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local scores = {}
-local touched, expiring = {}, {}
+local touched = {}
 for i = 1, #KEYS / 2 do
   local keys = {KEYS[2 * i - 1], KEYS[2 * i]}
   local member, entry, fixed = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
@@ -104,15 +104,14 @@ for i = 1, #KEYS / 2 do
     end
     scores[i] = text
   end
+  -- Once per key and call, right after its first write: should a later command of
+  -- this call fail, what was written already still expires.
   for _, key in ipairs(keys) do
     if not touched[key] then
       touched[key] = true
-      expiring[#expiring + 1] = key
+      redis.call('PEXPIRE', key, ttl)
     end
   end
-end
-for _, key in ipairs(expiring) do
-  redis.call('PEXPIRE', key, ttl)
 end
 return scores
 """

@@ -119,7 +119,7 @@ def test_members_of_other_shapes_are_not_taken_for_ours():
 def test_a_corrupt_member_that_looks_like_ours_fails_clearly_when_used(redis_client, caplog):
     question = Question.objects.create(question_text="fine")
     key = Question.diffs.get_key(question.pk)
-    redis_client.zadd(key, {b'{"id":"0123456789abcdef","created":nope,"data":1}': 1e15})
+    redis_client.zadd(key, {b'{"id":"0123456789abcdef","created":false,"data":[1,}': 1e15})
 
     with caplog.at_level(logging.WARNING, logger="diffs"):
         fine, corrupt = Question.diffs.get_sortedset(question.pk)
@@ -150,3 +150,22 @@ def test_a_feed_page_keeps_only_the_listed_diff_of_a_shared_score(redis_client):
     again = Question.diffs.since(None).diffs
 
     assert [d.id for d in again] == [d.id for d in listed]
+
+
+def test_a_foreign_member_with_a_similar_head_is_skipped(redis_client, caplog):
+    question = Question.objects.create(question_text="a")
+    key = Question.diffs.get_key(question.pk)
+    redis_client.zadd(key, {'{"id":"other-app","meta":{"created":1,"data":2}}': 1e15})
+
+    with caplog.at_level(logging.WARNING, logger="diffs"):
+        read = question.diffs
+
+    assert [d.data[0]["fields"]["question_text"] for d in read] == ["a"]
+    assert any("did not write" in r.getMessage() for r in caplog.records)
+
+
+def test_an_undecodable_diff_still_has_a_repr_and_missing_fields_are_attribute_errors():
+    corrupt = Diff.decoded_on_use(b'{"id":"0123456789abcdef","created":nope,"data":1}', 1.0)
+    assert repr(corrupt) == "<Diff (undecodable)>"
+    bare = Diff.__new__(Diff)
+    assert getattr(bare, "data", "absent") == "absent"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.core.files.base import ContentFile, File
 
@@ -39,6 +41,27 @@ def test_a_value_equal_once_converted_is_not_a_change(committed):
     with committed():
         loaded.save()
     assert len(Question.diffs.get_by_object_id(question.pk)) == 1  # the create only
+
+
+def test_another_spelling_of_the_same_value_is_not_a_change():
+    # Same type (str) on both sides, different text, one value once converted: the
+    # quick "two different values of the field's own type" answer must not apply.
+    question = Question(question_text="q", votes="05", pub_date=None)
+    question._original_state = {"question_text": "q", "votes": "5", "pub_date": None}
+    assert snapshot.changes(question) == {}
+
+
+def test_two_values_of_the_fields_own_type_differ_without_normalising(monkeypatch):
+    plan = snapshot.plan_for(Question)
+    assert plan.plain["question_text"] is str
+    assert plan.plain["votes"] is int
+    assert plan.plain["pub_date"] is dt.datetime
+    calls = []
+    monkeypatch.setattr(snapshot, "_normalised", lambda field, value: calls.append(value))
+    question = Question(question_text="new", votes=6, pub_date=None)
+    question._original_state = {"question_text": "old", "votes": 5, "pub_date": None}
+    assert snapshot.changes(question) == {"question_text": "old", "votes": 5}
+    assert calls == []
 
 
 def test_deferred_fields_join_the_snapshot_when_loaded(committed):

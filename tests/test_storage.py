@@ -185,3 +185,17 @@ def test_a_forked_child_draws_other_diff_ids_than_its_parent():
     parent_ids = "".join(new_diff_id() for _ in range(4))
     assert len(child_ids) == len(parent_ids) == 64
     assert child_ids != parent_ids
+
+
+def test_seeding_the_random_module_does_not_replay_diff_ids(django_capture_on_commit_callbacks):
+    import random
+
+    with django_capture_on_commit_callbacks(execute=True):
+        question = Question.objects.create(question_text="a")
+    for text in ("b", "c"):
+        random.seed(1)  # as test tools, fakers and workers do
+        question.question_text = text
+        with django_capture_on_commit_callbacks(execute=True):
+            question.save()
+    texts = [d.data[0]["fields"]["question_text"] for d in question.diffs]
+    assert texts == ["a", "b", "c"]

@@ -182,3 +182,92 @@ def test_create_comes_after_the_diffs_the_process_already_saved(write_behind):
     read = question.diffs
     assert [d.data for d in read][1] == {"by": "create"}
     assert read[0].data[0]["fields"]["question_text"] == "saved first"
+
+
+@pytest.fixture
+def writer_held(monkeypatch):
+    """Holds the write-behind thread's sends (only its own) until ``gate`` is set."""
+    gate, in_flight = threading.Event(), threading.Event()
+    real_send = delivery._send
+
+    def held(batch):
+        if threading.current_thread().name == "diffs-write-behind":
+            in_flight.set()
+            assert gate.wait(WAIT)
+        return real_send(batch)
+
+    monkeypatch.setattr(delivery, "_send", held)
+    yield gate, in_flight
+    gate.set()
+
+
+def test_a_read_waits_for_the_write_the_thread_has_in_flight(write_behind, writer_held):
+    gate, in_flight = writer_held
+    question = Question.objects.create(question_text="t0")
+    assert in_flight.wait(WAIT)  # out of the queue, not yet in Redis
+    threading.Timer(0.2, gate.set).start()
+
+    assert [d.data[0]["fields"]["question_text"] for d in question.diffs] == ["t0"]
+
+
+def test_create_comes_after_a_diff_the_thread_has_in_flight(write_behind, writer_held):
+    gate, in_flight = writer_held
+    question = Question.objects.create(question_text="saved first")
+    assert in_flight.wait(WAIT)
+    threading.Timer(0.2, gate.set).start()
+
+    Question.diffs.create(data={"by": "create"}, pk=question.pk)
+
+    read = question.diffs
+    assert read[0].data[0]["fields"]["question_text"] == "saved first"
+    assert read[1].data == {"by": "create"}
+
+
+def test_exit_waits_for_the_write_the_thread_has_in_flight(
+    write_behind, writer_held, redis_client
+):
+    gate, in_flight = writer_held
+    question = Question.objects.create(question_text="t0")
+    assert in_flight.wait(WAIT)
+    threading.Timer(0.2, gate.set).start()
+
+    delivery.flush_at_exit()
+
+    assert redis_client.zcard(Question.diffs.get_key(question.pk)) == 1
+
+
+def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
+    write_behind, monkeypatch, redis_client
+):
+    # The thread is idle (nothing queued, nothing to wake it) when a read's flush fails
+    # and puts its batch back: the failure itself must wake the thread to retry.
+    monkeypatch.setattr(delivery, "RETRY_PAUSE_SECONDS", 0.05)
+    first = Question.objects.create(question_text="first")
+    wait_until(lambda: redis_client.zcard(Question.diffs.get_key(first.pk)) == 1)
+    wait_until(lambda: not delivery._queue.send_lock.locked())
+    question = Question.objects.create(question_text="t0")
+    delivery.flush(force=True)
+    time.sleep(0.1)  # the thread wakes for t0, finds the queue empty, and idles
+    key = Question.diffs.get_key(question.pk)
+    redis_client.delete(key)
+    [item] = [delivery.Queued(pending) for pending in _pending_of(question)]
+    real_send, failed = delivery._send, []
+
+    def send_failing_once(batch):
+        if not failed:
+            failed.append(True)
+            raise redis.ConnectionError("a blip")
+        return real_send(batch)
+
+    monkeypatch.setattr(delivery, "_send", send_failing_once)
+    delivery.enqueue([item])  # queued without waking the thread
+    delivery.flush_before_read()
+    assert failed and delivery.waiting() == 1
+
+    wait_until(lambda: redis_client.zcard(key) == 1)
+
+
+def _pending_of(question):
+    from diffs.payload import build_pending
+
+    return [build_pending(question, {"question_text": "x"}, prefix="diffs:", created=False)]
