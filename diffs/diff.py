@@ -102,6 +102,10 @@ class Diff:
         cursor: pass it back as ``since`` to read only the diffs after this one.
         holder_pk: the pk of the object whose sorted set holds the diff: ``pk`` itself,
             or the parent's pk for a diff a child sent with ``get_diff_parent()``.
+        superseded: True for a diff recorded before the latest creation of its holder
+            (a primary key that was deleted and used again, or history restarted with
+            ``Model.diffs.restart_history()``): it belongs to an earlier row. Only the
+            model feed returns such diffs; reads of one object never do.
     """
 
     data: Any = None
@@ -113,6 +117,7 @@ class Diff:
     model: str | None = None
     cursor: str | None = None
     holder_pk: Any = None
+    superseded: bool = False
 
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output).
@@ -203,6 +208,7 @@ _STORED_DEFAULTS: dict[str, Any] = {
     "model": None,
     "cursor": None,
     "holder_pk": None,
+    "superseded": False,
 }
 
 
@@ -264,6 +270,7 @@ def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> di
         "model": get("m", model),
         "cursor": repr(float(score)),  # diffs.cursors.encode_cursor(), inlined
         "holder_pk": pk,
+        "superseded": False,
     }
 
 

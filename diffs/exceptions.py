@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 
 class DiffsError(Exception):
     """Base class of every django-diffs exception."""
@@ -37,3 +39,17 @@ class DiffsWriteError(DiffsError):
 
     The database transaction that produced them has already committed.
     """
+
+
+class RedisUnavailable(DiffsError, redis.ConnectionError):
+    """A read could not reach Redis, or Redis failed less than ``retry_after`` seconds ago.
+
+    After any failed Redis call (read or write), reads fail at once with this error for a
+    short pause instead of each waiting ``socket_timeout`` again. It is also a
+    ``redis.ConnectionError``, so code catching redis-py's errors still catches it.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        #: Seconds until Redis will be tried again (the REST endpoint's ``Retry-After``).
+        self.retry_after = retry_after

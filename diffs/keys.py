@@ -10,6 +10,18 @@ A model's feed is ``<prefix>feed:<app_label>.<model_name>``. ``feed`` has no ``.
 no object key can look like it. Each feed member is the diff's 16-character id followed
 by the pk text of the object key holding the diff.
 
+Two more kinds of key, one per model and one per object at most, guard what readers
+may trust (see ``diffs.horizon``):
+
+* ``<prefix>horizon:<label>``, a hash: the time from which the model's diffs are
+  complete. A cursor older than it gets ``CursorExpired``.
+* ``<prefix>born:<label>:<pk>``, a string: the score of the object's latest creation
+  when its pk had diffs already (a deleted row's pk used again), or of
+  ``restart_history()``. Reads of the object start there.
+
+``feed``, ``horizon`` and ``born`` hold no ``.``, so none of these can look like an object
+key, and :func:`parse_key` tells every kind apart.
+
 With Redis Cluster the model part is wrapped in braces, a hash tag
 (``diffs:{polls.question}:42``, ``diffs:feed:{polls.question}``): every key of a model
 lives in one hash slot, so one script call can write an object's set and its model's
@@ -19,6 +31,8 @@ over the primaries; one model's diffs stay on one.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -26,6 +40,8 @@ from django.db import models
 
 _GLOB_SPECIALS = frozenset("*?[]\\")
 FEED_MARKER = "feed:"
+HORIZON_MARKER = "horizon:"
+BIRTH_MARKER = "born:"
 DIFF_ID_LENGTH = 16
 
 
@@ -123,3 +139,71 @@ def parse_feed_member(member: bytes | str) -> tuple[str, str]:
     """Split a feed member into ``(diff id, pk text)``."""
     text = member.decode("utf-8") if isinstance(member, bytes) else member
     return text[:DIFF_ID_LENGTH], text[DIFF_ID_LENGTH:]
+
+
+def horizon_key(prefix: str, model: type[models.Model]) -> str:
+    """Return the key of the hash that says from when ``model``'s diffs are complete."""
+    return f"{prefix}{HORIZON_MARKER}{model_part(model_label(model))}"
+
+
+def birth_key(prefix: str, model: type[models.Model], pk: Any) -> str:
+    """Return the key holding the score of the latest creation of object ``pk``."""
+    return f"{prefix}{BIRTH_MARKER}{model_part(model_label(model))}:{normalize_pk(model, pk)}"
+
+
+def birth_key_for(object_key_text: str, prefix: str) -> str:
+    """Return the birth key of the object whose sorted set is ``object_key_text``."""
+    return f"{prefix}{BIRTH_MARKER}{object_key_text[len(prefix) :]}"
+
+
+@dataclass(frozen=True)
+class KeyShape:
+    """What a key under the prefix is, read from its name alone."""
+
+    #: ``"object"``, ``"feed"``, ``"horizon"`` or ``"born"``.
+    kind: str
+    #: ``app_label.model_name`` (without the hash tag braces).
+    label: str
+    #: The pk text, for ``"object"`` and ``"born"`` keys; ``""`` otherwise.
+    pk_text: str = ""
+
+
+# app_label.model_name as Django spells them in lower case: identifiers joined by a dot.
+_LABEL = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
+_MARKERS = {FEED_MARKER: "feed", HORIZON_MARKER: "horizon", BIRTH_MARKER: "born"}
+
+
+def parse_key(prefix: str, key: bytes | str) -> KeyShape | None:
+    """Return the shape of ``key`` if it is exactly one django-diffs writes under
+    ``prefix``, else None (another site's key, another prefix's, anything else).
+
+    Both layouts are recognised: plain labels and hash-tagged ``{label}`` parts.
+    """
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix) :]
+    for marker, kind in _MARKERS.items():
+        if rest.startswith(marker):
+            return _shape(kind, rest[len(marker) :], with_pk=kind == "born")
+    return _shape("object", rest, with_pk=True)
+
+
+def _shape(kind: str, rest: str, *, with_pk: bool) -> KeyShape | None:
+    if rest.startswith("{"):
+        end = rest.find("}")
+        label, tail = (rest[1:end], rest[end + 1 :]) if end > 0 else ("", "")
+    else:
+        colon = rest.find(":") if with_pk else len(rest)
+        label, tail = (rest[:colon], rest[colon:]) if colon >= 0 else ("", "")
+    if not _LABEL.fullmatch(label):
+        return None
+    if not with_pk:
+        return KeyShape(kind, label) if tail == "" else None
+    if not tail.startswith(":") or len(tail) < 2:
+        return None
+    return KeyShape(kind, label, tail[1:])

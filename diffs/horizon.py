@@ -1,0 +1,74 @@
+"""The horizon: from when a model's diffs in Redis are known to be complete.
+
+A cursor promises "every diff after me is still there". Three things break that
+promise without any diff being read: Redis losing its data (a restart without
+persistence, a failover to an empty replica), ``prune_diffs --max-age`` shorter than
+``max_element_age``, and ``max_element_age`` raised after older diffs were already
+dropped under the old window. Each model therefore has a small hash,
+``<prefix>horizon:<label>`` (see ``diffs.keys``), with two fields:
+
+* ``from``: epoch ms (Redis clock); diffs scored from then on are all there;
+* ``age``: the ``max_element_age`` (seconds) of the last process that wrote.
+
+A read with a cursor older than ``from`` raises ``CursorExpired``, as for a cursor
+older than ``max_element_age``. The hash has no expiry. It is kept up to date inside
+the scripts that write and read (Lua below, shared by ``diffs.store`` and
+``diffs.feed``), so every process of every site agrees:
+
+* absent (a new model, or Redis lost it with the rest): created with ``from`` at the
+  oldest entry still in the model's feed, or at the present when the feed is empty,
+  so after a data loss every older cursor is refused;
+* a writer whose ``max_element_age`` is larger than ``age``: ``from`` moves up to
+  ``now - age`` (what the old window may already have dropped);
+* ``prune_diffs``: ``from`` moves up to the prune's cutoff (:func:`raise_to`).
+
+What it assumes of Redis: a restart either keeps everything (AOF with ``fsync
+always``) or loses the keys of a model together, as an empty restart or failover does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FROM_FIELD = "from"
+AGE_FIELD = "age"
+
+#: Lua: ``guard_horizon(horizon key, feed key, now ms, max_element_age seconds)``
+#: brings the horizon up to date as described above and returns its ``from`` (ms).
+#: Scores are written with %.17g (Lua's tostring keeps 14 digits only).
+GUARD_HORIZON_LUA = """
+local function guard_horizon(hkey, feed, now, age)
+  local h = redis.call('HMGET', hkey, 'from', 'age')
+  local from, known_age = tonumber(h[1]), tonumber(h[2])
+  if not from then
+    local first = redis.call('ZRANGE', feed, 0, 0, 'WITHSCORES')[2]
+    from = first and tonumber(first) or now
+    redis.call('HSET', hkey, 'from', string.format('%.17g', from), 'age', age)
+  elseif not known_age or known_age ~= tonumber(age) then
+    if known_age and known_age < tonumber(age) then
+      local dropped = now - known_age * 1000
+      if dropped > from then from = dropped end
+    end
+    redis.call('HSET', hkey, 'from', string.format('%.17g', from), 'age', age)
+  end
+  return from
+end
+"""
+
+_RAISE_SCRIPT = """
+local from = tonumber(redis.call('HGET', KEYS[1], 'from'))
+if not from or from < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'from', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def raise_to(client: Any, key: str | bytes, from_ms: float) -> bool:
+    """Move the horizon ``key`` up to ``from_ms`` (never down); True if it moved.
+
+    ``prune_diffs`` calls it with its cutoff for every model whose diffs it pruned.
+    """
+    script = client.register_script(_RAISE_SCRIPT)
+    return bool(script(keys=[key], args=[repr(float(from_ms))]))
