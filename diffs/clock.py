@@ -59,15 +59,26 @@ def precise_timestamp(value: dt.datetime | None = None) -> float:
 FUTURE_TOLERANCE_MS = 60_000.0
 
 
-def check_fixed_score(score: float, what: str) -> float:
-    """Refuse a fixed score that is not finite or lies in the future; returns it."""
-    if not math.isfinite(score) or score > now_ms() + FUTURE_TOLERANCE_MS:
-        msg = (
-            f"{what} is {score!r}: a fixed timestamp must be a finite time in epoch "
-            "milliseconds, not in the future."
+def fixed_score_problem(
+    score: float, max_element_age: float, now: float | None = None
+) -> str | None:
+    """Why a fixed score (epoch ms) can never be read, or None when it can be.
+
+    A score that is not finite, older than the retention window (every read would
+    already leave it out) or more than ``FUTURE_TOLERANCE_MS`` ahead (every later diff
+    of its feed would sort before it) is refused before it reaches Redis.
+    """
+    if not math.isfinite(score):
+        return "it is not a finite number of epoch milliseconds"
+    current = now_ms() if now is None else now
+    if score < current - max_element_age * 1000:
+        return (
+            "it is older than DIFFS_SETTINGS['max_element_age'] "
+            f"({max_element_age:g} s), so no read would ever return it"
         )
-        raise ValueError(msg)
-    return score
+    if score > current + FUTURE_TOLERANCE_MS:
+        return "it is more than a minute in the future"
+    return None
 
 
 def redis_time_ms(client: Any) -> float:

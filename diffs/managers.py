@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Generic, TypeVar, overload
 
 import redis
@@ -10,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from diffs import store
-from diffs.clock import check_fixed_score, datetime_to_ms
+from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.connection import get_connection
 from diffs.cursors import Since, encode_cursor
 from diffs.delivery import flush_before_read
@@ -153,7 +154,7 @@ class DiffModelManager(Generic[_M]):
             feed_key(prefix, model),
             diff.to_member(),
             feed_member(diff.id or "", normalize_pk(model, pk)),
-            _fixed_score(timestamp),
+            _fixed_score(model, pk, timestamp),
         )
         return Diff.stored(
             diff.data,
@@ -178,11 +179,28 @@ def _check_pk(model: type[models.Model], pk: Any) -> None:
         raise ValueError(msg) from error
 
 
-def _fixed_score(timestamp: float | dt.datetime | None) -> float | None:
+def _fixed_score(
+    model: type[models.Model], pk: Any, timestamp: float | dt.datetime | None
+) -> float | None:
+    """``create(timestamp=...)`` as epoch ms; raises ValueError for a score no read could
+    ever return (naming the model, pk and value)."""
     if timestamp is None:
         return None
-    score = datetime_to_ms(timestamp) if isinstance(timestamp, dt.datetime) else float(timestamp)
-    return check_fixed_score(score, "create(timestamp=...)")
+    try:
+        score = (
+            datetime_to_ms(timestamp) if isinstance(timestamp, dt.datetime) else float(timestamp)
+        )
+    except (OverflowError, ValueError):
+        score = math.nan
+    problem = fixed_score_problem(score, get_settings().max_element_age)
+    if problem is not None:
+        msg = (
+            f"{model.__name__}.diffs.create(pk={pk!r}, timestamp={timestamp!r}): refused, "
+            f"{problem}. Pass a time within the retention window, or no timestamp to use "
+            "the Redis clock."
+        )
+        raise ValueError(msg)
+    return score
 
 
 class DiffModelDescriptor(Generic[_M]):

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from django.db import models
 from django.utils.encoding import is_protected_type
 
-from diffs.clock import check_fixed_score, datetime_to_ms
+from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key_base
@@ -68,6 +69,9 @@ def build_pending(
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
         return None
+    fixed = _fixed_timestamp(instance)
+    if _unreadable_score(instance, fixed):
+        return None
     target = _target_for(instance)
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
@@ -81,7 +85,7 @@ def build_pending(
         member=member,
         feed_key=feed,
         feed_member=feed_member(diff_id, target_pk),
-        timestamp=_fixed_timestamp(instance),
+        timestamp=fixed,
         label=model_label(model),
         pk=target_pk if target is instance else normalize_pk(model, instance.pk),
     )
@@ -230,16 +234,39 @@ def _target_for(instance: models.Model) -> models.Model:
 
 
 def _fixed_timestamp(instance: models.Model) -> float | None:
+    """``_last_save_at`` as epoch ms (None when unset); raises HookError for a value of
+    the wrong type. A datetime too far from 1970 for a float becomes -inf/+inf, which
+    is then refused like any score no read can return."""
     value = getattr(instance, "_last_save_at", None)
     if value is None:
         return None
-    what = f"{type(instance).__name__}._last_save_at"
     if isinstance(value, dt.datetime):
-        value = datetime_to_ms(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return check_fixed_score(float(value), what)
-        except ValueError as error:
-            raise HookError(str(error)) from None
+            return datetime_to_ms(value)
+        except (OverflowError, ValueError):  # e.g. datetime.min in a zone west of UTC
+            return -math.inf if value.year < 1970 else math.inf
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    what = f"{type(instance).__name__}._last_save_at"
     msg = f"{what} is {value!r}; it must be epoch milliseconds (a number) or a datetime."
     raise HookError(msg)
+
+
+def _unreadable_score(instance: models.Model, score: float | None) -> bool:
+    # Like an oversized diff: refused with an ERROR, and the save goes on.
+    if score is None:
+        return False
+    problem = fixed_score_problem(score, get_settings().max_element_age)
+    if problem is None:
+        return False
+    logger.error(
+        "Refused the diff of %s pk=%s: its _last_save_at is %r, and %s. The change itself "
+        "was saved; clients will not see it. Set %s._last_save_at to the time of the "
+        "change (epoch ms or a datetime), or leave it unset to use the Redis clock.",
+        model_label(type(instance)),
+        instance.pk,
+        score,
+        problem,
+        type(instance).__name__,
+    )
+    return True

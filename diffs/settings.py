@@ -40,6 +40,9 @@ DEFAULTS: Mapping[str, Any] = {
     "max_diff_bytes": 1_048_576,
     "cluster": False,
     "write_behind": False,
+    "write_batch_bytes": 1_048_576,
+    "page_bytes": 1_048_576,
+    "queue_bytes": 67_108_864,
 }
 
 #: What to do with diffs Redis did not take (see ``diffs.delivery``).
@@ -81,6 +84,12 @@ class DiffsSettings:
     cluster: bool = False
     #: True to write to Redis from a background thread (see ``diffs.delivery``).
     write_behind: bool = False
+    #: About how many bytes of diffs one write script call may carry.
+    write_batch_bytes: int = 1_048_576
+    #: About how many bytes of diffs one page (feed, object page) may hold.
+    page_bytes: int = 1_048_576
+    #: Most bytes of diffs waiting in one process's memory for Redis.
+    queue_bytes: int = 67_108_864
 
 
 def _raw_settings() -> Any:
@@ -394,6 +403,15 @@ _VALIDATORS = {
     "max_diff_bytes": _positive_int_check("max_diff_bytes", "diffs.E017", "1048576 (1 MiB)"),
     "cluster": _bool_check("cluster", "diffs.E020"),
     "write_behind": _bool_check("write_behind", "diffs.E022"),
+    "write_batch_bytes": _positive_int_check(
+        "write_batch_bytes", "diffs.E024", "1048576 (1 MiB of diffs per Redis call)"
+    ),
+    "page_bytes": _positive_int_check(
+        "page_bytes", "diffs.E025", "1048576 (1 MiB of diffs per page)"
+    ),
+    "queue_bytes": _positive_int_check(
+        "queue_bytes", "diffs.E026", "67108864 (64 MiB of diffs waiting in memory)"
+    ),
 }
 
 
@@ -423,6 +441,9 @@ def build_settings(raw: Any) -> DiffsSettings:
         max_diff_bytes=raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"]),
         cluster=wants_cluster(raw),
         write_behind=raw.get("write_behind", DEFAULTS["write_behind"]),
+        write_batch_bytes=raw.get("write_batch_bytes", DEFAULTS["write_batch_bytes"]),
+        page_bytes=raw.get("page_bytes", DEFAULTS["page_bytes"]),
+        queue_bytes=raw.get("queue_bytes", DEFAULTS["queue_bytes"]),
     )
 
 

@@ -1,55 +1,72 @@
 """Writing diffs to Redis: each to its object's sorted set and its model's feed.
 
-All the diffs of a flush go in one script call (one round trip), chunked only for
-very large batches. The script assigns scores inside Redis: the server's clock in
-epoch milliseconds, bumped by a microsecond when needed so that it is strictly
-greater than every score already in the feed and in the object's set. Scripts run
-one at a time, so the order of scores is the order in which diffs reached Redis,
+All the diffs of a flush go in as few script calls as their size allows: a call holds
+at most ``CHUNK_SIZE`` diffs and about ``write_batch_bytes`` of members (a larger diff
+goes alone), so one call never holds Redis for long. The script assigns scores inside
+Redis: the server's clock in epoch milliseconds, raised when needed so that it is
+strictly greater than every score already in the feed and in the object's set. Scripts
+run one at a time, so the order of scores is the order in which diffs reached Redis,
 whichever process sent them: a client reading "everything after my cursor" can never
 miss a diff that was written later with a smaller score, and never see one twice.
 
-Every write also sets both keys to expire ``max_element_age`` after it: a key that
-receives no new diff for that long holds only diffs past the window, so it disappears
-by itself and ``prune_diffs`` has work only where objects are still changing.
+Every write also sets both keys to expire ``max_element_age`` after it, brings the
+model's horizon up to date (``diffs.horizon``) and, for the creation of an object whose
+pk already has diffs (a deleted row's pk used again), records the object's birth
+(``diffs.keys.birth_key``) so that reads of the new row start there.
 
 Writes are idempotent: a diff whose feed entry (diff id + pk) is already there is
 left alone, so a write retried after a timeout, or recovered twice from the outbox,
 is stored once.
 
 A diff with a fixed timestamp (``_last_save_at``, or ``create(timestamp=...)``) is
-written at that score instead, as 0.1.16 did (moved up by a microsecond while another
-diff holds it); such a diff can land behind a cursor a client already holds.
+written at that score instead, or at the first free score after it (scores are never
+shared: a cursor at a shared score would skip the others). Finding it takes a bounded
+number of steps, each at least the spacing of doubles at that magnitude; when no free
+score is found within them, the diff is written by the clock like any other and keeps
+its fixed time in ``"t"`` (``Diff.timestamp``). Such a diff can land behind a cursor a
+client already holds.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import redis
 from redis.crc import key_slot
 
+from diffs.horizon import GUARD_HORIZON_LUA
+from diffs.keys import BIRTH_MARKER, FEED_MARKER, HORIZON_MARKER
 from diffs.settings import get_settings
 
-#: Diffs per script call: bounds how long one call holds Redis.
+#: Most diffs one script call writes, whatever their size.
 CHUNK_SIZE = 500
 
-# ARGV[1]: how long (ms) a key lives after its last write. For diff i (1-based):
-# KEYS[2i-1] its object's sorted set, KEYS[2i] the model feed; ARGV[3i-1] member,
-# ARGV[3i] feed member, ARGV[3i+1] a fixed score or "".
+#: What a diff costs a script call beyond its members (keys and flags), in bytes.
+_PER_DIFF_OVERHEAD = 200
+
+# ARGV[1]: how long (ms) a key lives after its last write; ARGV[2]: max_element_age
+# (seconds), for the horizon. For diff i (1-based): KEYS[4i-3] its object's sorted set,
+# KEYS[4i-2] the model feed, KEYS[4i-1] the model's horizon, KEYS[4i] the object's birth
+# key; ARGV[4i-1] member, ARGV[4i] feed member, ARGV[4i+1] a fixed score or "",
+# ARGV[4i+2] "1" when the diff records its own object's creation.
 # Returns each diff's score as text. Scores are formatted with %.17g: Lua's default
 # number-to-string conversion keeps only 14 digits, which would round epoch
 # milliseconds to whole milliseconds.
-WRITE_SCRIPT = """
-local function taken(value, keys)
-  local text = string.format('%.17g', value)
-  for _, key in ipairs(keys) do
-    if #redis.call('ZRANGEBYSCORE', key, text, text, 'LIMIT', 0, 1) > 0 then
-      return true
-    end
-  end
-  return false
+WRITE_SCRIPT = (
+    GUARD_HORIZON_LUA
+    + """
+local function fmt(value)
+  return string.format('%.17g', value)
+end
+-- The smallest step that moves a score: a microsecond, or the spacing of doubles at
+-- that magnitude when it is coarser (far from 1970, 0.001 may round to nothing).
+local function step(value)
+  local _, exponent = math.frexp(value)
+  local spacing = 2 ^ (exponent - 53)
+  if spacing > 0.001 then return spacing end
+  return 0.001
 end
 -- The highest score of each key, read once per call and then kept up to date here:
 -- a flush of a hundred diffs of one model reads its feed's top once, not a hundred
@@ -64,38 +81,81 @@ local function newest(key)
   end
   return value
 end
-local ttl = ARGV[1]
+-- The first score at or after a fixed one that neither key holds, found in at most
+-- ROUNDS range reads of LIMIT entries per key; nil when that is not enough.
+local ROUNDS, LIMIT = 8, 128
+local function first_free(score, keys)
+  for _ = 1, ROUNDS do
+    local moved = false
+    for _, key in ipairs(keys) do
+      local run = redis.call(
+        'ZRANGEBYSCORE', key, fmt(score), '+inf', 'WITHSCORES', 'LIMIT', 0, LIMIT)
+      for j = 2, #run, 2 do
+        if tonumber(run[j]) > score then break end
+        score = score + step(score)
+        moved = true
+      end
+    end
+    if not moved then return score end
+  end
+  return nil
+end
+local function by_clock(clock, keys)
+  local score = clock
+  for _, key in ipairs(keys) do
+    local last = newest(key)
+    if last and last >= score then
+      score = last + step(last)
+    end
+  end
+  return score
+end
+local ttl, age = ARGV[1], ARGV[2]
 local now = redis.call('TIME')
 local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local scores = {}
 local touched = {}
-for i = 1, #KEYS / 2 do
-  local keys = {KEYS[2 * i - 1], KEYS[2 * i]}
-  local member, entry, fixed = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+local guarded = {}
+-- Per call, the last score given to each fixed value ('clock' once none was found):
+-- a thousand diffs sharing one fixed time take consecutive free scores instead of each
+-- searching from the start.
+local after_fixed = {}
+for i = 1, #KEYS / 4 do
+  local keys = {KEYS[4 * i - 3], KEYS[4 * i - 2]}
+  local base = 4 * i - 2
+  local member, entry = ARGV[base + 1], ARGV[base + 2]
+  local fixed, creates = ARGV[base + 3], ARGV[base + 4]
+  if not guarded[KEYS[4 * i - 1]] then
+    guarded[KEYS[4 * i - 1]] = true
+    guard_horizon(KEYS[4 * i - 1], keys[2], clock, age)
+  end
   local existing = redis.call('ZSCORE', keys[2], entry)
   if existing then
     scores[i] = existing
   else
-    local score
-    if fixed ~= '' then
-      -- A fixed score is kept, but never shared: a cursor at a shared score would
-      -- skip the other diffs scored there.
-      score = tonumber(fixed)
-      while taken(score, keys) do
-        score = score + 0.001
-      end
-    else
-      score = clock
-      for _, key in ipairs(keys) do
-        local last = newest(key)
-        if last and last >= score then
-          score = last + 0.001
-        end
+    local earlier = creates == '1' and newest(keys[1])
+    local score = nil
+    if fixed ~= '' and after_fixed[fixed] ~= 'clock' then
+      local start = tonumber(fixed)
+      local previous = after_fixed[fixed]
+      if previous then start = previous + step(previous) end
+      score = first_free(start, keys)
+      -- A new row on a pk with history must sort after that history (its birth).
+      if score and earlier and score <= earlier then score = nil end
+      after_fixed[fixed] = score or 'clock'
+    end
+    if not score then
+      score = by_clock(clock, keys)
+      if fixed ~= '' then
+        member = '{"t":' .. fixed .. ',' .. string.sub(member, 2)
       end
     end
-    local text = string.format('%.17g', score)
+    local text = fmt(score)
     redis.call('ZADD', keys[1], text, member)
     redis.call('ZADD', keys[2], text, entry)
+    if earlier then
+      redis.call('SET', KEYS[4 * i], text, 'PX', ttl)
+    end
     for _, key in ipairs(keys) do
       local last = top[key]
       if last ~= nil and (last == false or score > last) then
@@ -115,11 +175,12 @@ for i = 1, #KEYS / 2 do
 end
 return scores
 """
+)
 
 
 @dataclass(frozen=True)
 class Write:
-    """One diff as the script takes it."""
+    """One diff as the script takes it: its keys, members and optional fixed score."""
 
     key: str
     feed: str
@@ -127,6 +188,51 @@ class Write:
     feed_member: str
     #: A fixed score (epoch ms), or None for "the next one, by the Redis clock".
     score: float | None = None
+    #: What the diff costs a script call, in bytes (members, keys and flags).
+    size: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = (self.member, self.feed_member, self.key, self.feed)
+        object.__setattr__(self, "size", sum(map(_utf8_length, text)) + _PER_DIFF_OVERHEAD)
+
+    def script_keys(self) -> tuple[str, str, str, str]:
+        """The four keys the write script takes for this diff (see ``WRITE_SCRIPT``)."""
+        return (self.key, self.feed, *_guard_keys(self.key, self.feed))
+
+    def script_args(self) -> tuple[str, str, str, str]:
+        """The four arguments the write script takes for this diff."""
+        fixed = "" if self.score is None else repr(float(self.score))
+        creates = "1" if records_creation(self.member) else ""
+        return (self.member, self.feed_member, fixed, creates)
+
+
+def _utf8_length(text: str) -> int:
+    # Characters bound the bytes from below and 4 x characters from above; only text
+    # that is not ASCII needs encoding to know.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _guard_keys(key: str, feed: str) -> tuple[str, str]:
+    """The model's horizon key and the object's birth key, derived from its two keys.
+
+    The model part holds no ``:``, so the last ``feed:`` of the feed key is its marker
+    and what comes before is the prefix; the object key is that prefix, the model part
+    and the pk.
+    """
+    marker = feed.rfind(FEED_MARKER)
+    prefix, part = feed[:marker], feed[marker + len(FEED_MARKER) :]
+    return f"{prefix}{HORIZON_MARKER}{part}", f"{prefix}{BIRTH_MARKER}{key[len(prefix) :]}"
+
+
+_DATA_KEY = ',"data":'
+
+
+def records_creation(member: str) -> bool:
+    """True when ``member`` is the diff of its own object's creation (``created`` true,
+    and no ``"m"``: not a child's diff sent to its parent). Only the head is read: inside
+    JSON strings a quote is always escaped, so the first ``,"data":`` ends the head."""
+    head = member[: member.find(_DATA_KEY)]
+    return '"created":true' in head and '"m":' not in head
 
 
 # One Script per client: it remembers the script's SHA and falls back to EVAL once
@@ -176,16 +282,29 @@ def is_cluster(client: object) -> bool:
 def _write_in_chunks(client: redis.Redis, writes: Sequence[Write], ttl_ms: str) -> list[float]:
     scores: list[float] = []
     script = _script(client)
-    for start in range(0, len(writes), CHUNK_SIZE):
-        chunk = writes[start : start + CHUNK_SIZE]
+    age = repr(float(get_settings().max_element_age))
+    for chunk in chunks(writes, get_settings().write_batch_bytes):
         keys: list[str] = []
-        args: list[str] = [ttl_ms]
+        args: list[str] = [ttl_ms, age]
         for write in chunk:
-            keys += (write.key, write.feed)
-            fixed = "" if write.score is None else repr(float(write.score))
-            args += (write.member, write.feed_member, fixed)
+            keys += write.script_keys()
+            args += write.script_args()
         scores.extend(float(score) for score in script(keys=keys, args=args))
     return scores
+
+
+def chunks(writes: Sequence[Write], max_bytes: int) -> Iterator[Sequence[Write]]:
+    """Cut ``writes`` into runs of at most ``CHUNK_SIZE`` diffs and about ``max_bytes``
+    (a run always holds at least one diff, so a larger diff goes alone)."""
+    start, size = 0, 0
+    for index, write in enumerate(writes):
+        full = index - start >= CHUNK_SIZE or size + write.size > max_bytes
+        if full and index > start:
+            yield writes[start:index]
+            start, size = index, 0
+        size += write.size
+    if start < len(writes):
+        yield writes[start:]
 
 
 def add(

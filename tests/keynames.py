@@ -26,3 +26,13 @@ def object_key(label: str, pk: object, prefix: str = "diffs:") -> str:
 def feed_key(label: str, prefix: str = "diffs:") -> str:
     """The key of a model's feed, e.g. ``feed_key("testapp.question")``."""
     return f"{prefix}feed:{model_part(label)}"
+
+
+def horizon_key(label: str, prefix: str = "diffs:") -> str:
+    """The key of a model's horizon hash, e.g. ``horizon_key("testapp.question")``."""
+    return f"{prefix}horizon:{model_part(label)}"
+
+
+def birth_key(label: str, pk: object, prefix: str = "diffs:") -> str:
+    """The key of an object's birth, e.g. ``birth_key("testapp.question", 1)``."""
+    return f"{prefix}born:{model_part(label)}:{pk}"

@@ -31,6 +31,7 @@ from diffs.settings import build_settings, find_problems
 from tests.redis_cluster import RedisCluster, redis_cluster
 from tests.redis_server import free_port
 from tests.testapp.models import Article, Choice, CodeItem, Question, UUIDItem
+from tests.writing import write_at
 
 pytestmark = [
     pytest.mark.django_db,
@@ -181,7 +182,7 @@ def test_prune_reaches_every_primary(on_cluster, committed):
         (CodeItem, "a:b"),
         (Choice, 1),
     ]:
-        model.diffs.create(data={"old": True}, pk=pk, timestamp=old)
+        write_at(model, pk, {"old": True}, old)
         model.diffs.create(data={"new": True}, pk=pk)
         objects.append((model, pk))
     nodes = {on_cluster.get_node_from_key(m.diffs.get_key(pk)).port for m, pk in objects}

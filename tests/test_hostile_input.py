@@ -22,6 +22,7 @@ from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
 from tests.keynames import feed_key, object_key
 from tests.testapp.models import CodeItem, Question
+from tests.writing import write_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,9 +95,9 @@ def test_prune_touches_only_expired_diffs_under_the_prefix(redis_client, prefix)
     with diffs_settings(prefix=prefix):
         clear_settings_cache()
         for pk in HOSTILE_PKS:
-            CodeItem.diffs.create(data={"age": "old"}, pk=pk, timestamp=now - 2 * HOUR_MS)
+            write_at(CodeItem, pk, {"age": "old"}, now - 2 * HOUR_MS)
             CodeItem.diffs.create(data={"age": "fresh"}, pk=pk, timestamp=now)
-        Question.diffs.create(data={"age": "old"}, pk=1, timestamp=now - 2 * HOUR_MS)
+        write_at(Question, 1, {"age": "old"}, now - 2 * HOUR_MS)
         Question.diffs.create(data={"age": "fresh"}, pk=1, timestamp=now)
 
         call_command("prune_diffs", stdout=_Sink(), stderr=_Sink())

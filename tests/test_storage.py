@@ -16,6 +16,7 @@ from diffs.diff import new_diff_id
 from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
 from tests.conftest import diffs_settings
 from tests.keynames import feed_key as expected_feed_key
+from tests.keynames import horizon_key as expected_horizon_key
 from tests.keynames import object_key as expected_key
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
 
@@ -33,10 +34,9 @@ def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
     key = expected_key("testapp.question", question.pk)
     assert Question.diffs.get_key(question.pk) == key
     assert redis_client.type(key) in (b"zset", "zset")
-    assert sorted(k.decode() for k in redis_client.scan_iter("*")) == [
-        expected_feed_key("testapp.question"),
-        key,
-    ]
+    assert sorted(k.decode() for k in redis_client.scan_iter("*")) == sorted(
+        [expected_feed_key("testapp.question"), expected_horizon_key("testapp.question"), key]
+    )
 
 
 def test_prefix_setting_is_honoured(committed, redis_client):

@@ -152,7 +152,7 @@ def test_diffs_are_written_and_read_back_over_tls(
         assert check_redis_reachable() == []
     assert not diffs_errors(caplog)
     assert delivery.waiting() == 0
-    assert admin.dbsize() == 2  # the object's sorted set and the model's feed, in db 1
+    assert admin.dbsize() == 3  # the object's sorted set, the model's feed and horizon, db 1
     # They went to the TLS server only, not to the suite's own Redis (fake or real).
     assert redis_client.dbsize() == 0
 

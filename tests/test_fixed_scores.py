@@ -1,0 +1,138 @@
+"""Fixed scores (``_last_save_at``, ``create(timestamp=...)``) can never stall Redis.
+
+The write script looks for a free score after a fixed one in a bounded number of
+steps, each at least the spacing of doubles at that magnitude, and falls back to the
+Redis clock (keeping the fixed time in ``"t"``) when that is not enough. Scores no read
+could ever return are refused in Python before they reach Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.db import transaction
+
+from diffs import store
+from diffs.diff import Diff
+from tests.conftest import diffs_settings
+from tests.redis_server import redis_server
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: datetime.min in epoch ms: 0.001 is below the spacing of doubles there (1/64).
+YEAR_ONE_MS = dt.datetime.min.replace(tzinfo=dt.timezone.utc).timestamp() * 1000
+
+
+@contextlib.contextmanager
+def own_client(timeout: float = 5.0) -> Iterator[redis.Redis]:
+    """A client of a redis-server of the test's own: a script that never ends (today's
+    bug) costs that server only, and the client gives up after ``timeout``."""
+    with redis_server() as server:
+        client = redis.Redis(port=server.port, db=1, socket_timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def write(n: int, score: float | None, pk: object = 1) -> store.Write:
+    member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'
+    return store.Write(
+        f"diffs:testapp.question:{pk}",
+        "diffs:feed:testapp.question",
+        member,
+        f"{n:016x}{pk}",
+        score,
+    )
+
+
+def test_equal_fixed_scores_far_from_1970_get_distinct_scores_in_bounded_time():
+    # Today: score + 0.001 == score at that magnitude, so the script loops forever and
+    # the client times out (while Redis answers BUSY to everyone).
+    with own_client() as client:
+        scores = store.write_many(client, [write(n, YEAR_ONE_MS) for n in range(3)])
+        assert scores[0] == YEAR_ONE_MS
+        assert scores[0] < scores[1] < scores[2]
+        client.ping()
+
+
+def test_fixed_scores_taken_in_earlier_calls_are_skipped_or_fall_back_to_the_clock():
+    # Each call after the first must look past the scores earlier calls took: a bounded
+    # search, then the clock, with the fixed time kept in "t".
+    fixed = time.time() * 1000 - 1000
+    with own_client() as client:
+        scores = [store.write_many(client, [write(n, fixed, pk=n)])[0] for n in range(1100)]
+        assert len(set(scores)) == 1100
+        assert scores == sorted(scores)
+        assert scores[0] == fixed
+        members = client.zrange("diffs:testapp.question:1099", 0, -1, withscores=True)
+        [(member, score)] = members
+        diff = Diff.from_member(member, score)
+        assert diff.timestamp == pytest.approx(fixed, abs=0.001)
+
+
+def test_many_diffs_sharing_one_fixed_score_in_one_transaction_stay_in_order(redis_client):
+    fixed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    questions = Question.objects.bulk_create(
+        [Question(question_text=f"q{n}") for n in range(1200)]
+    )
+    with transaction.atomic():
+        for n, question in enumerate(questions):
+            question._last_save_at = fixed
+            question.votes = n + 1
+            question.save(update_fields=["votes"])
+    seen, cursor = [], None
+    for _ in range(50):
+        page = Question.diffs.since(cursor, limit=1000)
+        seen += [d for d in page.diffs if not d.created]
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    assert [d.data[0]["fields"]["votes"] for d in seen] == list(range(1, 1201))
+    # Each took the first free score at or after the fixed one: a microsecond apart.
+    first = fixed.timestamp() * 1000
+    assert all(first <= d.timestamp < first + 1200 * 0.001 + 0.01 for d in seen)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime.min,
+        dt.datetime.min.replace(tzinfo=dt.timezone.utc),
+        dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
+        time.time() * 1000 - 7_200_000,
+        time.time() * 1000 + 120_000,
+        float("-inf"),
+    ],
+)
+def test_a_fixed_score_no_read_could_return_is_refused_and_the_save_goes_on(when, caplog):
+    question = Question(question_text="x")
+    question._last_save_at = when
+    question.save()
+    assert Question.objects.filter(pk=question.pk).exists()
+    assert Question.diffs.get_by_object_id(question.pk) == []
+    [record] = [r for r in caplog.records if "Refused the diff" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    message = record.getMessage()
+    assert f"testapp.question pk={question.pk}" in message
+    assert "_last_save_at" in message
+
+
+def test_create_with_an_unreadable_timestamp_names_model_pk_and_value():
+    with pytest.raises(ValueError, match=r"Question.diffs.create\(pk=7, timestamp=.*1.*refused"):
+        Question.diffs.create(
+            data={}, pk=7, timestamp=dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+        )
+
+
+def test_a_fixed_score_within_the_window_is_kept(redis_client):
+    when = time.time() * 1000 - 30 * 60 * 1000
+    with diffs_settings(max_element_age=3600):
+        diff = Question.diffs.create(data={}, pk=3, timestamp=when)
+    assert diff.timestamp == when

@@ -1,0 +1,32 @@
+"""Writing diffs at a chosen score, for tests that need old ones (prune, expiry).
+
+``Model.diffs.create(timestamp=...)`` refuses a score older than ``max_element_age``
+(no read could return it); tests of pruning need exactly such diffs, so this writes
+them through the store, as a diff that was recorded then and kept would be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from diffs import get_connection, store
+from diffs.diff import Diff, new_diff_id
+from diffs.keys import feed_key, feed_member, normalize_pk, object_key
+from diffs.settings import get_settings
+
+
+def write_at(model: type[models.Model], pk: Any, data: Any, score: float) -> float:
+    """Store a diff of ``model`` object ``pk`` with ``data`` at ``score``; return the score."""
+    prefix = get_settings().prefix
+    diff = Diff(data=data, created=False, id=new_diff_id())
+    write = store.Write(
+        object_key(prefix, model, pk),
+        feed_key(prefix, model),
+        diff.to_member(),
+        feed_member(diff.id or "", normalize_pk(model, pk)),
+        score,
+    )
+    [stored] = store.write_many(get_connection(), [write])
+    return stored
