@@ -1,12 +1,14 @@
 """System checks for ``DIFFS_SETTINGS`` and registered models (``diffs.E001``…).
 
-They never touch the network; every message names the key and every hint the fix.
+Only the ``check --deploy`` ones touch the network (``diffs.E012``, ``diffs.E013``),
+within ``socket_timeout``; every message names the key and every hint the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from django.core import checks
@@ -14,7 +16,16 @@ from django.core import checks
 from diffs.advice import connection_advice
 from diffs.settings import SETTING_NAME, _raw_settings, find_problems
 
+if TYPE_CHECKING:
+    from diffs.settings import DiffsSettings
+
 _OBJ = f"settings.{SETTING_NAME}"
+
+#: How long a ``check --deploy`` call to Redis may take when ``socket_timeout`` is None
+#: (no limit for saves): a check must end.
+DEPLOY_CHECK_TIMEOUT = 5.0
+#: Longest Redis error text a message quotes (a cluster's can list every node).
+SHOWN_ERROR_CHARS = 300
 
 
 @checks.register(checks.Tags.compatibility)
@@ -84,9 +95,11 @@ def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
 
 @checks.register(checks.Tags.database, deploy=True)
 def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """With ``check --deploy``: connect to Redis with the configured credentials.
+    """With ``check --deploy``: connect to Redis with the configured credentials
+    (``diffs.E012``, ``diffs.E013``).
 
-    On a cluster, every primary must answer.
+    On a cluster, every primary must answer. Each call to Redis gives up after
+    ``socket_timeout`` (``DEPLOY_CHECK_TIMEOUT`` if that is None).
     """
     from redis.cluster import RedisCluster
 
@@ -94,59 +107,80 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
     from diffs.settings import get_settings
 
     try:
-        conf = get_settings()
+        conf = _bounded(get_settings())
     except Exception:  # misconfiguration: reported by check_settings already
         return []
     if conf.test_mode:
         return []
-    if conf.cluster:
-        where = f"cluster node {_first_node(conf)}"
-        try:
-            client = build_client(conf)  # a cluster client connects when it is built
-        except REDIS_ERRORS as error:
-            return _unreachable(error, where, conf.url)
-    else:
-        client = build_client(conf)
-        where = _describe_server(client)
+    try:
+        client = build_client(conf)  # a cluster client connects when it is built
+    except REDIS_ERRORS as error:
+        return _unreachable(error, describe_server(conf), conf.url)
+    where = describe_server(conf, client)
     try:
         if conf.cluster:
             cast(Any, client).ping(target_nodes=RedisCluster.PRIMARIES)
         else:
             client.ping()
     except REDIS_ERRORS as error:
-        return _unreachable(error, where, conf.url)
-    finally:
         client.close()
+        return _unreachable(error, where, conf.url)
+    client.close()
     return []
 
 
-def _unreachable(error: Exception, where: str, url: str | None) -> list[checks.CheckMessage]:
-    """``diffs.E012`` for refused credentials, else ``diffs.E013``."""
+def _bounded(conf: DiffsSettings) -> DiffsSettings:
+    if conf.socket_timeout is not None:
+        return conf
+    return dataclasses.replace(conf, socket_timeout=DEPLOY_CHECK_TIMEOUT)
+
+
+def describe_server(conf: DiffsSettings, client: Any = None) -> str:
+    """Where the settings point, as messages name it: ``host:port db N``,
+    ``unix:///path`` or ``cluster node host:port``. No network; ``client``, when given,
+    is the one built from ``conf``."""
+    if conf.cluster:
+        return f"cluster node {_first_node(conf)}"
+    if client is None:
+        from diffs.connection import build_client
+
+        client = build_client(conf)  # connects lazily: nothing is sent
+    return _describe_server(client)
+
+
+def redis_problem(error: Exception, where: str, url: str | None) -> tuple[str, str, str]:
+    """``(check id, message, hint)`` for a failure to reach or log in to Redis at
+    ``where``: ``diffs.E012`` for refused credentials, else ``diffs.E013``."""
     import redis
 
     from diffs.connection import underlying_error
 
+    text = shorten(str(error), SHOWN_ERROR_CHARS)
     if isinstance(underlying_error(error), redis.AuthenticationError):
-        return [
-            checks.Error(
-                f"Redis at {where} refused the credentials in {SETTING_NAME} ({error}).",
-                hint=(
-                    "Check the user name and password in DIFFS_SETTINGS['url'] "
-                    "(redis://user:password@host:port/db) or in ['redis']."
-                ),
-                obj=_OBJ,
-                id="diffs.E012",
-            )
-        ]
-    return [
-        checks.Error(
-            f"Cannot reach Redis at {where} ({error}).",
-            hint=connection_advice(error, url or "")
-            or f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
-            obj=_OBJ,
-            id="diffs.E013",
+        return (
+            "diffs.E012",
+            f"Redis at {where} refused the credentials in {SETTING_NAME} ({text}).",
+            "Check the user name and password in DIFFS_SETTINGS['url'] "
+            "(redis://user:password@host:port/db) or in ['redis'].",
         )
-    ]
+    return (
+        "diffs.E013",
+        f"Cannot reach Redis at {where} ({text}).",
+        connection_advice(error, url or "")
+        or f"Start Redis there, or point {SETTING_NAME}['url'] at your server.",
+    )
+
+
+def _unreachable(error: Exception, where: str, url: str | None) -> list[checks.CheckMessage]:
+    """``diffs.E012`` for refused credentials, else ``diffs.E013``."""
+    check_id, msg, hint = redis_problem(error, where, url)
+    return [checks.Error(msg, hint=hint, obj=_OBJ, id=check_id)]
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters (an ellipsis marks the cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _first_node(conf: Any) -> str:

@@ -8,6 +8,20 @@ keyspace), in batches; each batch is one pipelined round trip of
 ``ZREMRANGEBYSCORE`` (or ``ZCOUNT`` for a dry run). Each command is atomic on its key,
 so pruning is safe while the site keeps writing.
 
+Only keys django-diffs writes are touched. Several sites may share one Redis db, each
+with its own prefix, and one prefix may be the start of another (``diffs:`` and
+``diffs:siteb:``): a prefix-matched SCAN returns the other site's keys too. So a key is
+pruned only when :func:`diffs.keys.parse_key` reads it as an object's set or a model
+feed under our prefix, its label is a model installed in this project, and (for an
+object's set) its pk text is one the model's pk field accepts. Anything else under the
+prefix is left alone and only counted. Horizon hashes and birth strings are ours but
+hold no diffs: they are left alone too.
+
+Every model met has its horizon (``diffs.horizon``) moved up to the cutoff *before* any
+of its diffs is removed, so a reader never follows a cursor into a gap the prune is
+making: from that moment a cursor older than the cutoff gets ``CursorExpired``. That
+is what makes ``--max-age`` shorter than ``max_element_age`` safe for readers.
+
 A model feed holds an entry for every diff of the model, so one ``ZREMRANGEBYSCORE``
 on it can remove hundreds of thousands of entries and hold Redis for a fifth of a
 second (measured: 500,000 entries, 170-190 ms in which no other client is served).
@@ -16,16 +30,24 @@ Feeds are trimmed in steps of ``FEED_STEP`` entries instead, one short script ea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import redis
+from django.apps import apps
+from django.db import models
 
-from diffs.keys import is_feed_key, prefix_pattern
+from diffs.horizon import raise_to
+from diffs.keys import FEED_MARKER, HORIZON_MARKER, KeyShape, parse_key, prefix_pattern
 
 SCAN_BATCH = 500
 #: Most feed entries one trimming step removes (a few milliseconds of Redis time).
 FEED_STEP = 5000
+#: The kinds of key (see :class:`diffs.keys.KeyShape`) that hold diffs and are pruned.
+PRUNED_KINDS = frozenset({"object", "feed"})
+
+#: A key as Redis returned it: bytes, or str with ``decode_responses``.
+RedisKey = bytes | str
 
 # Removes at most ARGV[2] of the oldest entries scored below ARGV[1] ("(cutoff");
 # returns how many. Entries are ordered by score, so they are the first ranks.
@@ -48,8 +70,53 @@ class PruneReport:
     diffs_removed: int = 0
     #: Pointers removed from (or counted in) model feeds; not counted as diffs.
     feed_entries_removed: int = 0
-    #: ``(key, error message)`` for keys under the prefix that are not sorted sets.
+    #: ``(key, error message)`` for keys of our shape that are not sorted sets.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Keys under the prefix that are not django-diffs keys of this project (another
+    #: site's whose prefix starts with ours, say): never touched.
+    keys_left_alone: int = 0
+    #: Horizon keys moved up to ``cutoff_ms`` (none on a dry run).
+    horizons: set[str] = field(default_factory=set)
+
+
+def installed_models() -> dict[str, type[models.Model]]:
+    """Every concrete model installed in this project, by its key label
+    (``app_label.model_name``): the only labels whose keys are ours to touch."""
+    found = apps.get_models(include_auto_created=True)
+    return {model._meta.label_lower: model for model in found if not model._meta.proxy}
+
+
+def shape_of_ours(
+    prefix: str, key: RedisKey, installed: Mapping[str, type[models.Model]]
+) -> KeyShape | None:
+    """The shape of ``key`` when it is a key django-diffs writes under ``prefix`` for a
+    model in ``installed`` (see :func:`installed_models`), else None.
+
+    When in doubt the answer is None: the key is left alone.
+    """
+    shape = parse_key(prefix, key)
+    if shape is None:
+        return None
+    model = installed.get(shape.label)
+    if model is None:
+        return None
+    if shape.pk_text and not _pk_text_fits(model, shape.pk_text):
+        return None
+    return shape
+
+
+def _pk_text_fits(model: type[models.Model], pk_text: str) -> bool:
+    # Our keys hold pk text that went through the pk field's to_python. Text the field
+    # refuses (``siteb.x:1`` for an integer pk) is another site's key whose prefix is
+    # ours followed by something shaped like a model label.
+    pk_field = model._meta.pk
+    if pk_field is None:  # pragma: no cover - only abstract models lack a pk
+        return False
+    try:
+        pk_field.to_python(pk_text)
+    except Exception:  # a custom field may raise anything: cannot tell, so not ours
+        return False
+    return True
 
 
 def prune(
@@ -61,39 +128,109 @@ def prune(
     on_key: Callable[[str, int], None] | None = None,
     batch_size: int = SCAN_BATCH,
 ) -> PruneReport:
-    """Remove (or count, with ``dry_run``) members scored below ``cutoff_ms`` under ``prefix``."""
+    """Remove (or count, with ``dry_run``) members scored below ``cutoff_ms`` from the
+    object sets and model feeds under ``prefix``, and (unless ``dry_run``) raise the
+    horizon of every model met to ``cutoff_ms``.
+
+    Redis errors other than a key's wrong type propagate (``diffs.connection.REDIS_ERRORS``).
+    """
     report = PruneReport(cutoff_ms=cutoff_ms)
-    feeds: list[bytes | str] = []
+    installed = installed_models()
+    feeds: list[RedisKey] = []
     for keys in _batches(client, prefix, batch_size):
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            if dry_run:
-                pipe.zcount(key, "-inf", f"({cutoff_ms}")
-            elif is_feed_key(prefix, _display(key)):
-                feeds.append(key)
-                pipe.zcount(key, "-inf", "-inf")  # a placeholder: trimmed in steps below
-            else:
-                pipe.zremrangebyscore(key, "-inf", f"({cutoff_ms}")
-        for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
-            name = _display(key)
-            if is_feed_key(prefix, name):
-                # Feeds hold pointers to diffs counted in their object's set already.
-                report.feed_entries_removed += _count(result)
-            else:
-                _account(report, name, result, on_key)
+        ours = _keys_of_ours(prefix, keys, installed, report)
+        if not ours:
+            continue
+        if not dry_run:
+            _raise_horizons(client, prefix, ours, report)
+        _prune_batch(client, ours, report, dry_run=dry_run, on_key=on_key, feeds=feeds)
     for feed in feeds:
         report.feed_entries_removed += _trim_feed(client, feed, cutoff_ms)
     return report
 
 
-def _trim_feed(client: redis.Redis, feed: bytes | str, cutoff_ms: float) -> int:
+def _keys_of_ours(
+    prefix: str,
+    keys: list[RedisKey],
+    installed: Mapping[str, type[models.Model]],
+    report: PruneReport,
+) -> list[tuple[RedisKey, KeyShape]]:
+    """The keys of ``keys`` that hold our diffs, with their shapes; counts the others."""
+    ours: list[tuple[RedisKey, KeyShape]] = []
+    for key in keys:
+        shape = shape_of_ours(prefix, key, installed)
+        if shape is None:
+            report.keys_left_alone += 1
+        elif shape.kind in PRUNED_KINDS:
+            ours.append((key, shape))
+    return ours
+
+
+def _raise_horizons(
+    client: redis.Redis,
+    prefix: str,
+    ours: list[tuple[RedisKey, KeyShape]],
+    report: PruneReport,
+) -> None:
+    """Raise the horizon of each model of ``ours`` not raised yet by this prune."""
+    for key, shape in ours:
+        horizon = horizon_key_of(prefix, key, shape)
+        if horizon not in report.horizons:
+            raise_to(client, horizon, report.cutoff_ms)
+            report.horizons.add(horizon)
+
+
+def horizon_key_of(prefix: str, key: RedisKey, shape: KeyShape) -> str:
+    """The horizon key of the model of ``key`` (an object set or feed of ``shape``),
+    in the key's own layout: ``{label}`` if the key has it so, else the plain label."""
+    text = key.decode("utf-8") if isinstance(key, bytes) else key  # parse_key decoded it
+    after = text[len(prefix) :]
+    if shape.kind == "feed":
+        after = after[len(FEED_MARKER) :]
+    part = f"{{{shape.label}}}" if after.startswith("{") else shape.label
+    return f"{prefix}{HORIZON_MARKER}{part}"
+
+
+def _prune_batch(
+    client: redis.Redis,
+    ours: list[tuple[RedisKey, KeyShape]],
+    report: PruneReport,
+    *,
+    dry_run: bool,
+    on_key: Callable[[str, int], None] | None,
+    feeds: list[RedisKey],
+) -> None:
+    """One pipelined round trip for a batch; feeds found are queued on ``feeds``."""
+    cutoff = f"({report.cutoff_ms}"
+    pipe = client.pipeline(transaction=False)
+    for key, shape in ours:
+        if dry_run:
+            pipe.zcount(key, "-inf", cutoff)
+        elif shape.kind == "feed":
+            pipe.zcount(key, "-inf", "-inf")  # learns its type; trimmed in steps later
+        else:
+            pipe.zremrangebyscore(key, "-inf", cutoff)
+    results = pipe.execute(raise_on_error=False)
+    for (key, shape), result in zip(ours, results, strict=True):
+        if shape.kind != "feed":
+            _account(report, printable_key(key), result, on_key)
+        elif isinstance(result, redis.ResponseError):
+            report.skipped.append((printable_key(key), str(result)))
+        elif dry_run:
+            # Feeds hold pointers to diffs counted in their object's set already.
+            report.feed_entries_removed += int(result)
+        else:
+            feeds.append(key)
+
+
+def _trim_feed(client: redis.Redis, feed: RedisKey, cutoff_ms: float) -> int:
     trim = client.register_script(_TRIM_FEED_SCRIPT)
     removed = 0
     while True:
         try:
             step = int(trim(keys=[feed], args=[f"({cutoff_ms}", FEED_STEP]))
         except redis.ResponseError:
-            return removed  # not a sorted set: reported by nobody, as before
+            return removed  # replaced by another type since the batch looked at it
         removed += step
         if step < FEED_STEP:
             return removed
@@ -117,18 +254,19 @@ def _account(
         on_key(key, removed)
 
 
-def _count(result: object) -> int:
-    return 0 if isinstance(result, redis.ResponseError) else int(result)  # type: ignore[call-overload]
+def printable_key(key: RedisKey) -> str:
+    """``key`` for a terminal or a log: undecodable bytes and control characters escaped (a pk
+    is any text, and an escape sequence in it must not reach the operator's terminal)."""
+    text = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _display(key: bytes | str) -> str:
-    return key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
-
-
-def _batches(client: redis.Redis, prefix: str, size: int) -> Iterator[list[bytes | str]]:
+def _batches(client: redis.Redis, prefix: str, size: int) -> Iterator[list[RedisKey]]:
     # Keys stay as Redis returned them, so a key that is not valid UTF-8 is still
     # addressed exactly; they are decoded only for display.
-    batch: list[bytes | str] = []
+    batch: list[RedisKey] = []
     for key in client.scan_iter(match=prefix_pattern(prefix), count=size):
         batch.append(key)
         if len(batch) >= size:

@@ -10,10 +10,17 @@ from django.core.management import CommandError, call_command
 
 from diffs import pruning
 from tests.conftest import diffs_settings
-from tests.keynames import object_key
+from tests.keynames import model_part, object_key
 from tests.testapp.models import Choice, Question
 
 HOUR_MS = 3600 * 1000
+
+
+def create_old(model, pk, data, timestamp):
+    """``create()`` of a diff older than the default window (3600 s), which ``create()``
+    refuses under that window (no read could return it): written under a longer one."""
+    with diffs_settings(max_element_age=3 * 3600):
+        return model.diffs.create(data=data, pk=pk, timestamp=timestamp)
 
 
 def run(*args):
@@ -28,7 +35,7 @@ def aged(redis_client):
     now = time.time() * 1000
     for pk in (1, 2):
         Question.diffs.create(data={"age": "fresh"}, pk=pk, timestamp=now)
-        Question.diffs.create(data={"age": "old"}, pk=pk, timestamp=now - HOUR_MS - 1000)
+        create_old(Question, pk, {"age": "old"}, now - HOUR_MS - 1000)
     Choice.diffs.create(data={"age": "fresh"}, pk=1, timestamp=now)
     redis_client.zadd("asgi:groups:somekey", {"123": now - HOUR_MS - 1000})
     redis_client.zadd("diffsother", {"x": 1})  # shares the letters, not the prefix
@@ -85,20 +92,25 @@ def test_verbose_output_lists_keys(aged):
 
 
 def test_keys_of_another_type_are_reported_and_skipped(aged, redis_client):
-    redis_client.set("diffs:string", "value")
+    string_key = object_key("testapp.question", 99)  # our shape, not a sorted set
+    redis_client.set(string_key, "value")
+    redis_client.set("diffs:string", "value")  # not our shape: left alone, unreported
     out, err = run()
-    assert 'Skipped key "diffs:string": WRONGTYPE' in err
+    assert f'Skipped key "{string_key}": WRONGTYPE' in err
+    assert "diffs:string" not in err
     assert "Removed 2 diff(s) from 2 of 4 key(s)" in out
+    assert redis_client.get(string_key) == b"value"
     assert redis_client.get("diffs:string") == b"value"
 
 
 def test_glob_characters_in_the_prefix_are_literal(redis_client):
-    redis_client.zadd("d*:x", {"m": 1})
-    redis_client.zadd("dX:x", {"m": 1})
+    ours, lookalike = (object_key("testapp.question", 1, p) for p in ("d*:", "dX:"))
+    redis_client.zadd(ours, {"m": 1})
+    redis_client.zadd(lookalike, {"m": 1})
     with diffs_settings(prefix="d*:"):
         out, _ = run()
-    assert redis_client.zcard("d*:x") == 0
-    assert redis_client.zcard("dX:x") == 1
+    assert redis_client.zcard(ours) == 0
+    assert redis_client.zcard(lookalike) == 1
     assert "from 1 of 1 key(s)" in out
 
 
@@ -108,13 +120,14 @@ def test_many_keys_are_scanned_in_batches(redis_client):
         redis_client.zadd(object_key("testapp.question", pk), {"a": old, "b": old + 1})
     report = pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=4)
     assert (report.keys_scanned, report.keys_pruned, report.diffs_removed) == (25, 25, 50)
-    # empty sorted sets vanish by themselves
-    assert list(redis_client.scan_iter("diffs:*")) == []
+    # empty sorted sets vanish by themselves; the model's horizon hash stays
+    horizon = f"diffs:horizon:{model_part('testapp.question')}"
+    assert [k.decode() for k in redis_client.scan_iter("diffs:*")] == [horizon]
 
 
 def test_test_mode_prune_sees_what_saves_wrote():
     with diffs_settings(test_mode=True, url=None):
-        Question.diffs.create(data={"age": "old"}, pk=1, timestamp=1)
+        create_old(Question, 1, {"age": "old"}, time.time() * 1000 - 2 * HOUR_MS)
         Question.diffs.create(data={"age": "new"}, pk=1)
         out, _ = run()
         assert ages(1) == ["new"]

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from diffs import pruning
-from tests.keynames import feed_key
+from tests.keynames import feed_key, object_key
+from tests.test_prune import create_old
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monke
     monkeypatch.setattr(pruning, "_trim_feed", counting)
     old = (time.time() - 7200) * 1000
     for pk in range(1, 9):
-        Question.diffs.create(data={"old": pk}, pk=pk, timestamp=old + pk)
+        create_old(Question, pk, {"old": pk}, old + pk)
     Question.diffs.create(data={"new": 1}, pk=1)
     report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000)
     assert report.diffs_removed == 8
@@ -37,14 +38,31 @@ def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monke
 
 def test_a_dry_run_counts_feed_entries_without_removing_them(redis_client):
     old = (time.time() - 7200) * 1000
-    Question.diffs.create(data={"old": 1}, pk=1, timestamp=old)
+    create_old(Question, 1, {"old": 1}, old)
     report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000, dry_run=True)
     assert report.feed_entries_removed == 1
     assert redis_client.zcard(feed_key("testapp.question")) == 1
 
 
-def test_a_feed_key_of_another_type_is_left_alone(redis_client):
-    redis_client.set(feed_key("testapp.question"), "not ours")
+def test_a_feed_key_of_another_type_is_reported_and_left_alone(redis_client):
+    feed = feed_key("testapp.question")
+    redis_client.set(feed, "not ours")
     report = pruning.prune(redis_client, "diffs:", time.time() * 1000)
     assert report.feed_entries_removed == 0
-    assert redis_client.get(feed_key("testapp.question")) in (b"not ours", "not ours")
+    assert redis_client.get(feed) in (b"not ours", "not ours")
+    [(key, error)] = report.skipped
+    assert key == feed and error.startswith("WRONGTYPE")
+
+
+def test_a_feed_is_pruned_with_the_cutoff_and_raises_the_horizon_once(redis_client):
+    old = (time.time() - 7200) * 1000
+    for pk in (1, 2):
+        create_old(Question, pk, {"old": pk}, old + pk)
+    horizon = feed_key("testapp.question").replace("feed:", "horizon:")
+    redis_client.hset(horizon, "from", repr(old))  # complete since the first old diff
+    cutoff = (time.time() - 3600) * 1000
+    report = pruning.prune(redis_client, "diffs:", cutoff)
+    assert report.feed_entries_removed == 2
+    assert report.horizons == {horizon}
+    assert float(redis_client.hget(horizon, "from")) == cutoff
+    assert redis_client.zcard(object_key("testapp.question", 1)) == 0
