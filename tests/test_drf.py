@@ -15,6 +15,7 @@ from diffs.contrib.drf import DiffsViewSetMixin
 from tests.conftest import diffs_settings
 from tests.keynames import object_key
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
+from tests.testapp.views import QuestionSerializer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -213,6 +214,7 @@ def test_deletions_show_to_readers_whose_filter_the_row_passed(client, user_clie
 def test_deleted_diff_visible_can_be_overridden(user_client):
     class OwnDeletions(DiffsViewSetMixin, viewsets.GenericViewSet):
         queryset = Question.objects.filter(votes__gte=1)
+        serializer_class = QuestionSerializer
 
         def deleted_diff_visible(self, diff):
             return diff.data[0]["fields"]["question_text"].startswith("mine")
@@ -350,10 +352,14 @@ def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
     )
 
     class Sliced(DiffsViewSetMixin, viewsets.GenericViewSet):
+        serializer_class = QuestionSerializer
+
         def get_queryset(self):
             return Question.objects.order_by("pk")[:1]
 
     class Combined(DiffsViewSetMixin, viewsets.GenericViewSet):
+        serializer_class = QuestionSerializer
+
         def get_queryset(self):
             return Question.objects.filter(pk=shown.pk).union(Question.objects.filter(pk=-1))
 

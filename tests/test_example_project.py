@@ -93,6 +93,8 @@ assert page["results"][1]["data"][0]["fields"] == {"question_text": "What is pyt
 rest = client.get("/api/questions/diffs/", {"since": page["cursor"]}, HTTP_HOST="localhost")
 [choice] = rest.json()["results"]
 assert choice["model"] == "polls.choice" and rest.json()["has_more"] is False
+# the choice's data, through the viewset's diffs_child_serializers
+assert choice["data"][0]["fields"] == {"question": question.pk, "choice_text": "Yes", "votes": 0}
 detail = client.get(f"/api/questions/{question.pk}/diffs/", HTTP_HOST="localhost").json()
 assert len(detail["results"]) == 3
 bad = client.get("/api/questions/diffs/", {"since": "x"}, HTTP_HOST="localhost")

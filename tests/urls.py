@@ -12,5 +12,6 @@ router.register("voted-questions", views.VotedQuestionViewSet, basename="voted-q
 router.register("per-action", views.PerActionQuestionViewSet, basename="per-action")
 router.register("unaliased", views.UnaliasedQuestionViewSet, basename="unaliased")
 router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
+router.register("secretive", views.SecretiveViewSet, basename="secretive")
 
 urlpatterns = router.urls

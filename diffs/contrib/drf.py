@@ -12,6 +12,8 @@ registered with django-diffs::
     class QuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
         queryset = Question.objects.all()
         serializer_class = QuestionSerializer
+        # the choices' diffs reach the questions' feed (Choice.get_diff_parent())
+        diffs_child_serializers = {"polls.choice": ChoiceSerializer}
 
 Registered with a router (say at ``questions``), the viewset gains two GET endpoints:
 
@@ -33,20 +35,24 @@ A client keeps the page's ``cursor`` and passes it back as ``since``; while
 without it (or empty) reading starts at the oldest diff kept. ``limit`` defaults to
 ``diffs_page_size`` (100) and may not exceed ``diffs_max_limit`` (1000).
 
-Bad parameters never cause a 500; the body is ``{"detail": "...", "code": "..."}``:
+Errors never cause a 500; the body is ``{"detail": "...", "code": "..."}``, and it
+echoes at most a short excerpt of a bad parameter:
 
 * 400 ``invalid_limit``: ``limit`` is not a whole number from 1 to ``diffs_max_limit``;
 * 400 ``invalid_cursor``: ``since`` is not a cursor;
 * 410 ``cursor_expired``: ``since`` is older than ``max_element_age``, so diffs after it
   may be gone. The body also has a ``cursor`` for the present moment: the client keeps
-  it, fetches the objects again, then reads diffs since it.
+  it, fetches the objects again, then reads diffs since it;
+* 503 ``redis_unavailable``, with a ``Retry-After`` header (whole seconds): Redis could
+  not be read. Nothing is wrong with the request; the client tries again later.
 
 Who sees what:
 
 * Authentication, permissions and throttling are the viewset's own. While a diffs action
   runs, ``self.action`` reads ``"list"`` (the feed) or ``"retrieve"`` (one object's diffs),
-  so a ``get_permissions()`` or ``get_queryset()`` that branches on the action treats
-  them as it treats those two (see ``diffs_action_aliases``).
+  so a ``get_permissions()``, ``get_queryset()`` or ``get_serializer_class()`` that
+  branches on the action treats them as it treats those two (see
+  ``diffs_action_aliases``).
 * The detail endpoint calls ``get_object()`` first: a row the user may not see is a 404,
   and object permissions apply.
 * The feed shows a diff only when the object whose sorted set holds it (the object it
@@ -54,42 +60,88 @@ Who sees what:
   one query per page checks this. A deleted row is in no queryset, so a deletion whose
   object is gone is shown only when :meth:`DiffsViewSetMixin.deleted_diff_visible` says
   so (by default: when the deleted row, as the diff holds it, passes the queryset's
-  filter; see ``diffs.contrib.rowmatch``).
+  filter; see ``diffs.contrib.rowmatch``). A diff of an earlier row (``superseded``: its
+  pk was deleted and used again) is shown only if it is that row's deletion and
+  ``deleted_diff_visible()`` says so: the row in the queryset now is another one.
+* A diff's ``data`` shows only the columns the viewset's serializer shows
+  (:meth:`DiffsViewSetMixin.diff_data`); data it cannot filter is ``null``.
 * Hidden diffs are left out of ``results``, but the page's ``cursor`` still moves past
-  them: nothing leaks and a client never loops.
+  them: nothing leaks and a client never loops. So does a diff that cannot be served
+  (its stored member is not valid JSON, or its data is not strict JSON): it is skipped
+  with a warning on the ``diffs`` logger instead of failing the page.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.relations import (
+    HyperlinkedRelatedField,
+    PrimaryKeyRelatedField,
+    SlugRelatedField,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer, ListSerializer
+from rest_framework.utils.encoders import JSONEncoder
 
+from diffs.connection import REDIS_ERRORS
 from diffs.contrib.rowmatch import deleted_row, row_matches
 from diffs.cursors import Since
 from diffs.diff import Diff
-from diffs.exceptions import CursorExpired, InvalidCursor
+from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
 from diffs.feed import MAX_LIMIT, FeedPage
-from diffs.keys import model_label
+from diffs.keys import model_label, pk_value
 from diffs.managers import DiffModelManager
 from diffs.registry import is_registered
 
-__all__ = ["DiffsCursorGone", "DiffsViewSetMixin", "InvalidDiffsParameter"]
+__all__ = [
+    "DiffsCursorGone",
+    "DiffsRedisUnavailable",
+    "DiffsViewSetMixin",
+    "InvalidDiffsParameter",
+    "serializer_columns",
+]
+
+logger = logging.getLogger("diffs")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 # At most 7 digits: int() of a huge string is slow (and refused past 4300 digits).
 _LIMIT_RE = re.compile(r"[0-9]{1,7}")
+#: The longest ``since`` worth parsing: a cursor is a float's repr (at most 24
+#: characters), Unix milliseconds fewer still.
+_MAX_SINCE_CHARS = 64
+#: How much of a bad parameter an error body echoes (then an ellipsis).
+_ECHO_CHARS = 40
+#: A longer error message about ``since`` is replaced by a generic one.
+_MAX_DETAIL_CHARS = 300
+#: Bounds of the ``Retry-After`` of a 503, in seconds.
+_MIN_RETRY_AFTER = 1
+_MAX_RETRY_AFTER = 3600
+#: The deepest nesting of lists and dicts an entry of ``results`` may have. JSON
+#: encoders recurse; an entry nested close to Python's recursion limit could be read
+#: and checked, then still fail in the renderer (a 500 on every page holding it).
+_MAX_JSON_DEPTH = 100
+#: How much of a reason or pk a warning quotes.
+_LOG_CHARS = 200
+
+#: The keys of one record of the default serializer's data.
+_DEFAULT_RECORD_KEYS = frozenset({"model", "pk", "fields"})
 
 
 def _diffs_action(*, detail: bool) -> Callable[[_F], _F]:
@@ -120,23 +172,54 @@ class DiffsCursorGone(APIException):  # type: ignore[misc]
         super().__init__(body, self.default_code)
 
 
+class DiffsRedisUnavailable(APIException):  # type: ignore[misc]
+    """503 Service Unavailable: Redis could not be read.
+
+    Body: ``{"detail", "code"}`` (no detail of the error: it may name hosts). The
+    ``Retry-After`` header comes from ``wait``, which DRF's exception handler sends as it
+    does for throttling; a custom ``EXCEPTION_HANDLER`` that builds on DRF's keeps it.
+    """
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "redis_unavailable"
+
+    def __init__(self, retry_after: int) -> None:
+        message = (
+            f"Diffs cannot be read right now: Redis is unavailable. Try again in "
+            f"{retry_after} second(s)."
+        )
+        super().__init__({"detail": message, "code": self.default_code}, self.default_code)
+        #: Whole seconds, at least 1: the ``Retry-After`` header.
+        self.wait = retry_after
+
+
 class DiffsViewSetMixin:
     """Adds ``GET <list>/diffs/`` and ``GET <detail>/diffs/`` to a DRF viewset.
 
     Put it before the viewset class: ``class V(DiffsViewSetMixin, ModelViewSet)``.
     The model is ``self.get_queryset().model``; it must be registered with django-diffs.
+
+    Hooks to override: :meth:`diff_data` (what a diff's ``data`` shows),
+    :meth:`deleted_diff_visible` (which deletions the feed shows), :meth:`visible_diffs`
+    and :meth:`diff_representation`.
     """
 
     #: ``limit`` when the request gives none.
     diffs_page_size: ClassVar[int] = 100
     #: The largest ``limit`` a request may ask for (at most ``diffs.feed.MAX_LIMIT``).
     diffs_max_limit: ClassVar[int] = MAX_LIMIT
-    #: What ``self.action`` reads while a diffs action runs (permission checks
-    #: included). Set it to ``{}`` to see the actions' own names instead.
+    #: What ``self.action`` reads while a diffs action runs (permission checks and
+    #: ``get_serializer_class()`` included). Set it to ``{}`` to see the actions' own
+    #: names instead.
     diffs_action_aliases: ClassVar[Mapping[str, str]] = {
         "diffs_feed": "list",
         "object_diffs": "retrieve",
     }
+    #: Serializers of child models whose diffs reach this model's sets through
+    #: ``get_diff_parent()``: ``{"app_label.model_name": SerializerClass}``. The data of
+    #: a child's diff shows the columns its serializer shows (see :meth:`diff_data`); a
+    #: child not listed here has ``"data": null``.
+    diffs_child_serializers: ClassVar[Mapping[str, type[Any]]] = {}
 
     # Provided by DRF's GenericViewSet.
     action: str | None
@@ -149,7 +232,15 @@ class DiffsViewSetMixin:
 
         def get_object(self) -> models.Model: ...
 
+        def get_serializer(self, *args: Any, **kwargs: Any) -> Any: ...
+
+        def get_serializer_context(self) -> dict[str, Any]: ...
+
     _diffs_queryset: models.QuerySet[Any] | None = None
+    # Set on a class once its diffs_child_serializers names only child models.
+    _diffs_children_checked: ClassVar[bool] = False
+    # Per request: label -> the columns its serializer shows (None: no serializer).
+    _diffs_columns: dict[str, frozenset[str] | None] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -159,6 +250,7 @@ class DiffsViewSetMixin:
                 f"<= diffs_max_limit ({cls.diffs_max_limit}) <= {MAX_LIMIT}."
             )
             raise ImproperlyConfigured(msg)
+        _check_child_serializers(cls)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # Authentication, permission and throttle checks see the aliased action.
@@ -172,8 +264,9 @@ class DiffsViewSetMixin:
             since, limit = self.get_diffs_params(request)
             queryset = self.get_diffs_queryset()
             manager = self._diffs_manager(queryset.model)
-            page = _read(lambda: manager.since(since, limit), since)
-            return self.diffs_response(page, self.visible_diffs(page.diffs))
+            page = _read(lambda: manager.since(since, limit), since, queryset.model)
+            diffs = self.visible_diffs(_decodable(page.diffs, queryset.model))
+            return self.diffs_response(page, diffs)
 
     @_diffs_action(detail=True)
     def object_diffs(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -181,20 +274,27 @@ class DiffsViewSetMixin:
         with self._diffs_aliased_action():
             since, limit = self.get_diffs_params(request)
             instance = self.get_object()
-            manager = self._diffs_manager(self.get_queryset().model)
-            page = _read(lambda: manager.object_since(instance.pk, since, limit), since)
-            return self.diffs_response(page, page.diffs)
+            model = self.get_queryset().model
+            manager = self._diffs_manager(model)
+            page = _read(lambda: manager.object_since(instance.pk, since, limit), since, model)
+            return self.diffs_response(page, _decodable(page.diffs, model))
 
     def get_diffs_params(self, request: Request) -> tuple[str | None, int]:
         """Return ``(since, limit)`` from the query string, or raise a 400."""
         params = request.query_params
         since = params.get("since") or None
+        if since is not None and len(since) > _MAX_SINCE_CHARS:
+            msg = (
+                f"Invalid 'since': {_echo(since)} is not a cursor (a cursor has at most "
+                f"{_MAX_SINCE_CHARS} characters): pass back the cursor of a diff or page."
+            )
+            raise InvalidDiffsParameter(msg, "invalid_cursor")
         raw = params.get("limit") or ""
         if not raw:
             return since, self.diffs_page_size
         if _LIMIT_RE.fullmatch(raw) and 1 <= int(raw) <= self.diffs_max_limit:
             return since, int(raw)
-        msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {raw!r}."
+        msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
         raise InvalidDiffsParameter(msg, "invalid_limit")
 
     def get_diffs_queryset(self) -> models.QuerySet[Any]:
@@ -207,19 +307,28 @@ class DiffsViewSetMixin:
         return self._diffs_queryset
 
     def visible_diffs(self, diffs: list[Diff]) -> list[Diff]:
-        """Keep the diffs of a feed page the user may see (one query)."""
+        """Keep the diffs of a feed page the user may see (one query).
+
+        A diff is shown when its holder (the object whose set holds it) is in the
+        queryset now, or when it is a deletion :meth:`deleted_diff_visible` lets through.
+        A ``superseded`` diff belongs to an earlier row whose pk was used again: the row
+        in the queryset now says nothing about it, so only its deletion can be shown,
+        and only through :meth:`deleted_diff_visible`.
+        """
         queryset = self.get_diffs_queryset()
-        holders = [_holder_pk(queryset.model, diff) for diff in diffs]
+        holders = [None if diff.superseded else _holder_pk(queryset.model, diff) for diff in diffs]
         wanted = {pk for pk in holders if pk is not None}
         present = _present(queryset, wanted) if wanted else set()
         return [
             diff
             for diff, pk in zip(diffs, holders, strict=True)
-            if pk in present or (diff.deleted and self.deleted_diff_visible(diff))
+            if (pk is not None and pk in present)
+            or (diff.deleted and self.deleted_diff_visible(diff))
         ]
 
     def deleted_diff_visible(self, diff: Diff) -> bool:
-        """Whether the feed shows ``diff``, a deletion whose holder is not in the queryset.
+        """Whether the feed shows ``diff``, a deletion whose holder is not in the queryset
+        (or a deletion of an earlier row whose pk was used again).
 
         The row is gone, so the database cannot tell whether this user could see it.
         By default: always when the queryset (:meth:`get_diffs_queryset`) has no
@@ -242,27 +351,112 @@ class DiffsViewSetMixin:
         row = deleted_row(diff.data, queryset.model)
         return row is not None and row_matches(queryset, row)
 
+    def diff_data(self, diff: Diff) -> Any:
+        """The ``data`` an entry of ``results`` shows for ``diff``; None shows ``null``.
+
+        The stored data holds every column that changed, including those the API never
+        shows, so by default it is filtered by the serializer that shows the object:
+
+        * data in the default serializer's format (``[{"model", "pk", "fields"}]``)
+          of the viewset's model (or a proxy of it) keeps the ``fields`` that the
+          viewset's serializer shows, as :func:`serializer_columns` finds them: the
+          serializer is ``self.get_serializer()`` with the aliased action, so a
+          ``get_serializer_class()`` that branches on ``self.action`` picks the
+          ``list`` serializer for the feed and the ``retrieve`` one for an object's
+          diffs;
+        * the same for a child model's diff (one a child sent to its parent with
+          ``get_diff_parent()``), with the serializer :attr:`diffs_child_serializers`
+          names for the child's label;
+        * anything else is None: data of a custom ``serialize_diff`` (nothing tells
+          which of it the API shows), of a child without a serializer listed, or not
+          of the object the diff describes. The entry is still listed, so the client
+          knows the object changed.
+
+        The filter reads the fields a serializer declares for the request, not what
+        its ``to_representation()`` does with one object: a serializer that hides
+        fields per object, or masks values, needs this method overridden. Override
+        it to show custom data, e.g.::
+
+            def diff_data(self, diff):
+                if diff.model == "polls.question" and isinstance(diff.data, dict):
+                    return {"text": diff.data.get("text")}
+                return super().diff_data(diff)
+
+        The value returned must be JSON the renderer accepts; whatever it returns is
+        shown as it is, so return only what this user may read.
+        """
+        record = _DefaultRecord.of(diff.data)
+        if record is None or not isinstance(diff.model, str):
+            return None
+        data_model = _installed_model(record.label)
+        if data_model is None or model_label(data_model) != diff.model:
+            return None  # not data about the object this diff describes
+        if not _same_pk(data_model, record.pk, diff.pk):
+            return None
+        columns = self._diffs_columns_of(diff.model)
+        if columns is None:
+            return None
+        fields = {name: value for name, value in record.fields.items() if name in columns}
+        return [{"model": record.label, "pk": record.pk, "fields": fields}]
+
     def diffs_response(self, page: FeedPage, diffs: list[Diff]) -> Response:
-        """The response for ``page``, showing ``diffs`` (those the user may see)."""
+        """The response for ``page``, showing ``diffs`` (those the user may see).
+
+        An entry that is not strict JSON is skipped with a warning; the page's cursor
+        still moves past it.
+        """
         return Response(
             {
-                "results": [self.diff_representation(diff) for diff in diffs],
+                "results": _renderable(diffs, [self.diff_representation(d) for d in diffs]),
                 "cursor": page.cursor,
                 "has_more": page.has_more,
             }
         )
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
-        """One entry of ``results``."""
+        """One entry of ``results``; its ``data`` is :meth:`diff_data`'s."""
         return {
             "model": diff.model,
             "pk": diff.pk,
-            "data": diff.data,
+            "data": self.diff_data(diff),
             "created": diff.created,
             "deleted": diff.deleted,
             "timestamp": diff.timestamp,
             "cursor": diff.cursor,
         }
+
+    def _diffs_columns_of(self, label: str) -> frozenset[str] | None:
+        """The columns of ``label``'s data that its serializer shows (once per request);
+        None when no serializer is known for it."""
+        if self._diffs_columns is None:
+            self._diffs_columns = {}
+        if label not in self._diffs_columns:
+            self._diffs_columns[label] = self._diffs_find_columns(label)
+        return self._diffs_columns[label]
+
+    def _diffs_find_columns(self, label: str) -> frozenset[str] | None:
+        model = self.get_queryset().model
+        if label == model_label(model):
+            return serializer_columns(self._diffs_own_serializer(), model)
+        serializer_class = self.diffs_child_serializers.get(label)
+        if serializer_class is None:
+            return None
+        child = _installed_model(label)
+        if child is None:  # refused by _check_child_labels()
+            return None
+        serializer = serializer_class(context=self.get_serializer_context())
+        return serializer_columns(serializer, child)
+
+    def _diffs_own_serializer(self) -> Any:
+        try:
+            return self.get_serializer()
+        except AssertionError as error:  # GenericAPIView's "no serializer_class"
+            msg = (
+                f"{type(self).__qualname__} serves diffs showing what its serializer "
+                f"shows, but it has none ({error}). Set serializer_class, or override "
+                "diff_data() to decide what a diff shows."
+            )
+            raise ImproperlyConfigured(msg) from error
 
     @contextlib.contextmanager
     def _diffs_aliased_action(self) -> Iterator[None]:
@@ -284,21 +478,306 @@ class DiffsViewSetMixin:
                 "registered with django-diffs: decorate the model with @diffs.register."
             )
             raise ImproperlyConfigured(msg)
+        _check_child_labels(type(self), model)
         return DiffModelManager(model)
 
 
-def _read(read: Callable[[], FeedPage], since: Since) -> FeedPage:
+def serializer_columns(serializer: Any, model: type[models.Model]) -> frozenset[str]:
+    """The columns of ``model`` that ``serializer`` shows, named as the default
+    serializer's diff data names them (``fields`` keys: field names, ``owner`` for a
+    foreign key).
+
+    A column counts when a readable (not ``write_only``) field of the serializer shows
+    its value one to one: the field's ``source`` is the column's name or attname. A
+    foreign key (whose data value is the related row's key) counts when the field shows
+    that key: ``source`` is the attname (``owner_id``), or the field is a
+    ``PrimaryKeyRelatedField``, a ``SlugRelatedField`` or ``HyperlinkedRelatedField`` on
+    that key, or a nested serializer with a readable field for it. Anything else
+    (``source="*"``, dotted sources, method fields, other relation fields) shows nothing.
+    A ``ListSerializer`` stands for its child; an object without ``fields`` shows none.
+    """
+    if isinstance(serializer, ListSerializer):
+        serializer = serializer.child
+    fields = getattr(serializer, "fields", None)
+    if not isinstance(fields, Mapping):
+        return frozenset()
+    columns = _columns_by_source(model)
+    shown = set()
+    for field in fields.values():
+        source = getattr(field, "source", None)
+        if not isinstance(source, str) or getattr(field, "write_only", True):
+            continue
+        column = columns.get(source)
+        if column is not None and _shows_column(field, column, source):
+            shown.add(column.name)
+    return frozenset(shown)
+
+
+def _columns_by_source(model: type[models.Model]) -> dict[str, models.Field[Any, Any]]:
+    """``model``'s columns by every ``source`` that reads them as they are stored.
+
+    Primary keys are left out, as the default data leaves them out of ``fields``.
+    """
+    columns: dict[str, models.Field[Any, Any]] = {}
+    for column in model._meta.concrete_fields:
+        if column.primary_key:
+            continue
+        columns[column.name] = column
+        columns[column.attname] = column
+    return columns
+
+
+def _shows_column(field: Any, column: models.Field[Any, Any], source: str) -> bool:
+    if not column.is_relation or source == column.attname:
+        return True  # the stored value itself (a foreign key's: the related key)
+    target = getattr(column, "target_field", None)
+    if target is None:
+        return False
+    # The data holds the related row's key (``target``), not the related object.
+    names = {target.name, target.attname} | ({"pk"} if target.primary_key else set())
+    if isinstance(field, PrimaryKeyRelatedField):
+        return bool(target.primary_key)
+    if isinstance(field, SlugRelatedField):
+        return field.slug_field in names
+    if isinstance(field, HyperlinkedRelatedField):
+        return field.lookup_field in names
+    if isinstance(field, BaseSerializer) and not isinstance(field, ListSerializer):
+        nested = getattr(field, "fields", None)
+        return isinstance(nested, Mapping) and any(
+            getattr(inner, "source", None) in names and not getattr(inner, "write_only", True)
+            for inner in nested.values()
+        )
+    return False
+
+
+def _check_child_serializers(cls: type[DiffsViewSetMixin]) -> None:
+    """Refuse a ``diffs_child_serializers`` that cannot be what it should."""
+    children: object = cls.diffs_child_serializers  # whatever the subclass set
+    if not isinstance(children, Mapping):
+        msg = (
+            f"{cls.__qualname__}.diffs_child_serializers must map child model labels to "
+            f"serializer classes, not be a {type(children).__name__}."
+        )
+        raise ImproperlyConfigured(msg)
+    entries: list[tuple[object, object]] = list(children.items())
+    for label, serializer_class in entries:
+        if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
+            msg = (
+                f"{cls.__qualname__}.diffs_child_serializers: key {label!r} is not a model "
+                "label: use 'app_label.model_name' in lower case, e.g. 'polls.choice'."
+            )
+            raise ImproperlyConfigured(msg)
+        if not (
+            isinstance(serializer_class, type) and issubclass(serializer_class, BaseSerializer)
+        ):
+            msg = (
+                f"{cls.__qualname__}.diffs_child_serializers[{label!r}] must be a serializer "
+                f"class, not {serializer_class!r}."
+            )
+            raise ImproperlyConfigured(msg)
+
+
+def _check_child_labels(cls: type[DiffsViewSetMixin], model: type[models.Model]) -> None:
+    """Refuse a label of ``diffs_child_serializers`` that names no child model's diffs
+    (once per class: the models are installed only after the class is made)."""
+    if cls.__dict__.get("_diffs_children_checked"):
+        return
+    own = model_label(model)
+    for label in cls.diffs_child_serializers:
+        child = _installed_model(label)
+        problem = None
+        if child is None:
+            problem = "names no installed model"
+        elif model_label(child) != label:
+            problem = f"is a proxy: name its concrete model, {model_label(child)!r}"
+        elif label == own:
+            problem = "is the viewset's own model, whose serializer is the viewset's"
+        if problem is not None:
+            msg = (
+                f"{cls.__qualname__}.diffs_child_serializers: {label!r} {problem}. Its keys "
+                "are the labels ('app_label.model_name') of models whose get_diff_parent() "
+                f"sends their diffs to {own}."
+            )
+            raise ImproperlyConfigured(msg)
+    cls._diffs_children_checked = True
+
+
+# app_label.model_name as Django spells them in lower case.
+_LABEL_RE = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class _DefaultRecord:
+    """The one record of data in the default serializer's format."""
+
+    label: str
+    pk: Any
+    fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, data: Any) -> _DefaultRecord | None:
+        """The record of ``data`` if it has exactly the default format, else None."""
+        if type(data) is not list or len(data) != 1:
+            return None
+        record = data[0]
+        if type(record) is not dict or record.keys() != _DEFAULT_RECORD_KEYS:
+            return None
+        label, fields = record["model"], record["fields"]
+        if type(label) is not str or type(fields) is not dict:
+            return None
+        return cls(label, record["pk"], fields)
+
+
+def _installed_model(label: str) -> type[models.Model] | None:
+    """The installed model called ``label`` (``app_label.model_name``), or None."""
+    try:
+        return apps.get_model(label)
+    except (LookupError, ValueError):
+        return None
+
+
+def _same_pk(model: type[models.Model], data_pk: Any, diff_pk: Any) -> bool:
+    """Whether the data's pk and the diff's are one value of ``model``'s primary key."""
+    return bool(pk_value(model, data_pk) == pk_value(model, diff_pk))
+
+
+def _read(read: Callable[[], FeedPage], since: Since, model: type[models.Model]) -> FeedPage:
+    """Run a manager read, turning its errors into the endpoint's answers."""
     try:
         return read()
     except CursorExpired as error:
         msg = (
-            f"The cursor {since!r} is older than the time diffs are kept: diffs after it "
-            "may be gone. Keep 'cursor', fetch the objects again, then read diffs since it."
+            f"The cursor {_echo(since)} is older than the time diffs are kept: diffs after "
+            "it may be gone. Keep 'cursor', fetch the objects again, then read diffs since it."
         )
         raise DiffsCursorGone(msg, error.restart_cursor) from error
     except InvalidCursor as error:
-        msg = f"Invalid 'since': {error}"
-        raise InvalidDiffsParameter(msg, "invalid_cursor") from error
+        raise InvalidDiffsParameter(
+            _invalid_cursor_detail(error, since), "invalid_cursor"
+        ) from error
+    except REDIS_ERRORS as error:
+        raise _unavailable(error, model) from error
+
+
+def _invalid_cursor_detail(error: InvalidCursor, since: Since) -> str:
+    """The 400's detail: the error's reason, quoting at most an excerpt of ``since``."""
+    reason = str(error)
+    if isinstance(since, str):
+        reason = reason.replace(repr(since), _echo(since))
+    if len(reason) > _MAX_DETAIL_CHARS:  # a message that quotes it otherwise
+        reason = f"{_echo(str(since))} is not a cursor: pass back the cursor of a diff or page."
+    return f"Invalid 'since': {reason}"
+
+
+def _unavailable(error: Exception, model: type[models.Model]) -> DiffsRedisUnavailable:
+    """The 503 for a Redis error that ended a read of ``model``'s diffs."""
+    retry_after = _retry_after(error)
+    if isinstance(error, RedisUnavailable):
+        # The read path has logged the failure itself; one line per request is enough.
+        logger.debug("Diffs of %s: Redis unavailable, answered 503.", model_label(model))
+    else:
+        logger.warning(
+            "Diffs of %s: answered 503, reading Redis failed: %s: %.*s",
+            model_label(model),
+            type(error).__name__,
+            _LOG_CHARS,
+            error,
+        )
+    return DiffsRedisUnavailable(retry_after)
+
+
+def _retry_after(error: Exception) -> int:
+    """Whole seconds from the error's ``retry_after`` (1 without one), within bounds."""
+    seconds = getattr(error, "retry_after", None)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+        return _MIN_RETRY_AFTER  # none, or NaN
+    # Bounded before rounding up: math.ceil() of an infinity raises.
+    return math.ceil(min(max(seconds, _MIN_RETRY_AFTER), _MAX_RETRY_AFTER))
+
+
+def _echo(value: object) -> str:
+    """``repr`` of a parameter cut to a short excerpt: error bodies quote no more."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > _ECHO_CHARS:
+        text = text[:_ECHO_CHARS] + "…"
+    return repr(text)
+
+
+def _decodable(diffs: list[Diff], model: type[models.Model]) -> list[Diff]:
+    """``diffs`` without those whose stored member cannot be decoded (each logged)."""
+    kept = []
+    for diff in diffs:
+        reason = _decoding_error(diff)
+        if reason is None:
+            kept.append(diff)
+        else:
+            logger.warning(
+                "Skipped a diff in the diffs of %s: it cannot be decoded: %.*s",
+                model_label(model),
+                _LOG_CHARS,
+                reason,
+            )
+    return kept
+
+
+def _decoding_error(diff: Diff) -> str | None:
+    """Why ``diff`` (maybe read lazily) cannot be decoded, or None if it can."""
+    try:
+        diff.__getattribute__("data")  # the first read decodes every field at once
+    except (ValueError, RecursionError) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def _renderable(diffs: list[Diff], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``entries`` (one per diff) without those that are not strict JSON (each logged)."""
+    if _strict_json_error(entries, _MAX_JSON_DEPTH + 1) is None:
+        return entries  # the usual case: one check for the whole page
+    kept = []
+    for diff, entry in zip(diffs, entries, strict=True):
+        reason = _strict_json_error(entry, _MAX_JSON_DEPTH)
+        if reason is None:
+            kept.append(entry)
+        else:
+            logger.warning(
+                "Skipped the diff of %s pk=%.*r at cursor %s: it is not strict JSON (%s).",
+                diff.model,
+                _LOG_CHARS,
+                diff.pk,
+                diff.cursor,
+                reason,
+            )
+    return kept
+
+
+def _strict_json_error(value: Any, max_depth: int) -> str | None:
+    """Why ``value`` cannot be rendered as strict JSON (RFC 8259), or None if it can.
+
+    DRF's JSON renderer refuses NaN and infinities (``STRICT_JSON``); checked with the
+    encoder it uses.
+    """
+    if _deeper_than(value, max_depth):
+        return f"nested more than {max_depth} levels deep"
+    try:
+        json.dumps(value, cls=JSONEncoder, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        return f"{type(error).__name__}: {error}"[:_LOG_CHARS]
+    return None
+
+
+def _deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether lists and dicts nest in ``value`` more than ``max_depth`` levels deep
+    (without recursion: the value may be nested deeper than Python can recurse)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:

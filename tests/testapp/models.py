@@ -130,3 +130,40 @@ class CustomQuerySetItem(models.Model):
     count = models.IntegerField(default=0)
 
     objects = ItemQuerySet.as_manager()
+
+
+class Badge(models.Model):
+    """A foreign key target with a unique key that is not its pk."""
+
+    slug = models.SlugField(unique=True)
+
+
+@diffs.register
+class Secretive(models.Model):
+    """Columns the REST serializers leave out, and foreign keys (issue 12, point 3)."""
+
+    name = models.CharField(max_length=50)
+    secret = models.CharField(max_length=50, default="")
+    score = models.FloatField(default=0.0)
+    owner = models.ForeignKey(Question, null=True, blank=True, on_delete=models.SET_NULL)
+    badge = models.ForeignKey(
+        Badge, to_field="slug", null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+
+class SecretiveProxy(Secretive):
+    """Saves of a proxy land in its concrete model's sets, with the proxy's label in data."""
+
+    class Meta:
+        proxy = True
+
+
+@diffs.register
+class CustomSerialized(models.Model):
+    """Data in a format of its own: the REST endpoint cannot tell what it shows."""
+
+    name = models.CharField(max_length=50)
+    secret = models.CharField(max_length=50, default="")
+
+    def serialize_diff(self, dirty_fields: dict[str, Any], created: bool = False) -> Any:
+        return {"name": self.name, "secret": self.secret}

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from rest_framework import permissions, serializers, viewsets
 
 from diffs.contrib.drf import DiffsViewSetMixin
-from tests.testapp.models import Question, UUIDItem
+from tests.testapp.models import Choice, Question, Secretive, UUIDItem
 
 
 class QuestionSerializer(serializers.ModelSerializer):
@@ -17,12 +17,27 @@ class QuestionSerializer(serializers.ModelSerializer):
         fields = ["id", "question_text", "pub_date", "votes"]
 
 
+class ChoiceSerializer(serializers.ModelSerializer):
+    """Shows every column of a choice but its votes."""
+
+    class Meta:
+        model = Choice
+        fields = ["id", "question", "choice_text"]
+
+
+class UUIDItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = UUIDItem
+        fields = ["id", "name"]
+
+
 class QuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
     """Every question, for anyone."""
 
     queryset = Question.objects.all()
     serializer_class = QuestionSerializer
     permission_classes = [permissions.AllowAny]
+    diffs_child_serializers = {"testapp.choice": ChoiceSerializer}
 
 
 class VotedQuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
@@ -30,6 +45,7 @@ class VotedQuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
 
     serializer_class = QuestionSerializer
     permission_classes = [permissions.IsAuthenticated]
+    diffs_child_serializers = {"testapp.choice": ChoiceSerializer}
     diffs_page_size = 2
     diffs_max_limit = 50
 
@@ -61,4 +77,21 @@ class UnaliasedQuestionViewSet(PerActionQuestionViewSet):
 
 class UUIDItemViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
     queryset = UUIDItem.objects.all()
+    serializer_class = UUIDItemSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class SecretiveSerializer(serializers.ModelSerializer):
+    """Leaves out ``secret`` and ``score``; ``badge`` shows the badge's slug (its key)."""
+
+    class Meta:
+        model = Secretive
+        fields = ["id", "name", "owner", "badge"]
+
+
+class SecretiveViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    """Anyone may read; what they read is what the serializer shows."""
+
+    queryset = Secretive.objects.all()
+    serializer_class = SecretiveSerializer
     permission_classes = [permissions.AllowAny]
