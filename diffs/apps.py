@@ -1,8 +1,9 @@
-"""The Django app config: registers the system checks and the exit flush."""
+"""The Django app config: registers the system checks and the exit hooks."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
 
 
 class DiffsConfig(AppConfig):
@@ -14,11 +15,25 @@ class DiffsConfig(AppConfig):
     def ready(self) -> None:
         # Models register themselves when their module is imported (the decorator
         # connects their signals on the spot), so ready() has the checks to load and
-        # the exit hook to install: a process that stops normally writes the diffs
-        # still waiting for Redis.
+        # the exit hooks to install: a process that stops normally writes the diffs
+        # still waiting for Redis, and with write_behind so does one stopped by SIGTERM
+        # or ending as a multiprocessing child (diffs.exit_hooks).
         import atexit
 
         from diffs import checks  # noqa: F401
-        from diffs.delivery import flush_at_exit
+        from diffs.exit_hooks import at_exit, install_exit_hooks
 
-        atexit.register(flush_at_exit)
+        atexit.register(at_exit)
+        if _write_behind_configured():
+            # Now, while django.setup() most likely runs in the main thread: the only
+            # one that may install a signal handler.
+            install_exit_hooks()
+
+
+def _write_behind_configured() -> bool:
+    from diffs.settings import get_settings
+
+    try:
+        return get_settings().write_behind
+    except ImproperlyConfigured:  # reported by the diffs.* checks; setup goes on
+        return False

@@ -102,6 +102,10 @@ class _Queue:
         #: True from a failed write to the next successful one: the queue is a retry
         #: buffer then, and retry_buffer_size bounds it.
         self.failing = False
+        #: How many diffs the write in progress carries (0: none). Set with ``lock``
+        #: held as they leave ``items`` and as they go back, so :func:`unwritten` never
+        #: counts a diff twice.
+        self.sending = 0
 
 
 _queue = _Queue()
@@ -126,6 +130,13 @@ def _trim() -> list[Queued]:
 def waiting() -> int:
     """How many diffs wait in this process's memory for Redis."""
     return len(_queue.items)
+
+
+def unwritten() -> int:
+    """How many diffs this process holds that Redis has not confirmed: those waiting,
+    and those of a write in progress (what an exit that cannot wait would lose)."""
+    with _queue.lock:
+        return len(_queue.items) + _queue.sending
 
 
 def clear() -> list[Queued]:
@@ -161,6 +172,7 @@ def flush(*, force: bool = False) -> FlushResult:
         with _queue.lock:
             batch = list(_queue.items)
             _queue.items.clear()
+            _queue.sending = len(batch)
         if not batch:
             return FlushResult(0, waiting())
         try:
@@ -168,6 +180,8 @@ def flush(*, force: bool = False) -> FlushResult:
         except Exception as error:
             _handle_failure(batch, error)
             return FlushResult(0, waiting())
+        finally:
+            _queue.sending = 0
         _queue.paused_until = 0.0
         _queue.failing = False
     _forget_outbox_rows(batch)
@@ -230,6 +244,8 @@ class _BackgroundWriter:
                         self.thread = None
                         if or_flush:
                             flush()
+                    else:
+                        _writer_started()
 
     def _run(self) -> None:
         while True:
@@ -248,6 +264,15 @@ class _BackgroundWriter:
 
 
 _writer = _BackgroundWriter()
+
+
+def _writer_started() -> None:
+    # From now on this process's diffs wait for the writer: have the exits that would
+    # skip them (SIGTERM, the end of a multiprocessing child) write them first. Called
+    # at each start, so again in a forked child; each hook is installed once per process.
+    from diffs.exit_hooks import install_exit_hooks
+
+    install_exit_hooks()
 
 
 def _forget_parent_state() -> None:
@@ -276,6 +301,7 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
             item.late = True
         with _queue.lock:
             _queue.items.extendleft(reversed(batch))
+            _queue.sending = 0  # back in items: counted once
             _queue.failing = True
             _queue.paused_until = time.monotonic() + RETRY_PAUSE_SECONDS
             dropped = _trim()
