@@ -1,13 +1,17 @@
 """System checks for ``DIFFS_SETTINGS`` and registered models (``diffs.E001``…).
 
-Only the ``check --deploy`` ones touch the network (``diffs.E012``, ``diffs.E013``),
-within ``socket_timeout``; every message names the key and every hint the fix.
+Only the ``check --deploy`` ones touch the network (``diffs.E012``, ``diffs.E013`` and
+``diffs.W004``), within ``socket_timeout``; every message names the key and every hint
+the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -17,6 +21,9 @@ from diffs.advice import connection_advice
 from diffs.settings import SETTING_NAME, _raw_settings, find_problems
 
 if TYPE_CHECKING:
+    import redis
+
+    from diffs.pruning import RedisKey
     from diffs.settings import DiffsSettings
 
 _OBJ = f"settings.{SETTING_NAME}"
@@ -24,6 +31,13 @@ _OBJ = f"settings.{SETTING_NAME}"
 #: How long a ``check --deploy`` call to Redis may take when ``socket_timeout`` is None
 #: (no limit for saves): a check must end.
 DEPLOY_CHECK_TIMEOUT = 5.0
+#: About how many keys ``diffs.W004`` has Redis look at, over all its SCAN calls and
+#: primaries, so the check costs the same on a db of ten keys or of a billion.
+SAMPLE_KEYS = 300
+#: SCAN's COUNT for ``diffs.W004``, per call (fewer per primary on a big cluster).
+SAMPLE_SCAN_COUNT = 100
+#: Longest key name a check message shows.
+SHOWN_KEY_CHARS = 80
 #: Longest Redis error text a message quotes (a cluster's can list every node).
 SHOWN_ERROR_CHARS = 300
 
@@ -36,6 +50,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for problem in find_problems(raw):
         kind = checks.Error if problem.is_error else checks.Warning
         messages.append(kind(problem.msg, hint=problem.hint, obj=_OBJ, id=problem.check_id))
+    if isinstance(raw, dict):
+        messages.extend(_prefix_warnings(raw.get("prefix")))
     if isinstance(raw, dict) and raw.get("test_mode") is True and not _fakeredis_installed():
         messages.append(
             checks.Error(
@@ -46,6 +62,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return messages
+
+
+def _prefix_warnings(prefix: object) -> list[checks.CheckMessage]:
+    """``diffs.W003``: a prefix not ending with ``:`` is the start of other prefixes."""
+    if not isinstance(prefix, str) or not prefix or prefix.endswith(":"):
+        return []  # the default, or diffs.E007's business
+    return [
+        checks.Warning(
+            f"{SETTING_NAME}['prefix'] is {prefix!r}, which does not end with ':', so it is "
+            f"also the start of other prefixes ({prefix + '2:'!r}, say): another site's or "
+            "app's keys may fall under it.",
+            hint=(
+                f"End it with ':', e.g. {SETTING_NAME}['prefix'] = {prefix + ':'!r}. Diffs "
+                "written under the old prefix are no longer read; they expire within "
+                "max_element_age."
+            ),
+            obj=_OBJ,
+            id="diffs.W003",
+        )
+    ]
 
 
 @checks.register(checks.Tags.models)
@@ -96,7 +132,8 @@ def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
 @checks.register(checks.Tags.database, deploy=True)
 def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """With ``check --deploy``: connect to Redis with the configured credentials
-    (``diffs.E012``, ``diffs.E013``).
+    (``diffs.E012``, ``diffs.E013``), then look for other sites' keys under the prefix
+    (``diffs.W004``).
 
     On a cluster, every primary must answer. Each call to Redis gives up after
     ``socket_timeout`` (``DEPLOY_CHECK_TIMEOUT`` if that is None).
@@ -125,8 +162,10 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
     except REDIS_ERRORS as error:
         client.close()
         return _unreachable(error, where, conf.url)
-    client.close()
-    return []
+    try:
+        return _keys_of_other_sites(client, conf)
+    finally:
+        client.close()
 
 
 def _bounded(conf: DiffsSettings) -> DiffsSettings:
@@ -139,6 +178,8 @@ def describe_server(conf: DiffsSettings, client: Any = None) -> str:
     """Where the settings point, as messages name it: ``host:port db N``,
     ``unix:///path`` or ``cluster node host:port``. No network; ``client``, when given,
     is the one built from ``conf``."""
+    if conf.test_mode:
+        return "the test_mode fake server"
     if conf.cluster:
         return f"cluster node {_first_node(conf)}"
     if client is None:
@@ -175,6 +216,96 @@ def _unreachable(error: Exception, where: str, url: str | None) -> list[checks.C
     """``diffs.E012`` for refused credentials, else ``diffs.E013``."""
     check_id, msg, hint = redis_problem(error, where, url)
     return [checks.Error(msg, hint=hint, obj=_OBJ, id=check_id)]
+
+
+def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[checks.CheckMessage]:
+    """``diffs.W004`` when a sample of the keys under the prefix holds one that
+    django-diffs did not write for this project: another site's prefix starts with ours."""
+    from diffs.connection import REDIS_ERRORS
+
+    deadline = time.monotonic() + (conf.socket_timeout or DEPLOY_CHECK_TIMEOUT)
+    try:
+        example = _first_foreign_key(client, conf.prefix, conf.cluster, deadline)
+    except REDIS_ERRORS:
+        return []  # Redis stopped answering: E012/E013 say so on the next run
+    if example is None:
+        return []
+    from diffs.pruning import printable_key
+
+    shown = shorten(printable_key(example), SHOWN_KEY_CHARS)
+    return [
+        checks.Warning(
+            f"Redis holds keys under the prefix {conf.prefix!r} that django-diffs did not "
+            f"write for this project, e.g. {shown!r}: another site's prefix seems to start "
+            "with this one (prune_diffs leaves such keys alone, but scans them every run).",
+            hint=(
+                f"In {SETTING_NAME}['prefix'], give each site a prefix that is not the start "
+                "of another's ('diffs:a:' and 'diffs:b:', not 'diffs:' and 'diffs:b:'). "
+                "Keys of an app no longer installed expire within max_element_age."
+            ),
+            obj=_OBJ,
+            id="diffs.W004",
+        )
+    ]
+
+
+def _first_foreign_key(
+    client: redis.Redis, prefix: str, cluster: bool, deadline: float
+) -> RedisKey | None:
+    from diffs.keys import prefix_pattern
+    from diffs.pruning import installed_models, shape_of_ours
+
+    installed = installed_models()
+    for key in _sample_keys(client, prefix_pattern(prefix), cluster, deadline):
+        if shape_of_ours(prefix, key, installed) is None:
+            return key
+    return None
+
+
+def _sample_keys(
+    client: redis.Redis, pattern: str, cluster: bool, deadline: float
+) -> Iterator[RedisKey]:
+    """Keys matching ``pattern`` from at most about ``SAMPLE_KEYS`` keys looked at: one
+    SCAN walk per server (per primary on a cluster), cut short at ``deadline``."""
+    scans = _node_scans(client, pattern, cluster)
+    count = max(10, min(SAMPLE_SCAN_COUNT, SAMPLE_KEYS // len(scans)))
+    calls_each = max(1, SAMPLE_KEYS // (count * len(scans)))
+    for scan in scans:
+        cursor = 0
+        for _ in range(calls_each):
+            if time.monotonic() > deadline:
+                return
+            cursor, keys = scan(cursor, count)
+            yield from keys
+            if cursor == 0:
+                break
+
+
+def _node_scans(
+    client: redis.Redis, pattern: str, cluster: bool
+) -> list[Callable[[int, int], tuple[int, list[RedisKey]]]]:
+    """One SCAN function (cursor, count) -> (next cursor, keys) per server to walk."""
+    if not cluster:
+        return [functools.partial(_scan_one, client, pattern)]
+    nodes: list[Any] = cast(Any, client).get_primaries()  # redis-py leaves it untyped
+    return [functools.partial(_scan_node, client, node, pattern) for node in nodes]
+
+
+def _scan_one(
+    client: redis.Redis, pattern: str, cursor: int, count: int
+) -> tuple[int, list[RedisKey]]:
+    found = client.scan(cursor, match=pattern, count=count)
+    return int(found[0]), list(found[1])
+
+
+def _scan_node(
+    client: redis.Redis, node: Any, pattern: str, cursor: int, count: int
+) -> tuple[int, list[RedisKey]]:
+    # A cluster client's SCAN answers {node name: cursor}, keys for the nodes targeted.
+    cursors, keys = cast(Any, client).scan(
+        cursor=cursor, match=pattern, count=count, target_nodes=node
+    )
+    return int(cursors[node.name]), list(keys)
 
 
 def shorten(text: str, limit: int) -> str:

@@ -1,4 +1,4 @@
-"""System checks diffs.E001… and diffs.W001."""
+"""System checks diffs.E001… and diffs.W001… (W003 and W004 in detail: test_checks_prefix.py)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def test_valid_settings_have_no_messages():
         ({"socket_timeout": None, "on_redis_error": "raise", "durable": True}, []),
         ({"url": "redis://x/1", "redis": {"host": "y", "db": 2}}, ["diffs.W001"]),
         ({"url": "redis://x/1", "redis": {"socket_timeout": 2}}, []),
+        ({"prefix": "diffs"}, ["diffs.W003"]),
+        ({"prefix": "diffs:"}, []),
         (
             {"prefix": "", "max_element_age": -1, "bogus": 1},
             ["diffs.E002", "diffs.E004", "diffs.E007"],
@@ -117,3 +119,17 @@ def test_deploy_check_reports_an_unreachable_redis():
         assert check_redis_reachable() == []
     with override_settings(DIFFS_SETTINGS={"max_element_age": 0}), pytest.raises(SystemCheckError):
         call_command("check", "--deploy")
+
+
+def test_deploy_check_warns_of_other_sites_keys_under_the_prefix():
+    import redis
+
+    from diffs.checks import check_redis_reachable
+    from tests.redis_server import redis_server
+
+    with redis_server() as server:
+        redis.Redis(port=server.port).set("diffs:siteb:testapp.question:1", "x")
+        with override_settings(DIFFS_SETTINGS={"url": f"redis://127.0.0.1:{server.port}/0"}):
+            [warning] = check_redis_reachable()
+    assert warning.id == "diffs.W004"
+    assert "give each site a prefix that is not the start of another's" in warning.hint

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
-from diffs import pruning
-from tests.conftest import diffs_settings
+from diffs import get_connection, keys, pruning
+from diffs.settings import get_settings
+from tests.conftest import diffs_settings, unreachable_url
 from tests.keynames import model_part, object_key
 from tests.testapp.models import Choice, Question
 
 HOUR_MS = 3600 * 1000
 
 
+#: The window (seconds) old diffs are written under: three times the default.
+OLD_WINDOW = 3 * 3600
+
+
 def create_old(model, pk, data, timestamp):
-    """``create()`` of a diff older than the default window (3600 s), which ``create()``
-    refuses under that window (no read could return it): written under a longer one."""
-    with diffs_settings(max_element_age=3 * 3600):
+    """``create()`` of a diff older than the default window (3600 s).
+
+    ``create()`` refuses such a time under that window (no read could return it), and
+    the write script places a fixed time below the model's horizon at the clock (its
+    cursor would read as expired). So it is written under a longer window, with the
+    model's horizon open since long ago, as on a site that has kept diffs that long.
+    """
+    with diffs_settings(max_element_age=OLD_WINDOW):
+        conf = get_settings()
+        get_connection().hset(
+            keys.horizon_key(conf.prefix, model), mapping={"from": -1e300, "age": OLD_WINDOW}
+        )
         return model.diffs.create(data=data, pk=pk, timestamp=timestamp)
 
 
@@ -183,3 +204,71 @@ def test_prune_is_safe_while_the_site_writes(redis_client):
     total = sum(redis_client.zcard(object_key("testapp.question", pk)) for pk in range(200))
 
     assert total == len(written)  # every fresh diff survived, every old one is gone
+
+
+# Redis down, or refusing: one line naming the server and the fix, a failing exit code
+
+
+def test_redis_down_is_one_command_error_line_naming_the_server_and_the_fix():
+    url = unreachable_url()
+    with override_settings(DIFFS_SETTINGS={"url": url}), pytest.raises(CommandError) as info:
+        run()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("prune_diffs stopped: Cannot reach Redis at ")
+    assert f"127.0.0.1:{urlsplit(url).port}" in message
+    assert "Start Redis there, or point DIFFS_SETTINGS['url'] at your server." in message
+
+
+def test_redis_lost_during_a_prune_is_a_command_error(aged, monkeypatch):
+    def connection_lost(*args, **kwargs):
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(pruning, "_prune_batch", connection_lost)
+    with pytest.raises(CommandError, match=r"^prune_diffs stopped: Cannot reach Redis at .+\.$"):
+        run()
+
+
+def test_a_command_refused_by_redis_names_what_the_user_needs():
+    from tests.redis_server import redis_server
+
+    with redis_server() as server:
+        admin = redis.Redis(port=server.port)
+        admin.acl_setuser(
+            "noscan",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["diffs:*"],
+            commands=["+@all", "-scan"],
+        )
+        url = f"redis://noscan:pw@127.0.0.1:{server.port}/0"
+        with override_settings(DIFFS_SETTINGS={"url": url}), pytest.raises(CommandError) as info:
+            run()
+    message = str(info.value)
+    assert "\n" not in message and "pw@" not in message
+    assert message.startswith(f"prune_diffs stopped: Redis at 127.0.0.1:{server.port} db 0 ")
+    assert "refused a command (" in message and "scan" in message.lower()
+    assert "allowed SCAN, sorted-set commands and scripts" in message
+
+
+def test_redis_down_in_a_real_process_exits_non_zero_with_one_line_and_no_traceback():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_redis_url",
+        "DIFFS_TEST_SUBPROCESS_REDIS_URL": unreachable_url(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "prune_diffs"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("CommandError: prune_diffs stopped: Cannot reach Redis at 127.0.0.1:")
+    assert line.endswith("at your server. What it removed before stays removed.")
+    assert done.stdout == ""
