@@ -252,10 +252,11 @@ def test_a_command_refused_by_redis_names_what_the_user_needs():
 
 
 def test_redis_down_in_a_real_process_exits_non_zero_with_one_line_and_no_traceback():
+    url = unreachable_url()  # one server's, or a cluster's in the cluster configuration
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings_redis_url",
-        "DIFFS_TEST_SUBPROCESS_REDIS_URL": unreachable_url(),
+        "DIFFS_TEST_SUBPROCESS_REDIS_URL": url,
     }
     done = subprocess.run(
         [sys.executable, "-m", "django", "prune_diffs"],
@@ -269,6 +270,7 @@ def test_redis_down_in_a_real_process_exits_non_zero_with_one_line_and_no_traceb
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("CommandError: prune_diffs stopped: Cannot reach Redis at 127.0.0.1:")
+    assert line.startswith("CommandError: prune_diffs stopped: Cannot reach Redis at ")
+    assert f"127.0.0.1:{urlsplit(url).port}" in line
     assert line.endswith("at your server. What it removed before stays removed.")
     assert done.stdout == ""
