@@ -277,7 +277,7 @@ class DiffsViewSetMixin:
             model = self.get_queryset().model
             manager = self._diffs_manager(model)
             page = _read(lambda: manager.object_since(instance.pk, since, limit), since, model)
-            return self.diffs_response(page, _decodable(page.diffs, model))
+            return self.diffs_response(page, _decodable(page.diffs, model, instance.pk))
 
     def get_diffs_params(self, request: Request) -> tuple[str | None, int]:
         """Return ``(since, limit)`` from the query string, or raise a 400."""
@@ -703,20 +703,24 @@ def _echo(value: object) -> str:
     return repr(text)
 
 
-def _decodable(diffs: list[Diff], model: type[models.Model]) -> list[Diff]:
-    """``diffs`` without those whose stored member cannot be decoded (each logged)."""
+def _decodable(diffs: list[Diff], model: type[models.Model], pk: Any = None) -> list[Diff]:
+    """``diffs`` without those whose stored member cannot be decoded (each logged).
+
+    ``model`` is the viewset's; ``pk`` the object's, for one object's diffs.
+    """
     kept = []
     for diff in diffs:
         reason = _decoding_error(diff)
         if reason is None:
             kept.append(diff)
-        else:
-            logger.warning(
-                "Skipped a diff in the diffs of %s: it cannot be decoded: %.*s",
-                model_label(model),
-                _LOG_CHARS,
-                reason,
-            )
+            continue
+        where = model_label(model) if pk is None else f"{model_label(model)} pk={pk!r:.80}"
+        logger.warning(
+            "Skipped a diff among those of %s: it cannot be decoded (%.*s).",
+            where,
+            _LOG_CHARS,
+            reason,
+        )
     return kept
 
 
@@ -724,7 +728,9 @@ def _decoding_error(diff: Diff) -> str | None:
     """Why ``diff`` (maybe read lazily) cannot be decoded, or None if it can."""
     try:
         diff.__getattribute__("data")  # the first read decodes every field at once
-    except (ValueError, RecursionError) as error:
+    except RecursionError:
+        return "its JSON is nested too deeply to decode"
+    except ValueError as error:  # which names the diff's model and pk
         return str(error) or type(error).__name__
     return None
 
