@@ -232,11 +232,11 @@ def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[check
         return []
     from diffs.pruning import printable_key
 
-    shown = shorten(printable_key(example), SHOWN_KEY_CHARS)
+    shown = shorten(printable_key(example), SHOWN_KEY_CHARS)  # escaped, not repr'd twice
     return [
         checks.Warning(
             f"Redis holds keys under the prefix {conf.prefix!r} that django-diffs did not "
-            f"write for this project, e.g. {shown!r}: another site's prefix seems to start "
+            f"write for this project, e.g. '{shown}': another site's prefix seems to start "
             "with this one (prune_diffs leaves such keys alone, but scans them every run).",
             hint=(
                 f"In {SETTING_NAME}['prefix'], give each site a prefix that is not the start "
