@@ -56,6 +56,9 @@ WRITE_BEHIND_WINDOW_SECONDS = 0.005
 #: A diff that reaches Redis this much later than its commit carries its commit time.
 LATE_AFTER_MS = 1000.0
 
+#: How long :func:`unwritten` waits for the queue's lock before counting without it.
+UNWRITTEN_LOCK_WAIT_SECONDS = 0.05
+
 #: How many models/pks a log line names before it says "and N more".
 _NAMED_IN_LOGS = 10
 
@@ -135,8 +138,14 @@ def waiting() -> int:
 def unwritten() -> int:
     """How many diffs this process holds that Redis has not confirmed: those waiting,
     and those of a write in progress (what an exit that cannot wait would lose)."""
-    with _queue.lock:
+    # The lock keeps the two counts consistent. A signal handler may run in a thread that
+    # holds it (interrupted in enqueue()): after a moment, count without it.
+    locked = _queue.lock.acquire(timeout=UNWRITTEN_LOCK_WAIT_SECONDS)
+    try:
         return len(_queue.items) + _queue.sending
+    finally:
+        if locked:
+            _queue.lock.release()
 
 
 def clear() -> list[Queued]:

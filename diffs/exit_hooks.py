@@ -79,10 +79,10 @@ def write_waiting_diffs(timeout: float | None = None) -> int:
     calling thread was itself interrupted in (a signal arriving mid-write). Diffs it could
     not write are counted in an ERROR log; 0 means Redis has them all.
     """
+    if _in_write_path(sys._getframe(1)):  # first: this thread may hold the queue's lock
+        return _report_unwritten("a signal interrupted this thread in the middle of a write")
     if not delivery.unwritten():
         return 0
-    if _in_write_path(sys._getframe(1)):
-        return _report_unwritten("a signal interrupted this thread in the middle of a write")
     return _write_for_exit(exit_wait_seconds() if timeout is None else timeout)
 
 

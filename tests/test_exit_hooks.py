@@ -459,11 +459,20 @@ def test_the_wait_is_bounded_and_the_loss_is_counted_in_an_error(queued, redis_h
 
 @pytest.mark.django_db(transaction=True)
 def test_write_waiting_diffs_never_waits_for_a_write_its_own_thread_was_in(queued, caplog):
+    # As called from a signal handler that interrupted this thread in enqueue(), with
+    # the queue's lock held.
     Question.objects.create(question_text="one")
     namespace = {"__name__": "diffs.delivery", "exit_hooks": exit_hooks, "result": []}
 
-    exec("result.append(exit_hooks.write_waiting_diffs())", namespace)
+    def interrupted_in_enqueue() -> None:
+        with delivery._queue.lock:
+            exec("result.append(exit_hooks.write_waiting_diffs())", namespace)
 
+    thread = threading.Thread(target=interrupted_in_enqueue, daemon=True)
+    thread.start()
+    thread.join(10)
+
+    assert not thread.is_alive(), "write_waiting_diffs() waited for its own thread"
     assert namespace["result"] == [1]
     assert "interrupted this thread in the middle of a write" in caplog.text
 
