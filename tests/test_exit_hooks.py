@@ -296,10 +296,11 @@ set_handler = signal.signal
 
 @pytest.fixture
 def sigterm_restored() -> Iterator[None]:
-    """Puts back the SIGTERM handler and the install state of this (pytest's) process."""
+    """SIGTERM as in a fresh process (SIG_DFL, no hook installed), then as it was."""
     before = signal.getsignal(signal.SIGTERM)
     installed = exit_hooks._sigterm_hook
     exit_hooks._sigterm_hook = None
+    set_handler(signal.SIGTERM, signal.SIG_DFL)  # as a fresh process has it
     yield
     set_handler(signal.SIGTERM, before)  # the real one: a test may have patched signal.signal
     exit_hooks._sigterm_hook = installed
