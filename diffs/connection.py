@@ -103,6 +103,10 @@ def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
 
     options: dict[str, Any] = {**_failure_options(conf), **conf.user_redis}
     options.pop("db", None)
+    if "retry" not in conf.user_redis:
+        # The cluster client retries timeouts too, after asking the other nodes for the
+        # topology: a call against a hung node would take twice socket_timeout or more.
+        options["retry"] = _no_retry()
     if conf.url:
         client = RedisCluster.from_url(plain_url(conf.url), **options)
     else:
@@ -114,17 +118,26 @@ def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
 
 def _failure_options(conf: DiffsSettings) -> dict[str, Any]:
     # A hung Redis must not hang the request that saves: every call gives up after
-    # socket_timeout. redis-py's default retries (three, with growing pauses) would
-    # multiply that; one immediate retry is kept, for a pooled connection Redis closed
-    # (a restart). Writes are idempotent, so a retried write is never stored twice.
+    # socket_timeout, in all. redis-py's default retries (three, with growing pauses,
+    # on timeouts too) would multiply that; only a connection that fails at once (a
+    # pooled connection Redis closed when it restarted) is retried, once, without a
+    # pause. A timeout is not retried. Writes are idempotent, so a retried write is
+    # never stored twice.
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     return {
         "socket_timeout": conf.socket_timeout,
         "socket_connect_timeout": conf.socket_timeout,
-        "retry": Retry(NoBackoff(), 1),
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }
+
+
+def _no_retry() -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
 
 
 def get_fake_server() -> fakeredis.FakeServer:

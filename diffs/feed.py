@@ -1,32 +1,42 @@
 """Reading diffs after a cursor: one object's, or a whole model's (the feed).
 
-Every page costs two round trips whatever the number of objects: one ``MULTI`` that
-reads the server clock and the page of the sorted set together, and, for the model
-feed, one pipeline that fetches each listed diff from its object's set.
+Every page costs at most two round trips whatever the number of objects, and is
+bounded in bytes as well as in count: reading stops once the diffs taken reach
+``page_bytes`` (a page always holds at least one diff; ``has_more`` says the rest is
+waiting, and the cursor resumes exactly there).
+
+* One object: one script reads the server clock, the model's horizon, the object's
+  birth and the page of its sorted set.
+* The feed: one script reads the clock, the horizon and a page of the feed (pointers:
+  diff id and pk), then one script fetches the listed diffs from their objects' sets,
+  stopping at the byte budget, with each object's birth.
 
 The cursor of a page is the score of its last diff or, when the page reaches the end,
 a watermark just below the server time at which it was read: any diff written later
 gets a higher score (see ``diffs.store``), so a client that keeps polling keeps a fresh
-cursor even while nothing changes, and only a client away for longer than
-``max_element_age`` gets ``CursorExpired``.
+cursor even while nothing changes. A cursor older than ``max_element_age``, or than
+the model's horizon (``diffs.horizon``), raises ``CursorExpired``.
+
+Reads of one object start at its birth (``diffs.keys.birth_key``): diffs of an earlier
+row with the same pk are never returned for it. The feed returns them, marked
+``superseded``: they are the model's history, but not this row's.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from django.apps import apps
 
-from diffs.clock import now_ms
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
-from diffs.diff import Diff, member_id
-from diffs.keys import DIFF_ID_LENGTH, parse_feed_member, pk_value
+from diffs.diff import Diff
+from diffs.horizon import GUARD_HORIZON_LUA
+from diffs.keys import DIFF_ID_LENGTH, birth_key_for, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
-from diffs.store import is_cluster
 
 logger = logging.getLogger("diffs")
 
@@ -36,6 +46,98 @@ MAX_LIMIT = 1000
 # One microsecond below the server's time: a diff written in that same microsecond
 # still sorts after the watermark.
 _WATERMARK_MARGIN_MS = 0.001
+
+# Shared by both read scripts: the clock, and the lower bound of a range read. ARGV[1]
+# is the cursor as a range bound ("(<score>", exclusive) or "" for "from the oldest
+# diff kept" (now - max_element_age, inclusive); ARGV[2] is max_element_age in seconds.
+_READ_PRELUDE = (
+    GUARD_HORIZON_LUA
+    + """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
+local function fmt(value) return string.format('%.17g', value) end
+local low = ARGV[1]
+if low == '' then low = fmt(now_ms - tonumber(ARGV[2]) * 1000) end
+local function start_of(bound)
+  if string.sub(bound, 1, 1) == '(' then return tonumber(string.sub(bound, 2)), true end
+  return tonumber(bound), false
+end
+"""
+)
+
+# One object's page. KEYS: object set, model feed, model horizon, object birth.
+# ARGV[3]: most entries to return (limit), ARGV[4]: byte budget.
+# Returns {seconds, microseconds, horizon from, birth or '', has_more, member, score, ...}.
+_OBJECT_PAGE_SCRIPT = (
+    _READ_PRELUDE
+    + """
+local from = guard_horizon(KEYS[3], KEYS[2], now_ms, ARGV[2])
+local birth = redis.call('GET', KEYS[4])
+if birth then
+  local start, exclusive = start_of(low)
+  if tonumber(birth) > start then low = birth end
+end
+local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local result = {now[1], now[2], fmt(from), birth or '', 0}
+local taken, bytes, offset, batch = 0, 0, 0, 4
+while true do
+  local run = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', offset, batch)
+  if #run == 0 then return result end
+  for j = 1, #run, 2 do
+    local size = #run[j]
+    if taken >= limit or (taken > 0 and bytes + size > budget) then
+      result[5] = 1
+      return result
+    end
+    result[#result + 1] = run[j]
+    result[#result + 1] = run[j + 1]
+    taken, bytes = taken + 1, bytes + size
+  end
+  offset = offset + #run / 2
+  if batch < 64 then batch = batch * 2 end
+end
+"""
+)
+
+# A feed page's pointers. KEYS: feed, horizon. ARGV[3]: most entries (limit + 1).
+# Returns {seconds, microseconds, horizon from, feed member, score, ...}.
+_FEED_PAGE_SCRIPT = (
+    _READ_PRELUDE
+    + """
+local from = guard_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local entries = redis.call(
+  'ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local result = {now[1], now[2], fmt(from)}
+for _, value in ipairs(entries) do result[#result + 1] = value end
+return result
+"""
+)
+
+# The diffs a feed page points at. KEYS: the distinct object sets, then their birth
+# keys in the same order. ARGV[1]: byte budget; then per pointer: index of its object
+# set in KEYS (1-based), score, diff id.
+# Returns {pointers taken, birth or '' per object set..., member or '' per pointer taken}.
+_FETCH_SCRIPT = """
+local sets = #KEYS / 2
+local budget = tonumber(ARGV[1])
+local result = {0}
+for i = 1, sets do result[#result + 1] = redis.call('GET', KEYS[sets + i]) or '' end
+local bytes, taken = 0, 0
+for p = 2, #ARGV, 3 do
+  local key, score, id = KEYS[tonumber(ARGV[p])], ARGV[p + 1], ARGV[p + 2]
+  local found = ''
+  local needle = '"id":"' .. id .. '"'
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, score, score)) do
+    if string.find(member, needle, 1, true) then found = member break end
+  end
+  if taken > 0 and bytes + #found > budget then break end
+  result[#result + 1] = found
+  taken, bytes = taken + 1, bytes + #found
+end
+result[1] = taken
+return result
+"""
 
 
 @dataclass(frozen=True)
@@ -47,76 +149,75 @@ class FeedPage:
     has_more: bool
 
 
-def floor_ms(max_element_age: float) -> float:
-    """The oldest score still within the retention window."""
-    return now_ms() - max_element_age * 1000
+@dataclass(frozen=True)
+class _Window:
+    """What a read learned besides its entries: the clock, the horizon, the start."""
+
+    #: The Redis server's time, in epoch ms.
+    server_ms: float
+    #: From when the model's diffs are complete (``diffs.horizon``).
+    horizon_ms: float
+    #: The score the read started from (the cursor, or the oldest score kept).
+    start: float
+
+    @property
+    def watermark(self) -> float:
+        return self.server_ms - _WATERMARK_MARGIN_MS
 
 
-def read_after(
-    client: redis.Redis, key: str, since: Since, max_element_age: float, limit: int | None
-) -> tuple[list[tuple[Any, float]], float, float]:
-    """Read the entries of ``key`` after ``since`` (at most ``limit``, if given).
+@dataclass(frozen=True)
+class ObjectKeys:
+    """The keys one object's read needs (all in one hash slot on Redis Cluster)."""
 
-    The server's clock is read in the same ``MULTI``: expiry is judged by the clock that
-    scores come from. Returns ``(entries, start score, watermark)``.
-    """
-    start, exclusive = start_of(since, floor_ms(max_element_age))
-    low = f"({start!r}" if exclusive else repr(start)
-    if is_cluster(client):
-        seconds, micros, entries = _read_on_cluster(client, key, low, limit)
-    else:
-        pipe = client.pipeline(transaction=True)
-        pipe.time()
-        if limit is None:
-            pipe.zrangebyscore(key, low, "+inf", withscores=True)
-        else:
-            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit, withscores=True)
-        (seconds, micros), entries = pipe.execute()
-    server_ms = int(seconds) * 1000 + int(micros) / 1000
-    check_fresh(since, start, server_ms, max_element_age)
-    return entries, start, server_ms - _WATERMARK_MARGIN_MS
+    key: str
+    feed: str
+    horizon: str
+    birth: str
 
 
-# The clock and the range read together on the key's own node: a cluster has no MULTI
-# across a keyless TIME and a key, and each node has its own clock.
-_CLUSTER_READ_SCRIPT = """
-local now = redis.call('TIME')
-local range = {'ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES'}
-if ARGV[2] ~= '' then
-  range = {'ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[2]}
-end
-local entries = redis.call(unpack(range))
-return {now[1], now[2], entries}
-"""
+@dataclass(frozen=True)
+class Page:
+    """Entries ``(member, score)`` read after a cursor, and where the read stands."""
+
+    entries: list[tuple[Any, float]]
+    has_more: bool
+    window: _Window
+
+    def cursor(self) -> str:
+        """The cursor after this page: its last entry, or the watermark at the end."""
+        last = self.entries[-1][1] if self.entries else self.window.start
+        if self.has_more:
+            return encode_cursor(last)
+        return encode_cursor(max(last, self.window.watermark, self.window.start))
 
 
-def _read_on_cluster(
-    client: redis.Redis, key: str, low: str, limit: int | None
-) -> tuple[Any, Any, list[tuple[Any, float]]]:
-    script = client.register_script(_CLUSTER_READ_SCRIPT)
-    seconds, micros, flat = script(keys=[key], args=[low, "" if limit is None else limit])
-    entries = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
-    return seconds, micros, entries
+# One Script object per client and script (it keeps the SHA; weak keys, so replaced
+# clients are not kept alive).
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def read_page(
-    client: redis.Redis, key: str, since: Since, limit: int, max_element_age: float
-) -> tuple[list[tuple[Any, float]], float, bool, float]:
-    """Read up to ``limit`` entries of ``key`` after ``since``.
-
-    Returns ``(entries, start score, has_more, watermark)``.
-    """
-    check_limit(limit)
-    entries, start, watermark = read_after(client, key, since, max_element_age, limit + 1)
-    return entries[:limit], start, len(entries) > limit, watermark
+def _script(client: redis.Redis, source: str) -> Any:
+    by_source = _scripts.setdefault(client, {})
+    script = by_source.get(source)
+    if script is None:
+        script = by_source[source] = client.register_script(source)
+    return script
 
 
-def page_cursor(
-    entries: Sequence[tuple[Any, float]], start: float, has_more: bool, watermark: float
-) -> str:
-    """The cursor after a page: its last entry, or the watermark at the end of the set."""
-    last = entries[-1][1] if entries else start
-    return encode_cursor(last if has_more else max(last, watermark, start))
+def _bound(since: Since) -> tuple[str, float | None]:
+    """The script's range bound for ``since`` and the cursor's score (None: no cursor)."""
+    score, _ = start_of(since, 0.0)
+    if since is None:
+        return "", None
+    return f"({score!r}", score
+
+
+def _window(raw: Sequence[Any], since: Since, score: float | None, age: float) -> _Window:
+    server_ms = int(raw[0]) * 1000 + int(raw[1]) / 1000
+    horizon = float(raw[2])
+    start = server_ms - age * 1000 if score is None else score
+    check_fresh(since, start, server_ms, age, horizon)
+    return _Window(server_ms, horizon, start)
 
 
 def check_limit(limit: object) -> None:
@@ -126,46 +227,132 @@ def check_limit(limit: object) -> None:
         raise ValueError(msg)
 
 
+def read_object(
+    client: redis.Redis,
+    keys: ObjectKeys,
+    since: Since,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+) -> Page:
+    """Read up to ``limit`` entries (and about ``max_bytes``) of one object after ``since``.
+
+    Raises:
+        CursorExpired: ``since`` is older than the window or the model's horizon.
+        InvalidCursor: ``since`` is malformed or in the future.
+    """
+    bound, score = _bound(since)
+    script = _script(client, _OBJECT_PAGE_SCRIPT)
+    raw = script(
+        keys=[keys.key, keys.feed, keys.horizon, keys.birth],
+        args=[bound, repr(float(max_element_age)), limit, max_bytes],
+    )
+    window = _window(raw, since, score, max_element_age)
+    flat = raw[5:]
+    entries = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return Page(entries, bool(int(raw[4])), window)
+
+
 def object_page(
     client: redis.Redis,
-    key: str,
+    keys: ObjectKeys,
     label: str,
     pk: Any,
     since: Since,
+    *,
     limit: int,
+    max_bytes: int,
     max_element_age: float,
 ) -> FeedPage:
-    """One object's diffs after ``since``."""
-    entries, start, has_more, watermark = read_page(client, key, since, limit, max_element_age)
-    diffs = decode_entries(key, entries, label, pk)
-    return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)
+    """One object's diffs after ``since``: at most ``limit`` and about ``max_bytes``."""
+    check_limit(limit)
+    page = read_object(
+        client, keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
+    )
+    diffs = decode_entries(keys.key, page.entries, label, pk, eager=True)
+    return FeedPage(diffs, page.cursor(), page.has_more)
 
 
 def model_page(
     client: redis.Redis,
-    key_base: str,
-    feed: str,
-    label: str,
+    model: Any,
+    prefix: str,
+    keys: ModelKeys,
     since: Since,
+    *,
     limit: int,
+    max_bytes: int,
     max_element_age: float,
 ) -> FeedPage:
-    """A model's diffs (its feed) after ``since``; ``key_base`` starts its object keys."""
-    entries, start, has_more, watermark = read_page(client, feed, since, limit, max_element_age)
-    pointers = _pointers(feed, entries)
-    pipe = client.pipeline(transaction=False)
-    for _, pk_text, score in pointers:
-        pipe.zrangebyscore(key_base + pk_text, score, score, withscores=True)
-    found = pipe.execute() if pointers else []
-    model = apps.get_model(label)
+    """A model's diffs (its feed) after ``since``: at most ``limit``, about ``max_bytes``."""
+    check_limit(limit)
+    bound, score = _bound(since)
+    raw = _script(client, _FEED_PAGE_SCRIPT)(
+        keys=[keys.feed, keys.horizon], args=[bound, repr(float(max_element_age)), limit + 1]
+    )
+    window = _window(raw, since, score, max_element_age)
+    flat = raw[3:]
+    listed = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    has_more = len(listed) > limit
+    listed = listed[:limit]
+    pointers = _pointers(keys.feed, listed)
+    diffs, taken = _fetch(client, model, prefix, keys.key_base, pointers, max_bytes)
+    if taken < len(pointers):
+        # The byte budget ended the page early: it resumes right after the last diff taken.
+        page = Page([(None, pointers[taken - 1][2])], True, window)
+    else:
+        page = Page(listed[-1:], has_more, window)
+    return FeedPage(diffs, page.cursor(), page.has_more)
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    """The keys a feed page needs: the feed, the horizon, and what object keys start with."""
+
+    feed: str
+    horizon: str
+    key_base: str
+
+
+def _fetch(
+    client: redis.Redis,
+    model: Any,
+    prefix: str,
+    key_base: str,
+    pointers: list[tuple[str, str, float]],
+    max_bytes: int,
+) -> tuple[list[Diff], int]:
+    """The diffs ``pointers`` name, up to about ``max_bytes``; and how many were taken."""
+    if not pointers:
+        return [], 0
+    label = model._meta.label_lower
+    sets: dict[str, int] = {}
+    args: list[Any] = [max_bytes]
+    for diff_id, pk_text, score in pointers:
+        index = sets.setdefault(key_base + pk_text, len(sets) + 1)
+        args += (index, repr(score), diff_id)
+    keys = [*sets, *(birth_key_for(key, prefix) for key in sets)]
+    raw = _script(client, _FETCH_SCRIPT)(keys=keys, args=args)
+    taken = int(raw[0])
+    births = {key: _score_or_none(raw[index]) for key, index in sets.items()}
+    members = raw[1 + len(sets) :]
     diffs: list[Diff] = []
-    for (diff_id, pk_text, _), candidates in zip(pointers, found, strict=True):
+    for (_, pk_text, score), member in zip(pointers[:taken], members, strict=True):
+        if not member:
+            continue  # pruned (or its key deleted) since the feed was read
         key = key_base + pk_text
-        pk = pk_value(model, pk_text)
-        # A diff pruned (or its key deleted) since the feed was read is simply absent.
-        ours = [entry for entry in candidates if member_id(entry[0]) == diff_id]
-        diffs.extend(decode_entries(key, ours, label, pk))
-    return FeedPage(diffs, page_cursor(entries, start, has_more, watermark), has_more)
+        found = decode_entries(key, [(member, score)], label, pk_value(model, pk_text), eager=True)
+        birth = births[key]
+        for diff in found:
+            if birth is not None and score < birth:
+                diff.__dict__["superseded"] = True
+            diffs.append(diff)
+    return diffs, taken
+
+
+def _score_or_none(value: Any) -> float | None:
+    return float(value) if value not in (b"", "", None) else None
 
 
 def _pointers(feed: str, entries: list[Any]) -> list[tuple[str, str, float]]:
@@ -176,10 +363,14 @@ def _pointers(feed: str, entries: list[Any]) -> list[tuple[str, str, float]]:
             diff_id, pk_text = parse_feed_member(member)
         except UnicodeDecodeError:
             diff_id, pk_text = "", ""
-        if len(diff_id) < DIFF_ID_LENGTH or not pk_text:
+        if len(diff_id) < DIFF_ID_LENGTH or not pk_text or not _is_hex(diff_id):
             logger.warning(
                 "Skipped an entry of %s that django-diffs did not write: %.80r", feed, member
             )
             continue
         pointers.append((diff_id, pk_text, score))
     return pointers
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdef" for char in text)

@@ -15,9 +15,10 @@ older than ``max_element_age``. The hash has no expiry. It is kept up to date in
 the scripts that write and read (Lua below, shared by ``diffs.store`` and
 ``diffs.feed``), so every process of every site agrees:
 
-* absent (a new model, or Redis lost it with the rest): created with ``from`` at the
-  oldest entry still in the model's feed, or at the present when the feed is empty,
-  so after a data loss every older cursor is refused;
+* absent: created with ``from`` at the present when the model's feed is empty too
+  (a new model, or Redis lost both), so after a data loss every older cursor is
+  refused; when the feed holds diffs (a hash never written, as after an upgrade),
+  ``from`` is the start of the window and nothing more is refused;
 * a writer whose ``max_element_age`` is larger than ``age``: ``from`` moves up to
   ``now - age`` (what the old window may already have dropped);
 * ``prune_diffs``: ``from`` moves up to the prune's cutoff (:func:`raise_to`).
@@ -41,8 +42,14 @@ local function guard_horizon(hkey, feed, now, age)
   local h = redis.call('HMGET', hkey, 'from', 'age')
   local from, known_age = tonumber(h[1]), tonumber(h[2])
   if not from then
-    local first = redis.call('ZRANGE', feed, 0, 0, 'WITHSCORES')[2]
-    from = first and tonumber(first) or now
+    -- Diffs in the feed: a hash that was never written (an upgrade), the window rules.
+    -- None: Redis lost them, or the model is new; either way no diff is older than now,
+    -- and only a watermark given out from now on (now - 0.001) is accepted.
+    if redis.call('ZCARD', feed) > 0 then
+      from = now - tonumber(age) * 1000
+    else
+      from = now - 0.002
+    end
     redis.call('HSET', hkey, 'from', string.format('%.17g', from), 'age', age)
   elseif not known_age or known_age ~= tonumber(age) then
     if known_age and known_age < tonumber(age) then

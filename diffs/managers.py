@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from typing import Any, Generic, TypeVar, overload
 
@@ -10,16 +11,27 @@ import redis
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from diffs import store
+from diffs import availability, store
 from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.connection import get_connection
 from diffs.cursors import Since, encode_cursor
 from diffs.delivery import flush_before_read
 from diffs.diff import Diff, new_diff_id
-from diffs.feed import FeedPage, model_page, object_page, read_after
+from diffs.feed import (
+    MAX_LIMIT,
+    FeedPage,
+    ModelKeys,
+    ObjectKeys,
+    check_limit,
+    model_page,
+    object_page,
+    read_object,
+)
 from diffs.keys import (
+    birth_key,
     feed_key,
     feed_member,
+    horizon_key,
     model_label,
     normalize_pk,
     object_key,
@@ -30,6 +42,18 @@ from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet, decode_entries
 
 _M = TypeVar("_M", bound=models.Model)
+
+# Hides what an object's set holds so far from reads of that object: its birth moves
+# to just above its newest diff (and the clock). KEYS: the set, its birth key. ARGV[1]:
+# how long (ms) the birth key lives (max_element_age: older diffs are hidden anyway).
+_RESTART_SCRIPT = """
+local now = redis.call('TIME')
+local birth = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+if newest and tonumber(newest) >= birth then birth = tonumber(newest) + 0.001 end
+redis.call('SET', KEYS[2], string.format('%.17g', birth), 'PX', ARGV[1])
+return 1
+"""
 
 
 class DiffModelManager(Generic[_M]):
@@ -63,43 +87,82 @@ class DiffModelManager(Generic[_M]):
         """Return the sorted set holding the diffs of the object ``pk`` (the raw view)."""
         model = model_cls or self.model
         return DiffSortedSet(
-            self.get_key(pk, model), get_connection(), model_label(model), pk_value(model, pk)
+            self.get_key(pk, model),
+            get_connection(),
+            model_label(model),
+            pk_value(model, pk),
+            birth_key(self.prefix, model, pk),
         )
 
     def get_by_object_id(self, pk: Any, since: Since = None) -> list[Diff]:
         """Return the diffs of the object ``pk``, oldest first (any pk type works).
 
-        Only diffs within ``max_element_age`` are returned. With ``since`` (a diff's
-        ``cursor``, or Unix milliseconds), only the diffs after it.
+        Only diffs within ``max_element_age`` are returned, and none of an earlier row
+        that had the same pk. With ``since`` (a diff's ``cursor``, or Unix
+        milliseconds), only the diffs after it. Redis is read in pages of at most 1,000
+        diffs and ``page_bytes``.
 
         Raises:
-            CursorExpired: ``since`` is older than ``max_element_age``.
+            CursorExpired: ``since`` is older than ``max_element_age`` (or than what
+                Redis still holds completely, see the README's Guarantees).
             InvalidCursor: ``since`` is malformed.
+            RedisUnavailable: Redis cannot be reached, or failed a moment ago.
         """
         flush_before_read()
-        diff_set = self.get_sortedset(pk)
-        age = get_settings().max_element_age
-        entries, _, _ = read_after(diff_set.client, diff_set.key, since, age, None)
-        return decode_entries(diff_set.key, entries, diff_set.model, diff_set.pk)
+        conf = get_settings()
+        keys = self._object_keys(pk)
+        label, pk_python = model_label(self.model), pk_value(self.model, pk)
+        client = get_connection()
+        diffs: list[Diff] = []
+        cursor = since
+        while True:
+            page = availability.read(
+                functools.partial(
+                    read_object,
+                    client,
+                    keys,
+                    cursor,
+                    limit=MAX_LIMIT,
+                    max_bytes=conf.page_bytes,
+                    max_element_age=conf.max_element_age,
+                ),
+                f"the diffs of {label} pk={pk_python!r}",
+            )
+            diffs += decode_entries(keys.key, page.entries, label, pk_python)
+            if not page.has_more:
+                return diffs
+            cursor = page.cursor()
 
     def object_since(self, pk: Any, cursor: Since = None, limit: int = 100) -> FeedPage:
         """Return a page of the object ``pk``'s diffs after ``cursor``, oldest first.
 
         Unlike :meth:`get_by_object_id`, the page carries a cursor even when it is empty,
-        which keeps a polling client's cursor fresh while nothing changes.
+        which keeps a polling client's cursor fresh while nothing changes. A page holds
+        at most ``limit`` diffs and about ``page_bytes`` (always at least one diff).
 
         Raises:
             CursorExpired: ``cursor`` is older than ``max_element_age``.
             InvalidCursor: ``cursor`` is malformed.
+            RedisUnavailable: Redis cannot be reached, or failed a moment ago.
             ValueError: ``limit`` is not between 1 and 1000.
         """
+        check_limit(limit)
         flush_before_read()
         conf = get_settings()
-        key = self.get_key(pk)
-        label = model_label(self.model)
-        pk_python = pk_value(self.model, pk)
-        return object_page(
-            get_connection(), key, label, pk_python, cursor, limit, conf.max_element_age
+        label, pk_python = model_label(self.model), pk_value(self.model, pk)
+        return availability.read(
+            functools.partial(
+                object_page,
+                get_connection(),
+                self._object_keys(pk),
+                label,
+                pk_python,
+                cursor,
+                limit=limit,
+                max_bytes=conf.page_bytes,
+                max_element_age=conf.max_element_age,
+            ),
+            f"the diffs of {label} pk={pk_python!r}",
         )
 
     def since(self, cursor: Since = None, limit: int = 100) -> FeedPage:
@@ -107,21 +170,68 @@ class DiffModelManager(Generic[_M]):
 
         Pass the page's ``cursor`` back to get the next page; ``has_more`` says whether
         one is waiting. A page costs two Redis round trips, however many objects the
-        model has. Diffs a child sent to an object of this model with
-        ``get_diff_parent()`` are included; their ``model`` and ``pk`` name the child.
+        model has, and holds at most ``limit`` diffs and about ``page_bytes``. Diffs a
+        child sent to an object of this model with ``get_diff_parent()`` are included;
+        their ``model`` and ``pk`` name the child. Diffs of an earlier row with the same
+        pk (deleted, then the pk used again) are included with ``superseded=True``.
 
         Raises:
             CursorExpired: ``cursor`` is older than ``max_element_age``.
             InvalidCursor: ``cursor`` is malformed.
+            RedisUnavailable: Redis cannot be reached, or failed a moment ago.
             ValueError: ``limit`` is not between 1 and 1000.
         """
+        check_limit(limit)
         flush_before_read()
         conf = get_settings()
-        feed = feed_key(conf.prefix, self.model)
-        label = model_label(self.model)
-        key_base = object_key_base(conf.prefix, self.model)
-        return model_page(
-            get_connection(), key_base, feed, label, cursor, limit, conf.max_element_age
+        keys = ModelKeys(
+            feed=feed_key(conf.prefix, self.model),
+            horizon=horizon_key(conf.prefix, self.model),
+            key_base=object_key_base(conf.prefix, self.model),
+        )
+        return availability.read(
+            functools.partial(
+                model_page,
+                get_connection(),
+                self.model,
+                conf.prefix,
+                keys,
+                cursor,
+                limit=limit,
+                max_bytes=conf.page_bytes,
+                max_element_age=conf.max_element_age,
+            ),
+            f"the feed of {model_label(self.model)}",
+        )
+
+    def restart_history(self, pk: Any) -> None:
+        """Hide every diff recorded so far for the object ``pk`` from reads of it.
+
+        Use it when a row becomes visible to people who were not to see its past (a
+        draft published, a record handed to another owner): object reads and the REST
+        endpoint then start from now, as for a new row. The model feed keeps the
+        earlier diffs, marked ``superseded``. They age out as usual.
+
+        Raises:
+            RedisUnavailable: Redis cannot be reached, or failed a moment ago.
+        """
+        flush_before_read()
+        keys = self._object_keys(pk)
+        client = get_connection()
+        script = client.register_script(_RESTART_SCRIPT)
+        ttl_ms = max(1, round(get_settings().max_element_age * 1000))
+        availability.read(
+            lambda: script(keys=[keys.key, keys.birth], args=[ttl_ms]),
+            f"the history of {model_label(self.model)} pk={pk!r}",
+        )
+
+    def _object_keys(self, pk: Any) -> ObjectKeys:
+        prefix = self.prefix
+        return ObjectKeys(
+            key=object_key(prefix, self.model, pk),
+            feed=feed_key(prefix, self.model),
+            horizon=horizon_key(prefix, self.model),
+            birth=birth_key(prefix, self.model, pk),
         )
 
     def create(
@@ -148,20 +258,22 @@ class DiffModelManager(Generic[_M]):
         diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
         flush_before_read()  # with write_behind: after the diffs this process saved
         prefix = self.prefix
+        fixed = _fixed_score(model, pk, timestamp)
         score = store.add(
             get_connection(),
             self.get_key(pk, model),
             feed_key(prefix, model),
             diff.to_member(),
             feed_member(diff.id or "", normalize_pk(model, pk)),
-            _fixed_score(model, pk, timestamp),
+            fixed,
         )
         return Diff.stored(
             diff.data,
             created=created,
             deleted=deleted,
             id=diff.id,
-            timestamp=score,
+            # A fixed time the script could not use as the score is kept in "t".
+            timestamp=score if fixed is None else fixed,
             pk=pk_value(model, pk),
             model=model_label(model),
             cursor=encode_cursor(score),

@@ -16,8 +16,11 @@ from typing import Any, overload
 
 import redis
 
+from diffs import availability
 from diffs.delivery import flush_before_read
 from diffs.diff import Diff, looks_like_member
+from diffs.keys import birth_key_for
+from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
 
@@ -25,49 +28,144 @@ Score = float | str
 
 
 def decode_entries(
-    key: str, entries: Iterable[Any], model: str | None = None, pk: Any = None
+    key: str,
+    entries: Iterable[Any],
+    model: str | None = None,
+    pk: Any = None,
+    *,
+    eager: bool = False,
 ) -> list[Diff]:
     """Turn ``(member, score)`` pairs into diffs, skipping members that are not ours.
 
-    ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``). Each
-    diff decodes its member when first used (``Diff.decoded_on_use``).
+    ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``). By
+    default each diff decodes its member when first used (``Diff.decoded_on_use``);
+    with ``eager`` every member is decoded now, and one that does not decode is
+    skipped with a warning too (pages, which must never break on one bad diff).
     """
     diffs = []
     decoded_on_use = Diff.decoded_on_use
     for member, score in entries:
-        if looks_like_member(member):
-            diffs.append(decoded_on_use(member, score, model, pk))
-        else:
+        if not looks_like_member(member):
             logger.warning(
                 "Skipped a member of %s that django-diffs did not write: %.80r", key, member
             )
+        elif not eager:
+            diffs.append(decoded_on_use(member, score, model, pk))
+        else:
+            try:
+                diffs.append(Diff.from_member(member, score, model, pk))
+            except ValueError as error:
+                logger.warning(
+                    "Skipped a diff of %s that is not valid django-diffs JSON (%s): %.80r",
+                    key,
+                    error,
+                    member,
+                )
     return diffs
 
 
+# A raw rank read of an object's set, leaving out the diffs of an earlier row (scored
+# before the object's birth, see diffs.keys). KEYS: the set, its birth key. ARGV[1]:
+# "range", "revrange" or "card"; ARGV[2], ARGV[3]: start and stop ranks (Python-style
+# negative ranks count from the end of what is visible).
+_RANK_SCRIPT = """
+local birth = redis.call('GET', KEYS[2])
+local hidden = 0
+if birth then hidden = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. birth) end
+local total = redis.call('ZCARD', KEYS[1]) - hidden
+if ARGV[1] == 'card' then return total end
+local start, stop = tonumber(ARGV[2]), tonumber(ARGV[3])
+if start < 0 then start = total + start end
+if stop < 0 then stop = total + stop end
+if start < 0 then start = 0 end
+if stop >= total then stop = total - 1 end
+if start > stop then return {} end
+if ARGV[1] == 'range' then
+  return redis.call('ZRANGE', KEYS[1], start + hidden, stop + hidden, 'WITHSCORES')
+end
+return redis.call('ZREVRANGE', KEYS[1], start, stop, 'WITHSCORES')
+"""
+
+# A raw score read, from the object's birth on at the earliest. KEYS: the set, its
+# birth key. ARGV: low, high (Redis range bounds), offset, count ("" for all), and
+# "rev" to read newest first.
+_SCORE_SCRIPT = """
+local low, high = ARGV[1], ARGV[2]
+local birth = redis.call('GET', KEYS[2])
+if birth then
+  local bound = string.gsub(low, '^%(', '')
+  local value = tonumber(bound)
+  if bound == '-inf' then
+    value = -math.huge
+  elseif bound == '+inf' or bound == 'inf' then
+    value = math.huge
+  end
+  if value == nil or tonumber(birth) > value then low = birth end
+end
+local command = {'ZRANGEBYSCORE', KEYS[1], low, high, 'WITHSCORES'}
+if ARGV[5] == 'rev' then command = {'ZREVRANGEBYSCORE', KEYS[1], high, low, 'WITHSCORES'} end
+if ARGV[4] ~= '' then
+  command[#command + 1] = 'LIMIT'
+  command[#command + 1] = ARGV[3]
+  command[#command + 1] = ARGV[4]
+end
+return redis.call(unpack(command))
+"""
+
+
+def _pairs(flat: list[Any]) -> list[tuple[Any, float]]:
+    return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
 class DiffSortedSet:
-    """The diffs of one object, oldest first. Indexing and slicing follow Python rules."""
+    """The diffs of one object, oldest first. Indexing and slicing follow Python rules.
+
+    This is the raw view: it shows what the set holds, including diffs older than
+    ``max_element_age`` that ``prune_diffs`` has not removed yet (the manager's reads
+    leave those out), but never the diffs of an earlier row with the same pk (see
+    ``diffs.keys.birth_key``). Reads are bounded by the ranks or scores asked for;
+    iterating reads ``ITERATION_STEP`` diffs per round trip.
+    """
+
+    #: Diffs per round trip while iterating.
+    ITERATION_STEP = 100
 
     def __init__(
-        self, key: str, client: redis.Redis, model: str | None = None, pk: Any = None
+        self,
+        key: str,
+        client: redis.Redis,
+        model: str | None = None,
+        pk: Any = None,
+        birth_key: str | None = None,
     ) -> None:
         self.key = key
         self.client = client
         #: label and pk of the object the set belongs to, given to the diffs read.
         self.model = model
         self.pk = pk
+        #: Where the score of the object's latest birth is kept (see diffs.keys).
+        self.birth_key = birth_key or _birth_key_of(key)
 
     def __repr__(self) -> str:
         return f"<DiffSortedSet {self.key}>"
 
     def __iter__(self) -> Iterator[Diff]:
-        return iter(self.zrange(0, -1))
+        return self._walk(self.zrange)
 
     def __reversed__(self) -> Iterator[Diff]:
-        return iter(self.zrevrange(0, -1))
+        return self._walk(self.zrevrange)
+
+    def _walk(self, read: Any) -> Iterator[Diff]:
+        start = 0
+        while True:
+            window = read(start, start + self.ITERATION_STEP - 1)
+            yield from window
+            if len(window) < self.ITERATION_STEP:
+                return
+            start += self.ITERATION_STEP
 
     def __len__(self) -> int:
-        flush_before_read()
-        return int(self.client.zcard(self.key))
+        return int(self._ranks("card", 0, 0))
 
     @overload
     def __getitem__(self, index: int) -> Diff: ...
@@ -95,50 +193,36 @@ class DiffSortedSet:
     @property
     def min_score(self) -> float | None:
         """The score (epoch ms) of the oldest diff, or None when there is none."""
-        flush_before_read()
-        return self._edge_score(self.client.zrange(self.key, 0, 0, withscores=True))
+        return self._edge_score(self._ranks("range", 0, 0))
 
     @property
     def max_score(self) -> float | None:
         """The score (epoch ms) of the newest diff, or None when there is none."""
-        flush_before_read()
-        return self._edge_score(self.client.zrange(self.key, -1, -1, withscores=True))
+        return self._edge_score(self._ranks("range", -1, -1))
 
     @staticmethod
-    def _edge_score(entries: Any) -> float | None:
-        return float(entries[0][1]) if entries else None
+    def _edge_score(flat: Any) -> float | None:
+        return float(flat[1]) if flat else None
 
     def zrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, oldest first; ``stop`` is inclusive, as in Redis."""
-        flush_before_read()
-        entries = self.client.zrange(self.key, start, stop, withscores=True)
-        return decode_entries(self.key, entries, self.model, self.pk)
+        return self._decode(_pairs(self._ranks("range", start, stop)))
 
     def zrevrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, newest first; ``stop`` is inclusive, as in Redis."""
-        flush_before_read()
-        entries = self.client.zrevrange(self.key, start, stop, withscores=True)
-        return decode_entries(self.key, entries, self.model, self.pk)
+        return self._decode(_pairs(self._ranks("revrange", start, stop)))
 
     def zrangebyscore(
         self, min: Score, max: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``min <= score <= max``, oldest first (``"(x"``/``"-inf"`` work)."""
-        flush_before_read()
-        entries = self.client.zrangebyscore(
-            self.key, min, max, start=start, num=num, withscores=True
-        )
-        return decode_entries(self.key, entries, self.model, self.pk)
+        return self._decode(_pairs(self._by_score(min, max, start, num, "")))
 
     def zrevrangebyscore(
         self, max: Score, min: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``max >= score >= min``, newest first."""
-        flush_before_read()
-        entries = self.client.zrevrangebyscore(
-            self.key, max, min, start=start, num=num, withscores=True
-        )
-        return decode_entries(self.key, entries, self.model, self.pk)
+        return self._decode(_pairs(self._by_score(min, max, start, num, "rev")))
 
     def zadd(self, members: Mapping[str, float]) -> int:
         """Add raw ``{member: score}`` pairs; returns how many were new."""
@@ -149,3 +233,27 @@ class DiffSortedSet:
         """The score of a raw member, or None."""
         score = self.client.zscore(self.key, member)
         return None if score is None else float(score)
+
+    def _decode(self, entries: list[tuple[Any, float]]) -> list[Diff]:
+        return decode_entries(self.key, entries, self.model, self.pk)
+
+    def _ranks(self, op: str, start: int, stop: int) -> Any:
+        flush_before_read()
+        script = self.client.register_script(_RANK_SCRIPT)
+        keys = [self.key, self.birth_key]
+        return availability.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
+
+    def _by_score(
+        self, low: Score, high: Score, start: int | None, num: int | None, direction: str
+    ) -> Any:
+        flush_before_read()
+        script = self.client.register_script(_SCORE_SCRIPT)
+        args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
+        args.append(direction)
+        keys = [self.key, self.birth_key]
+        return availability.read(lambda: script(keys=keys, args=args), self.key)
+
+
+def _birth_key_of(key: str) -> str:
+    prefix = get_settings().prefix
+    return birth_key_for(key, prefix) if key.startswith(prefix) else f"{key}:born"

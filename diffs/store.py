@@ -125,9 +125,10 @@ for i = 1, #KEYS / 4 do
   local base = 4 * i - 2
   local member, entry = ARGV[base + 1], ARGV[base + 2]
   local fixed, creates = ARGV[base + 3], ARGV[base + 4]
-  if not guarded[KEYS[4 * i - 1]] then
-    guarded[KEYS[4 * i - 1]] = true
-    guard_horizon(KEYS[4 * i - 1], keys[2], clock, age)
+  local horizon = guarded[KEYS[4 * i - 1]]
+  if not horizon then
+    horizon = guard_horizon(KEYS[4 * i - 1], keys[2], clock, age)
+    guarded[KEYS[4 * i - 1]] = horizon
   end
   local existing = redis.call('ZSCORE', keys[2], entry)
   if existing then
@@ -135,6 +136,8 @@ for i = 1, #KEYS / 4 do
   else
     local earlier = creates == '1' and newest(keys[1])
     local score = nil
+    -- Below the horizon, a diff's cursor would read as expired: the clock takes it.
+    if fixed ~= '' and tonumber(fixed) < horizon then after_fixed[fixed] = 'clock' end
     if fixed ~= '' and after_fixed[fixed] ~= 'clock' then
       local start = tonumber(fixed)
       local previous = after_fixed[fixed]

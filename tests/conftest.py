@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 
 import diffs
-from diffs import delivery
+from diffs import availability, delivery
 from diffs.settings import clear_settings_cache
 from tests.redis_cluster import RedisCluster, redis_cluster
 
@@ -69,6 +69,7 @@ def redis_client() -> Iterator[redis.Redis]:
     clear_settings_cache()
     diffs.reset_connection()
     delivery.clear()
+    availability.reset()
     client = diffs.get_connection()
     if suite_cluster is not None:
         _flush_suite_cluster(client, suite_cluster)
@@ -79,6 +80,7 @@ def redis_client() -> Iterator[redis.Redis]:
         client.flushdb()
     yield client
     delivery.clear()
+    availability.reset()
     clear_settings_cache()
     diffs.reset_connection()
 

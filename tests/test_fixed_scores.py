@@ -20,6 +20,7 @@ from django.db import transaction
 from diffs import store
 from diffs.diff import Diff
 from tests.conftest import diffs_settings
+from tests.keynames import horizon_key
 from tests.redis_server import redis_server
 from tests.testapp.models import Question
 
@@ -41,6 +42,12 @@ def own_client(timeout: float = 5.0) -> Iterator[redis.Redis]:
             client.close()
 
 
+def open_horizon(client: redis.Redis) -> None:
+    """Say the model's diffs are complete since long ago: fixed scores far in the past are
+    then placed at (or just after) their own score, not by the clock (see store.py)."""
+    client.hset(horizon_key("testapp.question"), mapping={"from": -1e300, "age": 3600})
+
+
 def write(n: int, score: float | None, pk: object = 1) -> store.Write:
     member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'
     return store.Write(
@@ -56,6 +63,7 @@ def test_equal_fixed_scores_far_from_1970_get_distinct_scores_in_bounded_time():
     # Today: score + 0.001 == score at that magnitude, so the script loops forever and
     # the client times out (while Redis answers BUSY to everyone).
     with own_client() as client:
+        open_horizon(client)
         scores = store.write_many(client, [write(n, YEAR_ONE_MS) for n in range(3)])
         assert scores[0] == YEAR_ONE_MS
         assert scores[0] < scores[1] < scores[2]
@@ -67,6 +75,7 @@ def test_fixed_scores_taken_in_earlier_calls_are_skipped_or_fall_back_to_the_clo
     # search, then the clock, with the fixed time kept in "t".
     fixed = time.time() * 1000 - 1000
     with own_client() as client:
+        open_horizon(client)
         scores = [store.write_many(client, [write(n, fixed, pk=n)])[0] for n in range(1100)]
         assert len(set(scores)) == 1100
         assert scores == sorted(scores)
@@ -79,6 +88,7 @@ def test_fixed_scores_taken_in_earlier_calls_are_skipped_or_fall_back_to_the_clo
 
 def test_many_diffs_sharing_one_fixed_score_in_one_transaction_stay_in_order(redis_client):
     fixed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    open_horizon(redis_client)
     questions = Question.objects.bulk_create(
         [Question(question_text=f"q{n}") for n in range(1200)]
     )
@@ -100,20 +110,24 @@ def test_many_diffs_sharing_one_fixed_score_in_one_transaction_stay_in_order(red
     assert all(first <= d.timestamp < first + 1200 * 0.001 + 0.01 for d in seen)
 
 
+HOUR = dt.timedelta(hours=1)
+
+
 @pytest.mark.parametrize(
     "when",
     [
-        dt.datetime.min,
-        dt.datetime.min.replace(tzinfo=dt.timezone.utc),
-        dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
-        time.time() * 1000 - 7_200_000,
-        time.time() * 1000 + 120_000,
-        float("-inf"),
+        lambda: dt.datetime.min,
+        lambda: dt.datetime.min.replace(tzinfo=dt.timezone.utc),
+        lambda: dt.datetime.now(dt.timezone.utc) - 2 * HOUR,
+        lambda: time.time() * 1000 - 7_200_000,
+        lambda: time.time() * 1000 + 120_000,
+        lambda: float("-inf"),
     ],
+    ids=["datetime.min", "datetime.min UTC", "2 h ago", "2 h ago in ms", "2 min ahead", "-inf"],
 )
 def test_a_fixed_score_no_read_could_return_is_refused_and_the_save_goes_on(when, caplog):
     question = Question(question_text="x")
-    question._last_save_at = when
+    question._last_save_at = when()
     question.save()
     assert Question.objects.filter(pk=question.pk).exists()
     assert Question.diffs.get_by_object_id(question.pk) == []
@@ -136,3 +150,15 @@ def test_a_fixed_score_within_the_window_is_kept(redis_client):
     with diffs_settings(max_element_age=3600):
         diff = Question.diffs.create(data={}, pk=3, timestamp=when)
     assert diff.timestamp == when
+
+
+def test_a_fixed_score_older_than_the_horizon_is_placed_by_the_clock_keeping_its_time():
+    # A new model's horizon starts at its first write: a diff scored before it would
+    # have a cursor that reads as expired, so the clock places it; "t" keeps its time.
+    fixed = time.time() * 1000 - 5000
+    diff = Question.diffs.create(data={}, pk=4, timestamp=fixed)
+    [stored] = Question.diffs.get_by_object_id(4)
+    assert stored.timestamp == diff.timestamp == fixed
+    page = Question.diffs.since(None)
+    assert [d.id for d in page.diffs] == [diff.id]
+    assert Question.diffs.since(page.diffs[0].cursor).diffs == []

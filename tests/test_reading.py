@@ -16,6 +16,7 @@ from diffs.models import DiffSortedSet
 from tests.conftest import diffs_settings
 from tests.keynames import object_key as expected_key
 from tests.testapp.models import Question
+from tests.writing import open_horizon
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +29,7 @@ def five():
     """A set with five diffs at scores BASE+10..BASE+50 (a minute ago), data {"n": 0..4}."""
     global BASE
     BASE = float(int(time.time() * 1000) - 60_000)
+    open_horizon(Question)
     for n in range(5):
         Question.diffs.create(data={"n": n}, created=n == 0, pk=1, timestamp=BASE + (n + 1) * 10)
     return Question.diffs.get_sortedset(1)

@@ -19,6 +19,7 @@ from tests.keynames import feed_key as expected_feed_key
 from tests.keynames import horizon_key as expected_horizon_key
 from tests.keynames import object_key as expected_key
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
+from tests.writing import open_horizon
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +152,7 @@ def test_one_flush_mixing_fixed_and_clock_scores_keeps_every_score_distinct(redi
     ahead = time.time() * 1000 + 30_000  # a fixed score half a minute ahead
     behind = time.time() * 1000 - 30_000
     key, feed = expected_key("testapp.question", 1), expected_feed_key("testapp.question")
+    open_horizon(Question)
 
     def write(n, score=None):
         member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'

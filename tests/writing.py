@@ -13,13 +13,19 @@ from django.db import models
 
 from diffs import get_connection, store
 from diffs.diff import Diff, new_diff_id
-from diffs.keys import feed_key, feed_member, normalize_pk, object_key
+from diffs.keys import feed_key, feed_member, horizon_key, normalize_pk, object_key
 from diffs.settings import get_settings
 
 
 def write_at(model: type[models.Model], pk: Any, data: Any, score: float) -> float:
-    """Store a diff of ``model`` object ``pk`` with ``data`` at ``score``; return the score."""
+    """Store a diff of ``model`` object ``pk`` with ``data`` at ``score``; return the score.
+
+    The model's horizon is opened first when it has none, so the score is kept even in
+    a freshly flushed Redis (see :func:`open_horizon`).
+    """
     prefix = get_settings().prefix
+    if not get_connection().exists(horizon_key(prefix, model)):
+        open_horizon(model)
     diff = Diff(data=data, created=False, id=new_diff_id())
     write = store.Write(
         object_key(prefix, model, pk),
@@ -30,3 +36,17 @@ def write_at(model: type[models.Model], pk: Any, data: Any, score: float) -> flo
     )
     [stored] = store.write_many(get_connection(), [write])
     return stored
+
+
+def open_horizon(model: type[models.Model]) -> None:
+    """Say ``model``'s diffs in Redis are complete since long ago (see ``diffs.horizon``).
+
+    A model's horizon starts at its first write, so in a freshly flushed Redis a fixed
+    score in the past would be placed by the clock, and a Unix-ms cursor from before the
+    first write would read as expired. Tests of those paths open it first, as a model
+    with a long history has it.
+    """
+    conf = get_settings()
+    get_connection().hset(
+        horizon_key(conf.prefix, model), mapping={"from": -1e300, "age": conf.max_element_age}
+    )
