@@ -772,18 +772,27 @@ def _strict_json_error(value: Any, max_depth: int) -> str | None:
 
 
 def _deeper_than(value: Any, max_depth: int) -> bool:
-    """Whether lists and dicts nest in ``value`` more than ``max_depth`` levels deep
-    (without recursion: the value may be nested deeper than Python can recurse)."""
-    if not isinstance(value, (dict, list)):
-        return False
-    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > max_depth:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+    """Whether lists and dicts nest in ``value`` more than ``max_depth`` levels deep.
+
+    Level by level, without recursion (the value may be nested deeper than Python can
+    recurse); a level costs one pass over its containers' items.
+    """
+    level = [value] if isinstance(value, _JSON_CONTAINERS) else []
+    for _ in range(max_depth):
+        nested: list[Any] = []
+        append = nested.append
+        for container in level:
+            for item in container.values() if isinstance(container, dict) else container:
+                if isinstance(item, _JSON_CONTAINERS):
+                    append(item)
+        if not nested:
+            return False
+        level = nested
+    return bool(level)
+
+
+#: What JSON encoders write as arrays and objects.
+_JSON_CONTAINERS = (dict, list, tuple)
 
 
 def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:
