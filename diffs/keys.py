@@ -31,7 +31,6 @@ over the primaries; one model's diffs stay on one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +124,6 @@ def feed_key(prefix: str, model: type[models.Model]) -> str:
     return f"{prefix}{FEED_MARKER}{model_part(model_label(model))}"
 
 
-def is_feed_key(prefix: str, key: str) -> bool:
-    """True when ``key`` (under ``prefix``) is a model feed rather than an object's set."""
-    return key.startswith(prefix + FEED_MARKER)
-
-
 def feed_member(diff_id: str, pk_text: str) -> str:
     """Return the feed member pointing at diff ``diff_id`` in the set of object ``pk_text``."""
     return f"{diff_id}{pk_text}"
@@ -168,8 +162,13 @@ class KeyShape:
     pk_text: str = ""
 
 
-# app_label.model_name as Django spells them in lower case: identifiers joined by a dot.
-_LABEL = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
+def _is_label(text: str) -> bool:
+    """True for ``app_label.model_name``: two identifiers joined by one dot (an app label
+    may hold capitals; ``label_lower`` lowers the model name only)."""
+    app, dot, model = text.partition(".")
+    return bool(dot) and app.isidentifier() and model.isidentifier()
+
+
 _MARKERS = {FEED_MARKER: "feed", HORIZON_MARKER: "horizon", BIRTH_MARKER: "born"}
 
 
@@ -200,7 +199,7 @@ def _shape(kind: str, rest: str, *, with_pk: bool) -> KeyShape | None:
     else:
         colon = rest.find(":") if with_pk else len(rest)
         label, tail = (rest[:colon], rest[colon:]) if colon >= 0 else ("", "")
-    if not _LABEL.fullmatch(label):
+    if not _is_label(label):
         return None
     if not with_pk:
         return KeyShape(kind, label) if tail == "" else None

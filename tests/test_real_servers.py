@@ -53,9 +53,8 @@ def test_url_with_acl_user_and_password():
         with diffs_settings(url=url):
             assert "from 0 of 1 key(s)" in record_and_prune()
         assert admin.dbsize() == 0  # db 0 untouched
-        assert (
-            redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 2
-        )  # set + feed
+        # the object's set, the model's feed and its horizon
+        assert redis.Redis(port=server.port, password="topsecret", db=2).dbsize() == 3
 
 
 def test_wrong_password_is_clear_at_the_first_write_and_in_deploy_checks(caplog):
