@@ -18,7 +18,7 @@ import redis
 
 from diffs import availability
 from diffs.delivery import flush_before_read
-from diffs.diff import Diff, looks_like_member
+from diffs.diff import Diff, decode_members
 from diffs.keys import birth_key_for
 from diffs.settings import get_settings
 
@@ -39,29 +39,10 @@ def decode_entries(
 
     ``model`` and ``pk`` name the key's own object (see ``Diff.from_member``). By
     default each diff decodes its member when first used (``Diff.decoded_on_use``);
-    with ``eager`` every member is decoded now, and one that does not decode is
+    with ``eager`` every member is decoded now, and one that is not strict JSON is
     skipped with a warning too (pages, which must never break on one bad diff).
     """
-    diffs = []
-    decoded_on_use = Diff.decoded_on_use
-    for member, score in entries:
-        if not looks_like_member(member):
-            logger.warning(
-                "Skipped a member of %s that django-diffs did not write: %.80r", key, member
-            )
-        elif not eager:
-            diffs.append(decoded_on_use(member, score, model, pk))
-        else:
-            try:
-                diffs.append(Diff.from_member(member, score, model, pk))
-            except ValueError as error:
-                logger.warning(
-                    "Skipped a diff of %s that is not valid django-diffs JSON (%s): %.80r",
-                    key,
-                    error,
-                    member,
-                )
-    return diffs
+    return decode_members(key, entries, model, pk, eager=eager)
 
 
 # A raw rank read of an object's set, leaving out the diffs of an earlier row (scored
