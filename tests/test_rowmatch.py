@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connections
 from django.db.models import F, Q
 
 from diffs.contrib.rowmatch import deleted_row, row_matches
@@ -74,3 +75,113 @@ def test_deleted_row_reads_the_default_data_only():
     assert deleted_row({"custom": True}, Question) is None
     assert deleted_row([{"model": "testapp.question", "fields": [1]}], Question) is None
     assert deleted_row(["x"], Question) is None
+
+
+# Three-valued logic: a lookup on NULL is unknown, and NOT unknown is unknown.
+
+
+def test_null_under_not_is_unknown():
+    # NOT (NULL = 3) is NULL in SQL: such a row is not in exclude(votes=3). (Django adds
+    # "IS NOT NULL" only for columns the model declares nullable; an unmanaged table's
+    # column may hold NULL all the same.)
+    assert row_matches(Qs.exclude(votes=3), {"id": 5, "votes": None}) is False
+    assert row_matches(Qs.exclude(votes__in=[1, 2]), {"id": 5, "votes": None}) is False
+    assert row_matches(Qs.filter(~Q(votes__gte=1)), {"id": 5, "votes": None}) is False
+
+
+def test_kleene_logic_decides_despite_unknown_parts():
+    row = {**ROW, "votes": None}
+    # unknown OR true is true; NOT (unknown AND false) is true.
+    assert row_matches(Qs.filter(Q(votes__gte=1) | Q(pk=5)), row) is True
+    assert row_matches(Qs.exclude(Q(question_text__iexact="x") & Q(pk=4)), row) is True
+    # unknown AND true, NOT (unknown OR false) stay unknown.
+    assert row_matches(Qs.filter(Q(votes__gte=1) & Q(pk=5)), row) is False
+    assert row_matches(Qs.exclude(Q(votes__gte=1) | Q(pk=4)), row) is False
+
+
+def test_xor_is_parity():
+    assert row_matches(Qs.filter(Q(votes=3) ^ Q(pk=6)), ROW) is True
+    assert row_matches(Qs.filter(Q(votes=3) ^ Q(pk=5)), ROW) is False
+    assert row_matches(Qs.filter(Q(votes=3) ^ Q(pk=5) ^ Q(pk__in=[5])), ROW) is True
+    assert row_matches(Qs.exclude(Q(votes=3) ^ Q(pk=5)), ROW) is True
+    # An unknown operand leaves the parity unknown.
+    assert row_matches(Qs.filter(Q(votes=3) ^ Q(question_text__iexact="x")), ROW) is False
+
+
+def test_an_empty_in_list_matches_nothing_not_even_null():
+    assert row_matches(Qs.filter(votes__in=[None]), {"id": 5, "votes": None}) is False
+    assert row_matches(Qs.exclude(votes__in=[]), {"id": 5, "votes": None}) is True
+
+
+def test_values_outside_the_columns_range_are_unknown():
+    # Django answers these without the database (or the driver refuses them).
+    assert row_matches(Qs.filter(votes__lt=2**70), ROW) is False
+    assert row_matches(Qs.exclude(votes=2**70), ROW) is False
+
+
+def test_expressions_inside_in_lists_are_unknown():
+    assert row_matches(Qs.filter(votes__in=[3, F("id")]), ROW) is False
+
+
+def test_json_is_unknown_but_for_not_null():
+    from tests.testapp.models import Tagged
+
+    Tags = Tagged.objects
+    assert row_matches(Tags.filter(tags=0), {"id": 1, "tags": False}) is False
+    assert row_matches(Tags.filter(tags={"a": 1}), {"id": 1, "tags": {"a": 1}}) is False
+    assert row_matches(Tags.filter(tags__isnull=False), {"id": 1, "tags": {"a": 1}}) is True
+    # None may be SQL NULL or JSON null.
+    assert row_matches(Tags.filter(tags__isnull=True), {"id": 1, "tags": None}) is False
+    assert row_matches(Tags.exclude(tags__isnull=True), {"id": 1, "tags": None}) is False
+
+
+@pytest.mark.parametrize(
+    ("queryset", "sqlite", "postgresql"),
+    [
+        # A case-sensitive match is a match for LIKE on both.
+        (Qs.filter(question_text__contains="there"), True, True),
+        # SQLite's LIKE ignores ASCII case: 'Hello there' LIKE '%HELLO%' is true there.
+        (Qs.exclude(question_text__contains="HELLO"), False, True),
+        (Qs.filter(question_text__startswith="hELLO"), False, False),
+        # No case folding can make these match.
+        (Qs.exclude(question_text__endswith="xyz"), True, True),
+        (Qs.exclude(question_text__contains="\u212a"), True, True),
+        # LIKE stops at NUL on SQLite; PostgreSQL text cannot hold it.
+        (Qs.exclude(question_text__contains="x\x00"), False, True),
+        (Qs.exclude(question_text__contains="x" * 50_001), False, True),
+        # Case-insensitive lookups depend on the database's case mapping.
+        (Qs.filter(question_text__iexact="hello there"), False, False),
+        (Qs.exclude(question_text__icontains="xyz"), False, False),
+    ],
+)
+def test_pattern_lookups_per_database(queryset, sqlite, postgresql, monkeypatch):
+    for vendor, expected in (("sqlite", sqlite), ("postgresql", postgresql)):
+        monkeypatch.setattr(connections["default"], "vendor", vendor)
+        assert row_matches(queryset, ROW) is expected, vendor
+
+
+def test_sqlite_like_may_fold_beyond_ascii(monkeypatch):
+    # With the ICU extension SQLite's LIKE folds every letter: the Kelvin sign matches k.
+    row = {**ROW, "question_text": "kelvin"}
+    queryset = Qs.exclude(question_text__contains="\u212aELVIN")
+    monkeypatch.setattr(connections["default"], "vendor", "sqlite")
+    assert row_matches(queryset, row) is False
+    monkeypatch.setattr(connections["default"], "vendor", "postgresql")
+    assert row_matches(queryset, row) is True
+
+
+def test_other_databases_decide_integers_and_booleans_only(monkeypatch):
+    from tests.testapp.models import Article
+
+    monkeypatch.setattr(connections["default"], "vendor", "mysql")  # text ignores case there
+    assert row_matches(Qs.filter(votes=3, pk__in=[5]), ROW) is True
+    assert row_matches(Qs.filter(question_text="Hello there"), ROW) is False
+    assert row_matches(Qs.filter(pub_date__isnull=False), ROW) is False
+    article = {"id": 1, "is_public": True, "question": 5, "title": "x"}
+    assert row_matches(Article.objects.filter(is_public=True, question=5), article) is True
+
+
+def test_the_work_per_row_is_bounded():
+    # A huge IN list costs time for every deleted row of a page: past the bound, hidden.
+    assert row_matches(Qs.filter(pk__in=range(1, 9_000)), ROW) is True
+    assert row_matches(Qs.filter(pk__in=range(1, 20_000)), ROW) is False
