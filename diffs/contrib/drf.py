@@ -504,11 +504,11 @@ def serializer_columns(serializer: Any, model: type[models.Model]) -> frozenset[
     columns = _columns_by_source(model)
     shown = set()
     for field in fields.values():
-        source = getattr(field, "source", None)
-        if not isinstance(source, str) or getattr(field, "write_only", True):
+        source = _readable_source(field)
+        if source is None or source not in columns:
             continue
-        column = columns.get(source)
-        if column is not None and _shows_column(field, column, source):
+        column = columns[source]
+        if _shows_column(field, column, source):
             shown.add(column.name)
     return frozenset(shown)
 
@@ -528,6 +528,7 @@ def _columns_by_source(model: type[models.Model]) -> dict[str, models.Field[Any,
 
 
 def _shows_column(field: Any, column: models.Field[Any, Any], source: str) -> bool:
+    """Whether ``field`` (reading ``source``) shows ``column``'s stored value as it is."""
     if not column.is_relation or source == column.attname:
         return True  # the stored value itself (a foreign key's: the related key)
     target = getattr(column, "target_field", None)
@@ -544,10 +545,17 @@ def _shows_column(field: Any, column: models.Field[Any, Any], source: str) -> bo
     if isinstance(field, BaseSerializer) and not isinstance(field, ListSerializer):
         nested = getattr(field, "fields", None)
         return isinstance(nested, Mapping) and any(
-            getattr(inner, "source", None) in names and not getattr(inner, "write_only", True)
-            for inner in nested.values()
+            _readable_source(inner) in names for inner in nested.values()
         )
     return False
+
+
+def _readable_source(field: Any) -> str | None:
+    """The ``source`` of a serializer field that is read (None if it is write-only)."""
+    source = getattr(field, "source", None)
+    if not isinstance(source, str) or getattr(field, "write_only", True):
+        return None
+    return source
 
 
 def _check_child_serializers(cls: type[DiffsViewSetMixin]) -> None:
