@@ -94,6 +94,9 @@ def test_kleene_logic_decides_despite_unknown_parts():
     # unknown OR true is true; NOT (unknown AND false) is true.
     assert row_matches(Qs.filter(Q(votes__gte=1) | Q(pk=5)), row) is True
     assert row_matches(Qs.exclude(Q(question_text__iexact="x") & Q(pk=4)), row) is True
+    # A value the field cannot convert is unknown, not a reason to give up on the row.
+    assert row_matches(Qs.filter(Q(votes=3) | Q(pk=5)), {**ROW, "votes": "many"}) is True
+    assert row_matches(Qs.filter(Q(votes=3) & Q(pk=5)), {**ROW, "votes": "many"}) is False
     # unknown AND true, NOT (unknown OR false) stay unknown.
     assert row_matches(Qs.filter(Q(votes__gte=1) & Q(pk=5)), row) is False
     assert row_matches(Qs.exclude(Q(votes__gte=1) | Q(pk=4)), row) is False

@@ -41,13 +41,13 @@ logger = logging.getLogger("diffs")
 
 #: A condition's value in SQL's three-valued logic: True, False, or None for unknown
 #: (SQL NULL, or anything Python cannot answer exactly as the database would).
-Truth: TypeAlias = "bool | None"
+_Truth: TypeAlias = "bool | None"
 
 #: Vendors whose text, UUID, decimal and float semantics the kinds below follow.
 _WELL_KNOWN_VENDORS = frozenset({"sqlite", "postgresql"})
 
-#: At most this many values are compared per call (a filter with huge ``in`` lists
-#: costs time for every deleted row of a page); past it the answer is unknown.
+#: At most this many lookup values are compared per call (a filter with huge ``in``
+#: lists costs time for every deleted row of a page); past it the answer is unknown.
 _MAX_COMPARISONS = 10_000
 
 #: SQLite refuses LIKE patterns longer than this (SQLITE_MAX_LIKE_PATTERN_LENGTH).
@@ -141,12 +141,12 @@ class _Context:
 # Kleene logic: False wins an AND, True wins an OR, otherwise any unknown is unknown.
 
 
-def _not(value: Truth) -> Truth:
+def _not(value: _Truth) -> _Truth:
     return None if value is None else not value
 
 
-def _all(values: Iterable[Truth]) -> Truth:
-    result: Truth = True
+def _all(values: Iterable[_Truth]) -> _Truth:
+    result: _Truth = True
     for value in values:
         if value is False:
             return False
@@ -155,8 +155,8 @@ def _all(values: Iterable[Truth]) -> Truth:
     return result
 
 
-def _any(values: Iterable[Truth]) -> Truth:
-    result: Truth = False
+def _any(values: Iterable[_Truth]) -> _Truth:
+    result: _Truth = False
     for value in values:
         if value is True:
             return True
@@ -165,7 +165,7 @@ def _any(values: Iterable[Truth]) -> Truth:
     return result
 
 
-def _parity(values: Iterable[Truth]) -> Truth:
+def _parity(values: Iterable[_Truth]) -> _Truth:
     # Django's XOR: an odd number of true operands.
     known = list(values)
     if any(value is None for value in known):
@@ -173,14 +173,14 @@ def _parity(values: Iterable[Truth]) -> Truth:
     return sum(1 for value in known if value) % 2 == 1
 
 
-_CONNECTORS: dict[str, Callable[[Iterable[Truth]], Truth]] = {
+_CONNECTORS: dict[str, Callable[[Iterable[_Truth]], _Truth]] = {
     AND: _all,
     OR: _any,
     XOR: _parity,
 }
 
 
-def _node(node: Any, context: _Context) -> Truth:
+def _node(node: Any, context: _Context) -> _Truth:
     if isinstance(node, WhereNode):
         combine = _CONNECTORS.get(node.connector)
         if combine is None:
@@ -199,31 +199,27 @@ def _node(node: Any, context: _Context) -> Truth:
     return None  # raw SQL (extra()), Exists(), NothingNode, ...
 
 
-# Django's own lookup classes, by exact type: a subclass may compile to other SQL.
+# Django's own lookup classes, by exact type (a subclass may compile to other SQL).
+# Looked up by name: a Django version without one of them simply never evaluates it.
+_OPERATION_CLASSES = {
+    "exact": ("Exact", "IntegerFieldExact", "RelatedExact"),
+    "in": ("In", "RelatedIn"),
+    "gt": ("GreaterThan", "IntegerGreaterThan", "RelatedGreaterThan"),
+    "gte": ("GreaterThanOrEqual", "IntegerGreaterThanOrEqual", "RelatedGreaterThanOrEqual"),
+    "lt": ("LessThan", "IntegerLessThan", "RelatedLessThan"),
+    "lte": ("LessThanOrEqual", "IntegerLessThanOrEqual", "RelatedLessThanOrEqual"),
+    "range": ("Range",),
+    "isnull": ("IsNull", "RelatedIsNull"),
+    "contains": ("Contains",),
+    "startswith": ("StartsWith",),
+    "endswith": ("EndsWith",),
+}
 _OPERATIONS: dict[type[Any], str] = {
-    django_lookups.Exact: "exact",
-    django_lookups.IntegerFieldExact: "exact",
-    related_lookups.RelatedExact: "exact",
-    django_lookups.In: "in",
-    related_lookups.RelatedIn: "in",
-    django_lookups.GreaterThan: "gt",
-    django_lookups.IntegerGreaterThan: "gt",
-    related_lookups.RelatedGreaterThan: "gt",
-    django_lookups.GreaterThanOrEqual: "gte",
-    django_lookups.IntegerGreaterThanOrEqual: "gte",
-    related_lookups.RelatedGreaterThanOrEqual: "gte",
-    django_lookups.LessThan: "lt",
-    django_lookups.IntegerLessThan: "lt",
-    related_lookups.RelatedLessThan: "lt",
-    django_lookups.LessThanOrEqual: "lte",
-    django_lookups.IntegerLessThanOrEqual: "lte",
-    related_lookups.RelatedLessThanOrEqual: "lte",
-    django_lookups.Range: "range",
-    django_lookups.IsNull: "isnull",
-    related_lookups.RelatedIsNull: "isnull",
-    django_lookups.Contains: "contains",
-    django_lookups.StartsWith: "startswith",
-    django_lookups.EndsWith: "endswith",
+    lookup_class: operation
+    for operation, names in _OPERATION_CLASSES.items()
+    for name in names
+    for module in (django_lookups, related_lookups)
+    if isinstance(lookup_class := getattr(module, name, None), type)
 }
 
 _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
@@ -240,8 +236,12 @@ _PATTERNS: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def _lookup(lookup: Lookup[Any], context: _Context) -> Truth:
-    context.count(1)
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def _lookup(lookup: Lookup[Any], context: _Context) -> _Truth:
+    wanted = lookup.rhs
+    context.count(len(wanted) if isinstance(wanted, _COLLECTIONS) else 1)
     operation = _OPERATIONS.get(type(lookup))
     if operation is None:
         return None
@@ -250,15 +250,14 @@ def _lookup(lookup: Lookup[Any], context: _Context) -> Truth:
         return None  # a deferred field: its value was not recorded
     raw = context.row[column.name]
     kind = _kind(column, context.connection)
-    wanted = lookup.rhs
     if operation == "isnull":
         return _isnull(kind, raw, wanted)
     _no_expression(wanted)
     value = kind.stored(raw)
     if operation == "in":
-        return _in(kind, value, wanted, context)
+        return _in(kind, value, wanted)
     if operation == "range":
-        return _range(kind, value, wanted, context)
+        return _range(kind, value, wanted)
     if operation == "exact":
         return _exact(kind, value, wanted)
     if operation in _ORDERINGS:
@@ -280,32 +279,32 @@ def _own_column(lookup: Lookup[Any], model: type[models.Model]) -> models.Field[
 def _no_expression(wanted: Any) -> None:
     if hasattr(wanted, "resolve_expression"):
         raise _Unknown  # F(), a subquery, a function: the database computes it
-    if isinstance(wanted, (list, tuple, set, frozenset)):
+    if isinstance(wanted, _COLLECTIONS):
         for item in wanted:
             _no_expression(item)
 
 
-def _isnull(kind: _Kind, raw: Any, wanted: Any) -> Truth:
+def _isnull(kind: _Kind, raw: Any, wanted: Any) -> _Truth:
     if not isinstance(wanted, bool):
         return None
     null = kind.is_null(raw)
     return None if null is None else null == wanted
 
 
-def _exact(kind: _Kind, value: Any, wanted: Any) -> Truth:
+def _exact(kind: _Kind, value: Any, wanted: Any) -> _Truth:
     if value is None or wanted is None:
         return None  # NULL = x is NULL
     return bool(value == kind.operand(wanted))
 
 
-def _ordering(kind: _Kind, compare: Callable[[Any, Any], bool], value: Any, wanted: Any) -> Truth:
+def _ordering(kind: _Kind, compare: Callable[[Any, Any], bool], value: Any, wanted: Any) -> _Truth:
     if not kind.ordered or value is None or wanted is None:
         return None
     return bool(compare(value, kind.operand(wanted)))
 
 
-def _in(kind: _Kind, value: Any, wanted: Any, context: _Context) -> Truth:
-    if not isinstance(wanted, (list, tuple, set, frozenset)):
+def _in(kind: _Kind, value: Any, wanted: Any) -> _Truth:
+    if not isinstance(wanted, _COLLECTIONS):
         return None
     # Django drops None from the list; an empty list matches nothing, not even NULL.
     choices = [choice for choice in wanted if choice is not None]
@@ -313,21 +312,19 @@ def _in(kind: _Kind, value: Any, wanted: Any, context: _Context) -> Truth:
         return False
     if value is None:
         return None
-    context.count(len(choices))
     return _any(_equal_or_unknown(kind, value, choice) for choice in choices)
 
 
-def _equal_or_unknown(kind: _Kind, value: Any, wanted: Any) -> Truth:
+def _equal_or_unknown(kind: _Kind, value: Any, wanted: Any) -> _Truth:
     try:
         return bool(value == kind.operand(wanted))
     except _Unknown:
         return None
 
 
-def _range(kind: _Kind, value: Any, wanted: Any, context: _Context) -> Truth:
+def _range(kind: _Kind, value: Any, wanted: Any) -> _Truth:
     if not isinstance(wanted, (list, tuple)) or len(wanted) != 2:
         return None
-    context.count(2)
     low, high = wanted
     greater_or_equal = _ORDERINGS["gte"]
     less_or_equal = _ORDERINGS["lte"]
@@ -355,7 +352,7 @@ class _Kind:
         self.vendor = connection.vendor
         self.connection = connection
 
-    def is_null(self, raw: Any) -> Truth:
+    def is_null(self, raw: Any) -> _Truth:
         """Whether the column holds NULL, given the row's serialized value."""
         return raw is None
 
@@ -367,7 +364,7 @@ class _Kind:
         """A lookup's (non-None) value as the database compares it with the column."""
         raise _Unknown
 
-    def pattern(self, match: Callable[[str, str], bool], value: Any, wanted: Any) -> Truth:
+    def pattern(self, match: Callable[[str, str], bool], value: Any, wanted: Any) -> _Truth:
         """``value LIKE wanted`` for contains/startswith/endswith."""
         return None
 
@@ -375,7 +372,7 @@ class _Kind:
 class _Opaque(_Kind):
     """A column whose values may not map to NULL as Python's None does: nothing certain."""
 
-    def is_null(self, raw: Any) -> Truth:
+    def is_null(self, raw: Any) -> _Truth:
         return None
 
 
@@ -384,7 +381,7 @@ class _Json(_Kind):
     ``1.0``, key order on SQLite), so only a non-null value is certain (not NULL);
     None may be SQL NULL or JSON null."""
 
-    def is_null(self, raw: Any) -> Truth:
+    def is_null(self, raw: Any) -> _Truth:
         return None if raw is None else False
 
 
@@ -392,10 +389,16 @@ class _Converted(_Kind):
     """Values compared after the field's own ``to_python()``."""
 
     def stored(self, raw: Any) -> Any:
-        return None if raw is None else self.check(self.field.to_python(raw), stored=True)
+        return None if raw is None else self.check(self.convert(raw), stored=True)
 
     def operand(self, wanted: Any) -> Any:
-        return self.check(self.field.to_python(wanted), stored=False)
+        return self.check(self.convert(wanted), stored=False)
+
+    def convert(self, value: Any) -> Any:
+        try:
+            return self.field.to_python(value)
+        except (ValidationError, TypeError, ValueError, ArithmeticError) as error:
+            raise _Unknown from error
 
     def check(self, value: Any, *, stored: bool) -> Any:
         """``value``, if the database holds and compares it exactly; else _Unknown."""
@@ -440,12 +443,12 @@ class _Float(_Converted):
     # NULL: only finite values compare as Python compares them.
     ordered = True
 
-    def is_null(self, raw: Any) -> Truth:
+    def is_null(self, raw: Any) -> _Truth:
         if raw is None:
             return True
         try:
-            return False if math.isfinite(self.field.to_python(raw)) else None
-        except (ValidationError, TypeError, ValueError, OverflowError):
+            return False if math.isfinite(self.convert(raw)) else None
+        except (_Unknown, TypeError):
             return None
 
     def check(self, value: Any, *, stored: bool) -> Any:
@@ -510,7 +513,7 @@ class _Text(_Converted):
             raise _Unknown
         return value
 
-    def pattern(self, match: Callable[[str, str], bool], value: Any, wanted: Any) -> Truth:
+    def pattern(self, match: Callable[[str, str], bool], value: Any, wanted: Any) -> _Truth:
         if value is None or not isinstance(wanted, str):
             return None
         if self.vendor == "postgresql":
@@ -518,7 +521,7 @@ class _Text(_Converted):
         return _sqlite_like(match, value, wanted)
 
 
-def _sqlite_like(match: Callable[[str, str], bool], value: str, wanted: str) -> Truth:
+def _sqlite_like(match: Callable[[str, str], bool], value: str, wanted: str) -> _Truth:
     # SQLite's LIKE ignores the case of ASCII letters (of every letter with the ICU
     # extension, none with PRAGMA case_sensitive_like) and stops at a NUL character.
     if "\x00" in value or "\x00" in wanted:
