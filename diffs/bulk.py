@@ -6,33 +6,54 @@ through the same hooks and on-commit writes as ``save()``. ``@diffs.register`` p
 ``QuerySet``; a model with its own queryset class opts in by mixing in
 :class:`DiffsQuerySetMixin` (system check ``diffs.W002`` points it out).
 
-Database cost per call, whatever the number of rows:
+Database cost per call:
 
-* ``update()``: three queries instead of one: the affected rows are read and locked
-  (``SELECT ... FOR UPDATE`` where the database supports it), updated by primary key,
-  and read again for the values the database wrote (expressions such as ``F()``
-  included).
+* ``update()``: the affected rows are locked (``SELECT ... FOR UPDATE`` where the
+  database supports it) before anything is written, then updated and read back (for
+  the values the database wrote, ``F()`` expressions included) chunk by chunk, so
+  memory does not grow with the number of rows: three queries when the rows fit in
+  one chunk (``FIRST_CHUNK_ROWS``), and three more per further chunk (chunks double up
+  to ``MAX_CHUNK_ROWS`` rows, and shrink to keep about ``CHUNK_BYTES`` of rows). A
+  value that may read other rows or the statement's clock (a subquery, ``Now()``,
+  raw SQL, a function Django does not ship) keeps one ``UPDATE`` statement for all
+  rows, as without django-diffs, and only the reading back is chunked.
 * ``bulk_update()``: Django's own queries, plus one read-back only when a written value
   is an expression.
 * ``bulk_create()``: no extra query; rows whose primary key the database did not
   return (``ignore_conflicts=True``, or a backend without ``RETURNING``) get no diff,
   and a warning says how many.
+
+The diffs go to ``diffs.writer`` a chunk at a time, which bounds what waits in memory
+for the commit.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Iterable
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, models, transaction
+from django.db.models import F, Q, Value
+from django.db.models.expressions import (
+    Case,
+    CombinedExpression,
+    DurationExpression,
+    ExpressionWrapper,
+    NegatedExpression,
+    TemporalSubtraction,
+    When,
+)
+from django.db.models.functions import Now
 
 from diffs import expressions, tracking
-from diffs.payload import build_pending
+from diffs.payload import PendingDiff, build_pending
 from diffs.settings import get_settings
-from diffs.writer import schedule
+from diffs.writer import schedule_chunk
 
 if TYPE_CHECKING:
     _QuerySetBase = models.QuerySet[Any]
@@ -42,6 +63,26 @@ else:
 logger = logging.getLogger("diffs")
 
 _suspended: contextvars.ContextVar[bool] = contextvars.ContextVar("diffs_bulk", default=False)
+
+#: Rows in the first chunk of an ``update()``: an update of at most this many rows
+#: costs three queries.
+FIRST_CHUNK_ROWS = 100
+
+#: Most rows in one chunk of an ``update()``.
+MAX_CHUNK_ROWS = 2000
+
+#: About how many bytes of rows, as read back, one chunk of an ``update()`` holds; the
+#: next chunk is sized from the rows of the last one.
+CHUNK_BYTES = 4 * 1_048_576
+
+#: Diffs of ``bulk_update()`` and ``bulk_create()`` handed to the writer at a time.
+_DIFFS_PER_HANDOVER = 1000
+
+#: Rows whose size is measured to size the next chunk.
+_SAMPLED_ROWS = 16
+
+#: Deeper update() values than this are not inspected: they run as one statement.
+_MAX_EXPRESSION_DEPTH = 64
 
 
 class DiffsQuerySetMixin(_QuerySetBase):
@@ -56,22 +97,17 @@ class DiffsQuerySetMixin(_QuerySetBase):
             return super().update(**kwargs)
         if self.query.is_sliced or self.query.combinator:
             return super().update(**kwargs)  # raises Django's own error
+        fields = _written_fields(self.model, kwargs)
+        if fields is None:
+            return super().update(**kwargs)  # raises Django's own error
         self._for_write = True
-        using = self.db
-        base = self.model._base_manager.db_manager(using)
-        with transaction.atomic(using=using, savepoint=False):
-            lock = _lock_options(using)
-            before = list(base.select_for_update(**lock).filter(pk__in=self.values("pk")))
-            pks = [obj.pk for obj in before]
-            rows = models.QuerySet.update(base.filter(pk__in=pks), **kwargs)
-            after = _read_back(base, pks, kwargs)
-            written = [self.model._meta.get_field(name).name for name in kwargs]
-            for old in before:
-                new = after.get(old.pk)
-                if new is not None:
-                    changes = {name: _value(old, name) for name in written}
-                    _record(new, changes, using, created=False)
-        return rows
+        with transaction.atomic(using=self.db, savepoint=False):
+            update = _RowUpdate(self, kwargs, fields)
+            if _changes_pk(self.model, kwargs):
+                return update.changing_pk()
+            if all(_row_local(value) for value in kwargs.values()):
+                return update.in_chunks()
+            return update.in_one_statement()
 
     def bulk_update(
         self, objs: Iterable[models.Model], fields: Iterable[str], batch_size: int | None = None
@@ -94,9 +130,12 @@ class DiffsQuerySetMixin(_QuerySetBase):
                 _suspended.reset(token)
             # A row deleted meanwhile was not updated: no diff may bring it back.
             present = _existing_pks(objs, using) if rows < len(objs) else None
-            for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True):
-                if present is None or obj.pk in present:
-                    _record(obj, changes, using, created=False)
+            written = (
+                _build(obj, changes, created=False)
+                for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True)
+                if present is None or obj.pk in present
+            )
+            _hand_over(written, using)
             for obj in objs:
                 _resnapshot(obj, names, using)
         return rows
@@ -110,12 +149,17 @@ class DiffsQuerySetMixin(_QuerySetBase):
         with transaction.atomic(using=using, savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
             inserted = _inserted(created, using) if kwargs.get("ignore_conflicts") else None
-            missing = 0
-            for obj in created:
-                if obj.pk is None or (inserted is not None and obj.pk not in inserted):
-                    missing += 1
-                    continue
-                _record(obj, tracking.current_state(obj), using, created=True)
+            recorded = [
+                obj
+                for obj in created
+                if obj.pk is not None and (inserted is None or obj.pk in inserted)
+            ]
+            missing = len(created) - len(recorded)
+            _hand_over(
+                (_build(obj, tracking.current_state(obj), created=True) for obj in recorded),
+                using,
+            )
+            for obj in recorded:
                 _resnapshot(obj, None, using)
         if missing:
             logger.warning(
@@ -180,10 +224,6 @@ def _lock_options(using: str) -> dict[str, Any]:
     return {"of": ("self",)} if features.has_select_for_update_of else {}
 
 
-def _value(instance: models.Model, name: str) -> Any:
-    return getattr(instance, getattr(instance._meta.get_field(name), "attname", name))
-
-
 def _saved_value(instance: models.Model, name: str) -> Any:
     snapshot = getattr(instance, "_original_state", None)
     return snapshot.get(name) if snapshot is not None else None
@@ -196,32 +236,6 @@ def _with_db_values(objs: list[models.Model], using: str) -> list[models.Model]:
     model = type(objs[0])
     fresh = model._base_manager.db_manager(using).in_bulk([obj.pk for obj in objs])
     return [fresh.get(obj.pk, obj) for obj in objs]
-
-
-def _read_back(
-    base: models.Manager[Any], pks: list[Any], kwargs: dict[str, Any]
-) -> dict[Any, models.Model]:
-    """The updated rows by their pk before the update (which may have changed it)."""
-    pk_field = base.model._meta.pk
-    new_pk = next(
-        (
-            v
-            for k, v in kwargs.items()
-            if pk_field is not None and k in (pk_field.name, pk_field.attname, "pk")
-        ),
-        None,
-    )
-    if new_pk is None:
-        return {obj.pk: obj for obj in base.filter(pk__in=pks)}
-    if len(pks) != 1 or hasattr(new_pk, "resolve_expression"):
-        logger.warning(
-            "update() of %s changed primary keys of %d row(s): no diff recorded.",
-            base.model._meta.label,
-            len(pks),
-        )
-        return {}
-    moved = base.filter(pk=new_pk).first()
-    return {} if moved is None else {pks[0]: moved}
 
 
 def _existing_pks(objs: list[models.Model], using: str) -> set[Any]:
@@ -259,13 +273,26 @@ def _same(field: Any, one: models.Model, other: models.Model) -> bool:
         return False
 
 
-def _record(instance: models.Model, changes: dict[str, Any], using: str, *, created: bool) -> None:
+def _build(
+    instance: models.Model, changes: dict[str, Any], *, created: bool
+) -> PendingDiff | None:
+    """The diff of one changed row, through the model's hooks (None: nothing to record)."""
     conf = get_settings()
-    pending = build_pending(
+    return build_pending(
         instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
     )
-    if pending is not None:
-        schedule(pending, using)
+
+
+def _hand_over(diffs: Iterable[PendingDiff | None], using: str) -> None:
+    """Schedule ``diffs`` (None: no diff) with the writer, a chunk at a time."""
+    chunk: list[PendingDiff] = []
+    for pending in diffs:
+        if pending is not None:
+            chunk.append(pending)
+        if len(chunk) >= _DIFFS_PER_HANDOVER:
+            schedule_chunk(chunk, using)
+            chunk = []
+    schedule_chunk(chunk, using)
 
 
 def _resnapshot(instance: models.Model, fields: list[str] | None, using: str) -> None:
@@ -275,3 +302,243 @@ def _resnapshot(instance: models.Model, fields: list[str] | None, using: str) ->
     tracking.retake(instance, fields)
     if previous is not None:
         tracking.remember(instance, previous, using, None)
+
+
+class _RowUpdate:
+    """One ``update()`` of a registered model: rows locked first, then updated, read
+    back and turned into diffs a chunk at a time."""
+
+    def __init__(self, queryset: DiffsQuerySetMixin, values: dict[str, Any], fields: list[Any]):
+        self.model = queryset.model
+        self.values = values
+        self.names = [field.name for field in fields]
+        self.attnames = [getattr(field, "attname", field.name) for field in fields]
+        self.using: str = queryset.db
+        self.base = self.model._base_manager.db_manager(self.using)
+        self.locked = self.base.select_for_update(**_lock_options(self.using)).filter(
+            pk__in=queryset.values("pk")
+        )
+        self.chunk_rows = FIRST_CHUNK_ROWS
+        self.updated = 0
+
+    def in_chunks(self) -> int:
+        """Update chunk by chunk, every row locked before the first ``UPDATE``.
+
+        Only for values that read nothing but their own row: each chunk's ``UPDATE``
+        then writes what a single statement would.
+        """
+        head = self._lock_head()
+        if head is not None and len(head) <= self.chunk_rows:
+            self._update_chunk(head)  # the common case: three queries in all
+            return self.updated
+        after = None if not head else head[self.chunk_rows - 1][0]
+        rest = _PrimaryKeys(self._lock_pks(after))
+        if head:
+            self._update_chunk(head[: self.chunk_rows])
+        start = 0
+        while start < len(rest):
+            pks = rest.slice(start, self.chunk_rows)
+            start += len(pks)
+            self._update_chunk(self._old_rows(pks))
+        return self.updated
+
+    def in_one_statement(self) -> int:
+        """One ``UPDATE`` for every locked row (values that may read other rows or the
+        statement's clock); the diffs are still built chunk by chunk. The old values of
+        the written fields of every row are held until the ``UPDATE`` has run."""
+        old_rows = list(self.locked.order_by("pk").values_list("pk", *self.attnames))
+        self._update([row[0] for row in old_rows])
+        start = 0
+        while start < len(old_rows):
+            chunk = old_rows[start : start + self.chunk_rows]
+            start += len(chunk)
+            self._record(chunk)
+        return self.updated
+
+    def changing_pk(self) -> int:
+        """An update that writes the primary key: recorded under the new pk when it
+        changes one row; with a warning and no diff otherwise (rows cannot be matched
+        with their old values)."""
+        old_rows = list(self.locked.values_list("pk", *self.attnames))
+        self._update([row[0] for row in old_rows])
+        new_pk = next(value for key, value in self.values.items() if _names_pk(self.model, key))
+        if len(old_rows) > 1 or hasattr(new_pk, "resolve_expression"):
+            logger.warning(
+                "update() of %s changed primary keys of %d row(s): no diff recorded.",
+                self.model._meta.label,
+                len(old_rows),
+            )
+            return self.updated
+        moved = self.base.filter(pk=new_pk).first() if old_rows else None
+        if moved is not None:
+            changes = dict(zip(self.names, old_rows[0][1:], strict=True))
+            _hand_over([_build(moved, changes, created=False)], self.using)
+        return self.updated
+
+    def _lock_head(self) -> list[tuple[Any, ...]] | None:
+        """The first chunk's rows (pk and old values), locked, and one more row to tell
+        whether there are more; None where the backend cannot limit a locking query."""
+        features = connections[self.using].features
+        if features.has_select_for_update and not features.supports_select_for_update_with_limit:
+            return None
+        rows = self.locked.order_by("pk").values_list("pk", *self.attnames)
+        return list(rows[: self.chunk_rows + 1])
+
+    def _lock_pks(self, after: Any) -> Iterator[Any]:
+        """Lock the rows not in the first chunk; yield their pks in order."""
+        rows = self.locked if after is None else self.locked.filter(pk__gt=after)
+        pks: Iterator[Any] = (
+            rows.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=MAX_CHUNK_ROWS)
+        )
+        return pks
+
+    def _old_rows(self, pks: list[Any]) -> list[tuple[Any, ...]]:
+        rows = self.base.filter(pk__in=pks).order_by("pk").values_list("pk", *self.attnames)
+        return list(rows)
+
+    def _update_chunk(self, old_rows: list[tuple[Any, ...]]) -> None:
+        self._update([row[0] for row in old_rows])
+        self._record(old_rows)
+
+    def _update(self, pks: list[Any]) -> None:
+        if pks:
+            self.updated += models.QuerySet.update(self.base.filter(pk__in=pks), **self.values)
+
+    def _record(self, old_rows: list[tuple[Any, ...]]) -> None:
+        """Read ``old_rows`` back and schedule their diffs; size the next chunk."""
+        old = {row[0]: row[1:] for row in old_rows}
+        rows = list(self.base.filter(pk__in=list(old)).order_by("pk"))
+        diffs = (
+            _build(row, dict(zip(self.names, old[row.pk], strict=True)), created=False)
+            for row in rows
+            if row.pk in old
+        )
+        _hand_over(diffs, self.using)
+        per_row = _bytes_per_row(rows)
+        self.chunk_rows = max(1, min(MAX_CHUNK_ROWS, 2 * self.chunk_rows, CHUNK_BYTES // per_row))
+
+
+class _PrimaryKeys:
+    """Primary keys in order: 8 bytes each while they are integers, a list otherwise."""
+
+    def __init__(self, pks: Iterable[Any]) -> None:
+        self.keys: array[int] | list[Any] = array("q")
+        for pk in pks:
+            self._add(pk)
+
+    def _add(self, pk: Any) -> None:
+        if isinstance(self.keys, array):
+            if type(pk) is int and -(2**63) <= pk < 2**63:
+                self.keys.append(pk)
+                return
+            self.keys = list(self.keys)
+        self.keys.append(pk)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def slice(self, start: int, count: int) -> list[Any]:
+        """Up to ``count`` keys from position ``start``."""
+        return list(self.keys[start : start + count])
+
+
+def _written_fields(model: type[models.Model], values: dict[str, Any]) -> list[Any] | None:
+    """The fields ``update(**values)`` writes; None when a name is not one (Django's own
+    update() then raises its error)."""
+    fields = []
+    for name in values:
+        try:
+            fields.append(model._meta.pk if name == "pk" else model._meta.get_field(name))
+        except FieldDoesNotExist:
+            return None
+    return fields
+
+
+def _changes_pk(model: type[models.Model], values: dict[str, Any]) -> bool:
+    return any(_names_pk(model, name) for name in values)
+
+
+def _names_pk(model: type[models.Model], name: str) -> bool:
+    pk = model._meta.pk
+    return pk is not None and name in ("pk", pk.name, pk.attname)
+
+
+#: Expression classes that read only the row they are evaluated for.
+_ROW_LOCAL_TYPES: tuple[type, ...] = (
+    F,
+    Value,
+    Q,
+    CombinedExpression,
+    ExpressionWrapper,
+    Case,
+    When,
+    NegatedExpression,
+    DurationExpression,
+    TemporalSubtraction,
+)
+
+#: Django's own database functions and lookups read only their arguments...
+_ROW_LOCAL_MODULES = (
+    "django.db.models.functions.comparison",
+    "django.db.models.functions.datetime",
+    "django.db.models.functions.json",
+    "django.db.models.functions.math",
+    "django.db.models.functions.text",
+    "django.db.models.lookups",
+)
+
+#: ... except the clock, read once per statement: chunks would write different times.
+_STATEMENT_CLOCKS: tuple[type, ...] = (Now,)
+
+
+def _row_local(value: Any, depth: int = 0) -> bool:
+    """True when an ``update()`` value reads nothing but the row it is written to, so an
+    update in chunks writes exactly what one ``UPDATE`` would. Anything unknown (a
+    subquery, ``Now()``, raw SQL, a function of the project's own) is not."""
+    if depth > _MAX_EXPRESSION_DEPTH:
+        return False
+    if isinstance(value, (list, tuple, set, frozenset)):  # a lookup's values, in a Q
+        return all(_row_local(item, depth + 1) for item in value)
+    if not hasattr(value, "resolve_expression"):
+        return True  # a plain value
+    kind = type(value)
+    known = kind in _ROW_LOCAL_TYPES or (
+        kind.__module__ in _ROW_LOCAL_MODULES and not issubclass(kind, _STATEMENT_CLOCKS)
+    )
+    return known and all(_row_local(part, depth + 1) for part in _parts(value))
+
+
+def _parts(expression: Any) -> Sequence[Any]:
+    if isinstance(expression, Q):
+        return [child[1] if isinstance(child, tuple) else child for child in expression.children]
+    source = getattr(expression, "get_source_expressions", None)
+    return [] if source is None else list(source())
+
+
+def _bytes_per_row(rows: Sequence[models.Model]) -> int:
+    """About what one of ``rows`` holds in memory, from a sample of them."""
+    if not rows:
+        return 1
+    sample = rows[:: max(1, len(rows) // _SAMPLED_ROWS)]
+    return max(1, sum(map(_row_bytes, sample)) // len(sample))
+
+
+def _row_bytes(row: models.Model) -> int:
+    # The instance, its attributes and one level into containers (a JSONField's dict,
+    # the change snapshot), each object once: the snapshot shares the row's values.
+    seen: set[int] = set()
+
+    def size(value: Any) -> int:
+        if id(value) in seen:
+            return 0
+        seen.add(id(value))
+        return sys.getsizeof(value)
+
+    total = size(row)
+    for value in vars(row).values():
+        total += size(value)
+        if isinstance(value, dict):
+            total += sum(size(key) + size(item) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            total += sum(map(size, value))
+    return total
