@@ -47,6 +47,8 @@ MAX_LIMIT = 1000
 # still sorts after the watermark.
 _WATERMARK_MARGIN_MS = 0.001
 
+# Range reads stop below +inf ("(+inf"): no score django-diffs gives is infinite, and a
+# cursor cannot be (see diffs.cursors), so an entry someone wrote there is left out.
 # Shared by both read scripts: the clock, and the lower bound of a range read. ARGV[1]
 # is the cursor as a range bound ("(<score>", exclusive) or "" for "from the oldest
 # diff kept" (now - max_element_age, inclusive); ARGV[2] is max_element_age in seconds.
@@ -82,7 +84,7 @@ local result = {now[1], now[2], fmt(from), birth or '', 0}
 local taken, bytes, offset, batch = 0, 0, 0, 4
 while true do
   local run = redis.call(
-    'ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', offset, batch)
+    'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', offset, batch)
   if #run == 0 then return result end
   for j = 1, #run, 2 do
     local size = #run[j]
@@ -107,7 +109,7 @@ _FEED_PAGE_SCRIPT = (
     + """
 local from = guard_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
 local entries = redis.call(
-  'ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+  'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 local result = {now[1], now[2], fmt(from)}
 for _, value in ipairs(entries) do result[#result + 1] = value end
 return result

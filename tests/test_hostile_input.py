@@ -185,3 +185,15 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+
+def test_a_feed_entry_scored_infinite_never_becomes_a_cursor(redis_client):
+    question = Question.objects.create(question_text="real")
+    feed = feed_key("testapp.question")
+    redis_client.zadd(feed, {f"{'f' * 16}{question.pk}": float("inf")})
+    redis_client.zadd(object_key("testapp.question", question.pk), {"junk": float("inf")})
+    page = Question.diffs.since(None, limit=1)
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["real"]
+    assert page.cursor.replace(".", "").isdigit()
+    assert Question.diffs.since(page.cursor).diffs == []
+    assert len(Question.diffs.object_since(question.pk).diffs) == 1
