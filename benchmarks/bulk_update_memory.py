@@ -48,7 +48,8 @@ def main() -> None:
         return
     databases = ["sqlite", "postgres"] if args.postgres else ["sqlite"]
     mode = "durable" if args.durable else "default"
-    print(f"update() of {args.rows:,} rows, diffs {mode} mode, Redis {args.redis}")
+    budget = f", spill after {args.spill_after_bytes:,} bytes" if args.spill_after_bytes else ""
+    print(f"update() of {args.rows:,} rows, diffs {mode} mode{budget}, Redis {args.redis}")
     header = (
         f"{'database':<9} {'model':<11} {'wall s':>8} {'ratio':>6} "
         f"{'tracemalloc peak':>17} {'RSS growth':>11} {'diffs':>9}"
@@ -59,7 +60,11 @@ def main() -> None:
         wall = {}
         for kind in MODELS:
             timed = _run_child(args, database, kind, "time")
-            traced = _run_child(args, database, kind, "tracemalloc")
+            traced = (
+                {"peak": float("nan")}
+                if args.no_tracemalloc
+                else _run_child(args, database, kind, "tracemalloc")
+            )
             wall[kind] = timed["seconds"]
             if kind == "registered" and timed["diffs"] != args.rows:
                 print(f"warning: {timed['diffs']:,} diffs in Redis, not {args.rows:,}")
@@ -79,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--durable", action="store_true", help="DIFFS_SETTINGS durable")
+    parser.add_argument(
+        "--spill-after-bytes",
+        type=int,
+        help="diffs one transaction keeps in memory before the outbox (the writer's default)",
+    )
+    parser.add_argument(
+        "--no-tracemalloc", action="store_true", help="skip the (slow) tracemalloc runs"
+    )
     # Internal: what one child process measures.
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
@@ -103,6 +116,7 @@ def _run_child(args: argparse.Namespace, database: str, kind: str, measure: str)
             f"--measure={measure}",
             f"--sqlite-path={folder}/bench.sqlite3",
             *(["--durable"] if args.durable else []),
+            *([f"--spill-after-bytes={args.spill_after_bytes}"] if args.spill_after_bytes else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -113,6 +127,11 @@ def _run_child(args: argparse.Namespace, database: str, kind: str, measure: str)
 def _child(args: argparse.Namespace) -> dict[str, Any]:
     _configure(args)
     from bench_app import models as bench_models
+
+    if args.spill_after_bytes:
+        from diffs import writer
+
+        writer.SPILL_AFTER_BYTES = args.spill_after_bytes
     from django.db.models import F
 
     model = getattr(bench_models, MODELS[args.model])

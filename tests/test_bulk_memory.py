@@ -279,6 +279,34 @@ def test_non_integer_primary_keys_are_chunked_too():
 
 
 @pytest.mark.usefixtures("small_chunks")
+def test_rows_between_the_updated_ones_are_left_alone():
+    pks = make_questions(40)
+    before = stored_votes()
+    # Every third row: chunks whose pks are not consecutive go by list, not by range.
+    chosen = pks[::3]
+    assert Question.objects.filter(pk__in=chosen).update(votes=F("votes") + 1000) == len(chosen)
+    after = stored_votes()
+    assert all(after[pk] == before[pk] + (1000 if pk in chosen else 0) for pk in pks)
+    assert feed_size() == len(chosen)
+    assert_one_diff_each(chosen, lambda pk: {"votes": before[pk] + 1000})
+
+
+@pytest.mark.parametrize(
+    ("pks", "consecutive"),
+    [
+        ([4, 5, 6], True),
+        ([4, 6, 5], False),
+        ([1, 5, 3], False),
+        ([4, 5, 7], False),
+        ([4], False),
+        (["a", "b"], False),
+    ],
+)
+def test_a_chunk_is_a_range_only_when_its_pks_are_consecutive(pks, consecutive):
+    assert bulk._consecutive(pks) is consecutive
+
+
+@pytest.mark.usefixtures("small_chunks")
 def test_without_use_transactions_each_piece_is_queued_at_once():
     pks = make_questions(30)
     with diffs_settings(use_transactions=False), transaction.atomic():
