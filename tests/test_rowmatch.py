@@ -9,7 +9,7 @@ from django.db import connections
 from django.db.models import F, Q
 
 from diffs.contrib.rowmatch import deleted_row, row_matches
-from tests.testapp.models import Choice, Question
+from tests.testapp.models import Article, Choice, Question
 
 ROW = {"id": 5, "question_text": "Hello there", "votes": 3, "pub_date": "2026-01-02T03:04:05.000Z"}
 Qs = Question.objects
@@ -174,8 +174,6 @@ def test_sqlite_like_may_fold_beyond_ascii(monkeypatch):
 
 
 def test_other_databases_decide_integers_and_booleans_only(monkeypatch):
-    from tests.testapp.models import Article
-
     monkeypatch.setattr(connections["default"], "vendor", "mysql")  # text ignores case there
     assert row_matches(Qs.filter(votes=3, pk__in=[5]), ROW) is True
     assert row_matches(Qs.filter(question_text="Hello there"), ROW) is False
@@ -188,3 +186,18 @@ def test_the_work_per_row_is_bounded():
     # A huge IN list costs time for every deleted row of a page: past the bound, hidden.
     assert row_matches(Qs.filter(pk__in=range(1, 9_000)), ROW) is True
     assert row_matches(Qs.filter(pk__in=range(1, 20_000)), ROW) is False
+
+
+def test_what_rowmatch_cannot_read_hides_the_row(monkeypatch):
+    from django.db.models import Exists, OuterRef
+
+    choices = Choice.objects.filter(question=OuterRef("pk"))
+    assert row_matches(Qs.extra(where=["1 = 1"]), ROW) is False  # raw SQL
+    assert row_matches(Qs.filter(Exists(choices)), ROW) is False
+    assert row_matches(Qs.exclude(Exists(choices)), ROW) is False
+    assert row_matches(Qs.none(), ROW) is False
+    # Django only refuses a non-boolean isnull when it compiles the query.
+    assert row_matches(Qs.filter(pub_date__isnull="yes"), ROW) is False
+    # An error while evaluating (a pattern UTF-8 cannot encode) hides the row.
+    monkeypatch.setattr(connections["default"], "vendor", "sqlite")
+    assert row_matches(Qs.exclude(question_text__contains="\ud800"), ROW) is False

@@ -541,6 +541,14 @@ def test_decimal_rounded_by_the_column_is_unknown():
     assert row_matches(M.exclude(amount=Decimal("1.01")), row) is False
 
 
+def test_fields_of_ones_own_are_opaque():
+    # Even isnull: a field class that redefines its column type or conversions may
+    # store anything for None.
+    pk, row = saved_row(citext=None)
+    assert database_says(M.filter(citext__isnull=True), pk) is True
+    assert row_matches(M.filter(citext__isnull=True), row) is False
+
+
 def test_typical_filters_stay_visible():
     """What viewsets filter on most is still decided: such deletions are shown."""
     pk, row = saved_row(

@@ -388,6 +388,9 @@ class _Json(_Kind):
 class _Converted(_Kind):
     """Values compared after the field's own ``to_python()``."""
 
+    #: What ``to_python()`` must return for a value to be compared.
+    python_type: type[Any] = object
+
     def stored(self, raw: Any) -> Any:
         return None if raw is None else self.check(self.convert(raw), stored=True)
 
@@ -402,22 +405,23 @@ class _Converted(_Kind):
 
     def check(self, value: Any, *, stored: bool) -> Any:
         """``value``, if the database holds and compares it exactly; else _Unknown."""
+        if not isinstance(value, self.python_type):
+            raise _Unknown
         return value
 
 
 class _Boolean(_Converted):
-    def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, bool):
-            raise _Unknown
-        return value
+    python_type = bool
 
 
 class _Integer(_Converted):
+    python_type = int
     ordered = True
 
     def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if isinstance(value, bool):
             raise _Unknown
+        super().check(value, stored=stored)
         # Django answers out-of-range values without the database (or the driver
         # refuses them); inside the column's range every database compares exactly.
         internal_type = self.field.get_internal_type()
@@ -432,15 +436,13 @@ def _within(value: int, low: int | None, high: int | None) -> bool:
 
 
 class _Uuid(_Converted):
-    def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, uuid.UUID):
-            raise _Unknown
-        return value
+    python_type = uuid.UUID
 
 
 class _Float(_Converted):
     # PostgreSQL sorts NaN above everything and has NaN = NaN; SQLite stores NaN as
     # NULL: only finite values compare as Python compares them.
+    python_type = float
     ordered = True
 
     def is_null(self, raw: Any) -> _Truth:
@@ -452,16 +454,17 @@ class _Float(_Converted):
             return None
 
     def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, float) or not math.isfinite(value):
+        if not math.isfinite(super().check(value, stored=stored)):
             raise _Unknown
         return value
 
 
 class _Decimal(_Converted):
+    python_type = decimal.Decimal
     ordered = True
 
     def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, decimal.Decimal) or not value.is_finite():
+        if not super().check(value, stored=stored).is_finite():
             raise _Unknown
         if stored and not _fits(value, self.field):
             raise _Unknown  # the column rounded it (PostgreSQL) or refused it
@@ -508,10 +511,7 @@ class _Text(_Converted):
     """Text in the database's default (deterministic) collation: ``=`` is exact on
     SQLite and PostgreSQL. Ordering follows collations Python does not know."""
 
-    def check(self, value: Any, *, stored: bool) -> Any:
-        if not isinstance(value, str):
-            raise _Unknown
-        return value
+    python_type = str
 
     def pattern(self, match: Callable[[str, str], bool], value: Any, wanted: Any) -> _Truth:
         if value is None or not isinstance(wanted, str):
