@@ -307,6 +307,15 @@ def test_a_chunk_is_a_range_only_when_its_pks_are_consecutive(pks, consecutive):
 
 
 @pytest.mark.usefixtures("small_chunks")
+def test_where_a_locking_query_takes_no_limit_every_pk_is_locked_first(monkeypatch):
+    # Oracle, say: no LIMIT with FOR UPDATE, so no first chunk read with the lock.
+    monkeypatch.setattr(bulk._RowUpdate, "_lock_head", lambda self: None)
+    pks = make_questions(30)
+    assert Question.objects.update(votes=F("votes") - 1) == 30
+    assert_one_diff_each(pks, lambda pk: {"votes": pks.index(pk) - 1})
+
+
+@pytest.mark.usefixtures("small_chunks")
 def test_without_use_transactions_each_piece_is_queued_at_once():
     pks = make_questions(30)
     with diffs_settings(use_transactions=False), transaction.atomic():
