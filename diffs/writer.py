@@ -21,7 +21,9 @@ takes its rows too), and the piece keeps only their row ids. At commit, in its t
 such a piece reads its rows back, writes them to Redis after everything queued before
 it, and deletes them. In durable mode every diff has its row anyway, so a piece over
 the budget just lets go of its copy in memory. Where the table is missing, pieces
-stay in memory and one WARNING names the fix.
+stay in memory and one WARNING names the fix. Spilled pieces are written by the
+thread that commits, even with ``write_behind``: handing them to the background
+writer would put them all back in memory.
 
 A Redis failure never breaks the ``save()`` whose database write committed (unless
 ``on_redis_error`` is ``"raise"``): see ``diffs.delivery``.

@@ -252,6 +252,15 @@ def test_diffs_keep_commit_order_around_spilled_pieces(durable):
 
 
 @pytest.mark.usefixtures("small_chunks")
+def test_spilled_pieces_with_write_behind():
+    pks = make_questions(40)
+    with diffs_settings(write_behind=True), transaction.atomic():
+        Question.objects.update(votes=4)
+    assert not OutboxEntry.objects.exists()  # written by the committing thread
+    assert_one_diff_each(pks, lambda pk: {"votes": 4})
+
+
+@pytest.mark.usefixtures("small_chunks")
 def test_bulk_create_and_bulk_update_spill_too():
     with transaction.atomic():
         created = Question.objects.bulk_create(
