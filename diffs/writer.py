@@ -70,7 +70,23 @@ _PENDING_OVERHEAD = 120
 _NAMED_IN_LOGS = 10
 
 
-class _QueueOnCommit(CommitToken):
+class _Named:
+    """Gives a callable object the ``__qualname__`` of its class.
+
+    Django logs a robust on-commit callback that raised as ``func.__qualname__``, which
+    an instance does not have: the log line itself would then raise AttributeError
+    after the commit, and Django would run none of the callbacks after it.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "__qualname__":
+            return type(self).__qualname__
+        raise AttributeError(name)
+
+
+class _QueueOnCommit(_Named, CommitToken):
     """Queues one diff when the transaction (and every savepoint around it) commits."""
 
     __slots__ = ("item",)
@@ -85,7 +101,7 @@ class _QueueOnCommit(CommitToken):
         delivery.enqueue((self.item,))
 
 
-class _FlushAfterCommit:
+class _FlushAfterCommit(_Named):
     """Flushes the queue once the transaction's diffs are in it; only the newest acts.
 
     ``bulk`` is the transaction's bulk-write state, when it has one: the flush reports
@@ -214,7 +230,7 @@ def _hold(
     return _PieceOnCommit(bulk, alias, piece, None if rows is None else array("q", rows), size)
 
 
-class _PieceOnCommit:
+class _PieceOnCommit(_Named):
     """Hands one piece of a bulk write's diffs to delivery when the transaction commits:
     from memory (``piece``), or read back from the outbox rows ``rows``."""
 
@@ -244,8 +260,7 @@ class _PieceOnCommit:
             elif self.rows is not None:
                 self.bulk.deliver_spilled(self.alias, self.rows, committed_ms)
         except Exception:
-            # Never raised to Django: it logs a failing robust callback by its
-            # __qualname__, which a callable object does not have.
+            # Logged here, with what became of the diffs, rather than by Django.
             logger.exception(
                 "Could not deliver %d diff(s) of a bulk write on database %r. The "
                 "database changes were saved; %s",

@@ -506,3 +506,19 @@ def test_an_outbox_that_fails_at_commit_never_breaks_the_update(monkeypatch, cap
         Question.objects.update(votes=8)
     assert set(stored_votes().values()) == {8}
     assert "spilled" in caplog.text
+
+
+def test_a_callback_that_fails_is_logged_and_the_next_ones_still_run(monkeypatch, caplog):
+    # Django names a failing robust callback by its __qualname__: a callable object
+    # without one turned the log line into an AttributeError raised after the commit,
+    # and every callback after it was skipped.
+    def broken(items: Any) -> None:
+        raise RuntimeError("queue broken")
+
+    monkeypatch.setattr(delivery, "enqueue", broken)
+    ran = []
+    with caplog.at_level(logging.ERROR), transaction.atomic():
+        Question.objects.create(question_text="saved")
+        transaction.on_commit(lambda: ran.append(True))
+    assert ran == [True]
+    assert "Error calling _QueueOnCommit in on_commit()" in caplog.text
