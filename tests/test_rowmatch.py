@@ -196,6 +196,8 @@ def test_what_rowmatch_cannot_read_hides_the_row(monkeypatch):
     assert row_matches(Qs.filter(Exists(choices)), ROW) is False
     assert row_matches(Qs.exclude(Exists(choices)), ROW) is False
     assert row_matches(Qs.none(), ROW) is False
+    assert row_matches(Qs.extra(tables=["testapp_choice"]), ROW) is False  # a cross join
+    assert row_matches(Qs.distinct("votes"), ROW) is False  # DISTINCT ON keeps one per votes
     # Django only refuses a non-boolean isnull when it compiles the query.
     assert row_matches(Qs.filter(pub_date__isnull="yes"), ROW) is False
     # An error while evaluating (a pattern UTF-8 cannot encode) hides the row.

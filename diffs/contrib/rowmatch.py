@@ -11,9 +11,9 @@ columns of Django's integer, boolean, foreign key, UUID, decimal, float and text
 against plain values. Unknown: NULL compared; NaN and infinities; decimals the column
 rounds; text with a ``db_collation`` or a column type of its own (citext); LIKE that
 SQLite's case folding may decide otherwise; case-insensitive lookups; JSON; dates and
-times (but ``isnull``); custom fields and lookups; joins, expressions and subqueries;
-sliced and combined querysets; all but integers and booleans on databases other than
-SQLite and PostgreSQL.
+times (but ``isnull``); custom fields and lookups; expressions and subqueries; joins
+(an INNER JOIN may drop the row whatever the filter says); sliced and combined
+querysets; all but integers and booleans on databases other than SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from django.db.models import lookups as django_lookups
 from django.db.models.expressions import Col
 from django.db.models.fields import related_lookups
 from django.db.models.lookups import Lookup
+from django.db.models.sql.constants import INNER
+from django.db.models.sql.query import Query
 from django.db.models.sql.where import AND, OR, XOR, WhereNode
 
 logger = logging.getLogger("diffs")
@@ -115,14 +117,26 @@ def row_matches(queryset: models.QuerySet[Any], row: Mapping[str, Any]) -> bool:
     told for certain.
     """
     query = queryset.query
-    if query.is_sliced or query.combinator:
-        return False
     try:
+        if _rows_depend_on_more_than_the_filter(query):
+            return False
         context = _Context(queryset.model, row, connections[queryset.db])
         return _node(query.where, context) is True
     except Exception:  # any failure to evaluate is "cannot tell": hidden
         logger.debug("Could not evaluate %r against a deleted row.", query.where, exc_info=True)
         return False
+
+
+def _rows_depend_on_more_than_the_filter(query: Query) -> bool:
+    """Whether something besides the WHERE clause may leave the row out: a slice, a
+    union, DISTINCT ON, extra() tables, or an INNER JOIN (a row whose related row is
+    missing is dropped, whatever the filter says; joins Django trimmed do not count)."""
+    if query.is_sliced or query.combinator or query.distinct_fields or query.extra_tables:
+        return True
+    return any(
+        getattr(join, "join_type", None) == INNER and query.alias_refcount.get(alias, 0) > 0
+        for alias, join in query.alias_map.items()
+    )
 
 
 @dataclass
