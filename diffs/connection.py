@@ -15,6 +15,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import RedisClusterException
 
+from diffs import availability
 from diffs.settings import DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def reset_connection() -> None:
     global _client
     with _lock:
         old, _client = _client, None
+    availability.reset()  # a new client may reach another server: try it at once
     if old is not None:
         _disconnect(old)
 

@@ -4,9 +4,10 @@ Every committed diff enters one process-wide queue, in the order its transaction
 committed, and the queue is flushed as a whole: one script call (one round trip)
 writes everything waiting. When Redis fails, ``on_redis_error`` decides:
 
-* ``"retry"`` (default): the diffs stay queued (at most ``retry_buffer_size``; the
-  oldest are dropped beyond that, and the loss is logged with its count) and go out,
-  still in order, with the next flush after a short pause, or with ``flush_diffs()``;
+* ``"retry"`` (default): the diffs stay queued (at most ``retry_buffer_size`` diffs and
+  ``queue_bytes``; the oldest are dropped beyond that, and the loss is logged with its
+  count) and go out, still in order, with the next flush after the pause that follows
+  an outage (``diffs.availability``), or with ``flush_diffs()``;
 * ``"log"``: they are logged and dropped;
 * ``"raise"``: they are dropped and :class:`~diffs.exceptions.DiffsWriteError` is
   raised to the code that saved (after its database transaction committed).
@@ -15,9 +16,17 @@ Either way the failure is logged on the ``diffs`` logger with models and pks. In
 durable mode each diff also has an outbox row, deleted once Redis has the diff, so
 dropping one from memory never loses it.
 
+A diff Redis can never take (a fixed score that aged out of the window while it
+waited, a key of another type in its place) is set aside with an ERROR instead of
+blocking the diffs behind it. A write that timed out may still have reached Redis: the
+diffs it held that are dropped later are checked once Redis answers, and only those it
+does not have are reported lost.
+
 With ``write_behind``, the saving thread only queues: one background thread per
 process flushes, so ``save()`` never waits for Redis and diffs committed while a write
-is in flight go together in the next one. Reads through django-diffs in the same
+is in flight go together in the next one. Past ``queue_bytes`` waiting, a saving thread
+writes itself (waiting for the write in flight first), so a slow Redis slows the
+saves instead of filling memory. Reads through django-diffs in the same
 process flush first (:func:`flush_before_read`), so a process always reads its own
 diffs. A forked child starts with an empty queue: what was queued belongs to the
 parent, which writes it.
@@ -32,23 +41,20 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
-from diffs import outbox, store
+from diffs import availability, outbox, store
 from diffs.advice import connection_advice
-from diffs.clock import now_ms
+from diffs.clock import fixed_score_problem, now_ms
 from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
-from diffs.diff import with_original_time
+from diffs.diff import looks_like_member, with_original_time
 from diffs.exceptions import DiffsWriteError
 from diffs.payload import PendingDiff
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
-
-#: After a failed write, regular flushes wait this long before trying Redis again, so
-#: an outage does not add a socket timeout to every request. ``flush_diffs()`` does not.
-RETRY_PAUSE_SECONDS = 1.0
 
 #: With ``write_behind``, how long the writer lets diffs gather before each write.
 WRITE_BEHIND_WINDOW_SECONDS = 0.005
@@ -62,6 +68,12 @@ UNWRITTEN_LOCK_WAIT_SECONDS = 0.05
 #: How many models/pks a log line names before it says "and N more".
 _NAMED_IN_LOGS = 10
 
+#: Most dropped diffs remembered until Redis answers and says whether it has them.
+UNCONFIRMED_LIMIT = 10_000
+
+#: What a queued diff costs in memory beyond its text (the objects that hold it).
+_ITEM_OVERHEAD_BYTES = 400
+
 
 @dataclass
 class Queued:
@@ -74,6 +86,16 @@ class Queued:
     outbox_row: tuple[str, int] | None = None
     #: True once a write of it failed: it is stored with its commit time.
     late: bool = False
+    #: True once a write of it failed in a way that may have reached Redis (a timeout):
+    #: should it be dropped, Redis is asked whether it has it before it is called lost.
+    maybe_stored: bool = False
+
+    @property
+    def size(self) -> int:
+        """About how many bytes this diff holds in memory while it waits."""
+        pending = self.pending
+        text = len(pending.member) + len(pending.feed_member) + len(pending.key)
+        return text + len(pending.feed_key) + _ITEM_OVERHEAD_BYTES
 
     def write(self, now: float) -> store.Write:
         """What the write script takes for this diff, ``now`` being the flush's time."""
@@ -101,7 +123,11 @@ class _Queue:
         # the same diffs at once or out of order.
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
-        self.paused_until = 0.0
+        #: About how many bytes ``items`` hold (``Queued.size``).
+        self.bytes = 0
+        #: Diffs dropped from memory after a write whose fate is unknown (a timeout):
+        #: ``(feed key, feed member, label, pk)``, checked once Redis answers.
+        self.unconfirmed: collections.deque[tuple[str, str, str, str]] = collections.deque()
         #: True from a failed write to the next successful one: the queue is a retry
         #: buffer then, and retry_buffer_size bounds it.
         self.failing = False
@@ -117,17 +143,26 @@ _queue = _Queue()
 def enqueue(items: Iterable[Queued]) -> None:
     """Append committed diffs to the queue, in commit order (no I/O)."""
     with _queue.lock:
-        _queue.items.extend(items)
+        for item in items:
+            _queue.items.append(item)
+            _queue.bytes += item.size
         dropped = _trim() if _queue.failing else []
     if dropped:
-        _log_dropped(dropped)
+        _note_dropped(dropped)
 
 
 def _trim() -> list[Queued]:
     # Called with the lock held. The oldest go first: they are the likeliest to be
     # past max_element_age by the time Redis is back.
-    overflow = len(_queue.items) - get_settings().retry_buffer_size
-    return [_queue.items.popleft() for _ in range(max(overflow, 0))]
+    conf = get_settings()
+    dropped = []
+    while _queue.items and (
+        len(_queue.items) > conf.retry_buffer_size or _queue.bytes > conf.queue_bytes
+    ):
+        item = _queue.items.popleft()
+        _queue.bytes -= item.size
+        dropped.append(item)
+    return dropped
 
 
 def waiting() -> int:
@@ -156,45 +191,60 @@ def clear() -> list[Queued]:
     with _queue.send_lock, _queue.lock:
         items = list(_queue.items)
         _queue.items.clear()
-        _queue.paused_until = 0.0
+        _queue.bytes = 0
+        _queue.unconfirmed.clear()
         _queue.failing = False
+    availability.reset()
     return items
 
 
 def flush(*, force: bool = False) -> FlushResult:
-    """Write every queued diff, in order, in one round trip per 500 diffs.
+    """Write every queued diff, in order, in as few round trips as their size allows.
 
-    Without ``force``, a flush within ``RETRY_PAUSE_SECONDS`` of a failed one (in
-    ``"retry"`` mode) leaves the diffs queued. Raises :class:`DiffsWriteError` only
-    with ``on_redis_error = "raise"``.
+    Without ``force``, a flush during the pause after an outage (``diffs.availability``)
+    leaves the diffs queued (``on_redis_error = "retry"``). Raises
+    :class:`DiffsWriteError` only with ``on_redis_error = "raise"``.
     """
     if not _queue.items and not _queue.send_lock.locked():
         return FlushResult(0, 0)
-    if not force and time.monotonic() < _queue.paused_until:
+    if not force and _paused():
         return FlushResult(0, waiting())
     # Taken even when the queue looks empty: another thread (the write-behind one) may
     # be sending a batch, and a flush returns only once what was queued before it is
     # in Redis, or back in the queue after a failure.
     with _queue.send_lock:
-        if not force and time.monotonic() < _queue.paused_until:
+        if not force and _paused():
             return FlushResult(0, waiting())  # the write we waited for just failed
-        with _queue.lock:
-            batch = list(_queue.items)
-            _queue.items.clear()
-            _queue.sending = len(batch)
+        batch = _take_all()
         if not batch:
             return FlushResult(0, waiting())
         try:
-            _send(batch)
+            set_aside = write_now(batch)
         except Exception as error:
             _handle_failure(batch, error)
             return FlushResult(0, waiting())
         finally:
             _queue.sending = 0
-        _queue.paused_until = 0.0
+        availability.reset()
         _queue.failing = False
-    _forget_outbox_rows(batch)
-    return FlushResult(len(batch), waiting())
+        _confirm_dropped()
+    settle_outbox_rows(batch, set_aside)
+    return FlushResult(len(batch) - len(set_aside), waiting())
+
+
+def _paused() -> bool:
+    # Only a retry buffer waits out the pause; with "log" or "raise" every write is
+    # tried, since the diffs are dropped (or the caller told) when it fails.
+    return availability.remaining() > 0 and get_settings().on_redis_error == "retry"
+
+
+def _take_all() -> list[Queued]:
+    with _queue.lock:
+        batch = list(_queue.items)
+        _queue.items.clear()
+        _queue.bytes = 0
+        _queue.sending = len(batch)
+    return batch
 
 
 def flush_at_exit() -> None:
@@ -215,11 +265,17 @@ def flush_at_exit() -> None:
 
 
 def flush_soon() -> None:
-    """Flush now or, with ``write_behind``, wake the background writer and return."""
-    if get_settings().write_behind:
-        _writer.wake()
-    else:
+    """Flush now or, with ``write_behind``, wake the background writer and return.
+
+    Past ``queue_bytes`` waiting (a slow write in flight), a write-behind process writes
+    in the saving thread instead: it waits for that write, so memory stays bounded.
+    """
+    conf = get_settings()
+    over_budget = _queue.bytes > conf.queue_bytes and not _queue.failing
+    if not conf.write_behind or over_budget:
         flush()
+    else:
+        _writer.wake()
 
 
 def flush_before_read() -> None:
@@ -259,7 +315,8 @@ class _BackgroundWriter:
     def _run(self) -> None:
         while True:
             # Diffs still queued (Redis failed) are retried once the pause is over.
-            self.wanted.wait(timeout=RETRY_PAUSE_SECONDS if _queue.items else None)
+            pause = max(availability.remaining(), 0.01) if _queue.items else None
+            self.wanted.wait(timeout=pause)
             # The diffs of the saves made meanwhile join this write: one round trip
             # (and one thread wake-up) for all of them instead of one each.
             time.sleep(WRITE_BEHIND_WINDOW_SECONDS)
@@ -296,23 +353,90 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_parent_state)
 
 
-def _send(batch: Sequence[Queued]) -> None:
+def write_now(batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
+    """Write ``batch`` to Redis now, in order; return the diffs set aside (with why)
+    because Redis can never take them, after logging them.
+
+    Raises what the write raised when Redis is out of reach: the caller keeps the batch
+    (writes are idempotent, so what did reach Redis is stored once when retried).
+    """
     now = time.time() * 1000
-    store.write_many(get_connection(), [item.write(now) for item in batch])
+    refused = [(item, why) for item in batch if (why := refusal(item, now)) is not None]
+    set_aside = {id(item) for item, _ in refused}
+    writes = [item for item in batch if id(item) not in set_aside]
+    client = get_connection()
+    try:
+        store.write_many(client, [item.write(now) for item in writes])
+    except REDIS_ERRORS as error:
+        if availability.is_outage(error):
+            raise
+        # Redis answered with an error for one of them (a key of another type, say):
+        # write them one by one to find which, instead of retrying the lot forever.
+        refused += _write_one_by_one(client, writes, now)
+    if refused:
+        _log_set_aside(refused)
+    return refused
+
+
+def refusal(item: Queued, now: float) -> str | None:
+    """Why Redis can never take ``item`` (a fixed score that aged out of the window
+    while it waited, a member that is not ours), or None."""
+    pending = item.pending
+    if pending.timestamp is not None:
+        problem = fixed_score_problem(pending.timestamp, get_settings().max_element_age, now)
+        if problem is not None:
+            return f"its fixed timestamp {pending.timestamp!r}: {problem}"
+    if not looks_like_member(pending.member):
+        return "its member is not django-diffs JSON"
+    return None
+
+
+def _write_one_by_one(
+    client: Any, items: Sequence[Queued], now: float
+) -> list[tuple[Queued, str]]:
+    refused = []
+    for item in items:
+        try:
+            store.write_many(client, [item.write(now)])
+        except REDIS_ERRORS as error:
+            if availability.is_outage(error):
+                raise
+            refused.append((item, f"Redis refused it: {error}"))
+    return refused
+
+
+def _log_set_aside(refused: Sequence[tuple[Queued, str]]) -> None:
+    for item, why in refused[:_NAMED_IN_LOGS]:
+        kept = " Its outbox row is kept, set aside." if item.outbox_row is not None else ""
+        logger.error(
+            "Set aside the diff of %s pk=%s, which Redis can never take (%s). The change "
+            "itself was saved; the diffs behind it were written.%s",
+            item.pending.label,
+            item.pending.pk,
+            why,
+            kept,
+        )
+    if len(refused) > _NAMED_IN_LOGS:
+        more = len(refused) - _NAMED_IN_LOGS
+        logger.error("Set aside %d more diff(s) for the same reasons.", more)
 
 
 def _handle_failure(batch: list[Queued], error: Exception) -> None:
-    mode = get_settings().on_redis_error
+    conf = get_settings()
+    mode = conf.on_redis_error
     cause = _describe(error)
     names = _name(batch)
+    availability.trip()
     if mode == "retry":
+        unsure = _may_have_reached_redis(error)
         for item in batch:
             item.late = True
+            item.maybe_stored = item.maybe_stored or unsure
         with _queue.lock:
             _queue.items.extendleft(reversed(batch))
+            _queue.bytes += sum(item.size for item in batch)
             _queue.sending = 0  # back in items: counted once
             _queue.failing = True
-            _queue.paused_until = time.monotonic() + RETRY_PAUSE_SECONDS
             dropped = _trim()
         logger.error(
             "Could not write %d diff(s) to Redis (%s): %s. The database changes were "
@@ -325,8 +449,8 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
             exc_info=not isinstance(error, REDIS_ERRORS),
         )
         if dropped:
-            _log_dropped(dropped)
-        if get_settings().write_behind:
+            _note_dropped(dropped)
+        if conf.write_behind:
             # The batch may have failed in a reader's flush while the writer sleeps
             # with nothing to do: wake it, so it retries after the pause.
             _writer.wake(or_flush=False)  # we hold send_lock: flush() would wait forever
@@ -345,6 +469,15 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
     if mode == "raise":
         msg = f"Could not write {len(batch)} diff(s) to Redis ({cause}): {names}."
         raise DiffsWriteError(msg) from error
+
+
+def _may_have_reached_redis(error: Exception) -> bool:
+    """False when ``error`` says the write never left this process (no connection could
+    be made); True when Redis may have run it before the failure (a timeout)."""
+    cause = underlying_error(error)
+    if isinstance(cause, redis.ConnectionError) and "connecting" in str(cause):
+        return False
+    return not (isinstance(error, REDIS_ERRORS) and "cannot be connected" in str(error))
 
 
 def _describe(error: Exception) -> str:
@@ -376,26 +509,91 @@ def _all_in_outbox(items: Sequence[Queued]) -> bool:
     return all(item.outbox_row is not None for item in items)
 
 
-def _log_dropped(dropped: list[Queued]) -> None:
+def _note_dropped(dropped: list[Queued]) -> None:
+    """Report diffs dropped from a full retry buffer: lost now, or, for those a write may
+    have brought to Redis (a timeout), lost only if Redis does not have them once it
+    answers."""
     if _all_in_outbox(dropped):
         logger.warning(
-            "%d diff(s) no longer wait in memory (retry_buffer_size reached): %s. They "
-            "are still in the outbox table; manage.py flush_diffs writes them.",
+            "%d diff(s) no longer wait in memory (retry_buffer_size or queue_bytes "
+            "reached): %s. They are still in the outbox table; manage.py flush_diffs "
+            "writes them.",
             len(dropped),
             _name(dropped),
         )
         return
+    unsure = [item for item in dropped if item.maybe_stored]
+    with _queue.lock:
+        room = max(0, UNCONFIRMED_LIMIT - len(_queue.unconfirmed))
+        _queue.unconfirmed.extend(_identity(item) for item in unsure[:room])
+    if unsure[:room]:
+        logger.warning(
+            "%d diff(s) no longer wait in memory (retry_buffer_size or queue_bytes "
+            "reached): %s. A write of them timed out and may have reached Redis; once "
+            "Redis answers, those it does not have are reported lost.",
+            len(unsure[:room]),
+            _name(unsure[:room]),
+        )
+    checked = {id(item) for item in unsure[:room]}
+    lost = [item for item in dropped if id(item) not in checked]
+    if lost:
+        _log_lost(dropped_count=len(lost), names=_name(lost))
+
+
+def _identity(item: Queued) -> tuple[str, str, str, str]:
+    pending = item.pending
+    return pending.feed_key, pending.feed_member, pending.label, pending.pk
+
+
+def _log_lost(*, dropped_count: int, names: str, confirmed: bool = False) -> None:
+    conf = get_settings()
+    when = (
+        "Redis does not have them: they were dropped from memory while it was failing"
+        if confirmed
+        else "Redis is still failing"
+    )
     logger.error(
-        "Lost %d diff(s): Redis is still failing and more than retry_buffer_size (%d) "
-        "diffs were waiting: %s. Clients syncing these objects must reload them; "
-        "set DIFFS_SETTINGS['durable'] = True to keep diffs across outages.",
-        len(dropped),
-        get_settings().retry_buffer_size,
-        _name(dropped),
+        "Lost %d diff(s): %s, with more than retry_buffer_size (%d) diffs or queue_bytes "
+        "(%d bytes) waiting: %s. Clients syncing these objects must reload them; set "
+        "DIFFS_SETTINGS['durable'] = True to keep diffs across outages.",
+        dropped_count,
+        when,
+        conf.retry_buffer_size,
+        conf.queue_bytes,
+        names,
     )
 
 
-def _forget_outbox_rows(batch: Sequence[Queued]) -> None:
-    rows = [item.outbox_row for item in batch if item.outbox_row is not None]
-    if rows:
-        outbox.forget(rows)
+def _confirm_dropped() -> None:
+    """Once Redis answers: report as lost only the dropped diffs it does not have."""
+    with _queue.lock:
+        unsure = list(_queue.unconfirmed)
+        _queue.unconfirmed.clear()
+    if not unsure:
+        return
+    try:
+        pipe = get_connection().pipeline(transaction=False)
+        for feed, member, _, _ in unsure:
+            pipe.zscore(feed, member)
+        found = pipe.execute()
+    except REDIS_ERRORS:
+        found = [None] * len(unsure)  # cannot tell: count them lost rather than hide it
+    missing = [entry for entry, score in zip(unsure, found, strict=True) if score is None]
+    if missing:
+        named = ", ".join(f"{label} pk={pk}" for _, _, label, pk in missing[:_NAMED_IN_LOGS])
+        more = len(missing) - _NAMED_IN_LOGS
+        _log_lost(
+            dropped_count=len(missing), names=named + (f" and {more} more" if more > 0 else "")
+        )
+
+
+def settle_outbox_rows(batch: Sequence[Queued], refused: Sequence[tuple[Queued, str]]) -> None:
+    """After ``batch`` was written: delete the outbox rows of the diffs Redis now has,
+    and set aside (keep, with the reason) those of the diffs it ``refused``."""
+    skipped = {id(item) for item, _ in refused}
+    done = [item.outbox_row for item in batch if item.outbox_row and id(item) not in skipped]
+    if done:
+        outbox.forget(done)
+    kept = [(*item.outbox_row, why) for item, why in refused if item.outbox_row is not None]
+    if kept:
+        outbox.set_aside(kept)

@@ -8,15 +8,14 @@ that died, or could not reach Redis, after their transaction committed).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import redis
 from django.db import DatabaseError
 from redis.exceptions import RedisClusterException
 
-from diffs import delivery, outbox, store
-from diffs.connection import get_connection, underlying_error
+from diffs import delivery, outbox
+from diffs.connection import underlying_error
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -32,6 +31,9 @@ class FlushReport:
     from_outbox: int
     #: Diffs still waiting in this process's memory (Redis failed again).
     waiting: int
+    #: Outbox rows set aside because Redis can never take their diffs (a fixed score
+    #: out of the window, a malformed row): kept in the table with the reason, skipped.
+    set_aside: int = 0
 
 
 def flush_diffs(*, include_outbox: bool = True) -> FlushReport:
@@ -41,11 +43,12 @@ def flush_diffs(*, include_outbox: bool = True) -> FlushReport:
     and the next call writes them. The retry queue follows ``on_redis_error``.
     """
     memory = delivery.flush(force=True)
-    from_outbox = 0
+    from_outbox = set_aside = 0
     if include_outbox and get_settings().durable and not memory.waiting:
         for alias in outbox.aliases():
             from_outbox += _flush_outbox(alias)
-    return FlushReport(memory.written, from_outbox, memory.waiting)
+            set_aside += _count_set_aside(alias)
+    return FlushReport(memory.written, from_outbox, memory.waiting, set_aside)
 
 
 def _flush_outbox(alias: str) -> int:
@@ -56,10 +59,11 @@ def _flush_outbox(alias: str) -> int:
                 delivery.Queued(pending, committed_ms=recorded_ms, outbox_row=(alias, row_id))
                 for row_id, pending, recorded_ms in batch
             ]
-            now = time.time() * 1000
-            store.write_many(get_connection(), [item.write(now) for item in items])
-            outbox.forget([(alias, row_id) for row_id, _, _ in batch])
-            written += len(items)
+            # A row Redis can never take is set aside (and logged), never in the way of
+            # the rows behind it.
+            refused = delivery.write_now(items)
+            delivery.settle_outbox_rows(items, refused)
+            written += len(items) - len(refused)
     except RedisClusterException as error:
         # How a cluster client says the cluster is out of reach; it is no RedisError.
         # Raised as the RedisError this module promises (manage.py flush_diffs reports it).
@@ -76,3 +80,10 @@ def _flush_outbox(alias: str) -> int:
             exc_info=True,
         )
     return written
+
+
+def _count_set_aside(alias: str) -> int:
+    try:
+        return outbox.count_set_aside(alias)
+    except DatabaseError:  # no table: reported by _flush_outbox already
+        return 0

@@ -34,6 +34,10 @@ class OutboxEntry(models.Model):
     #: ``app_label.model_name`` and pk of the changed object, for logs.
     label = models.CharField(max_length=255)
     object_pk = models.TextField()
+    #: Why Redis can never take this diff (``flush_diffs`` then leaves it alone and says
+    #: so); null for a row waiting to be written. Null, not "", so that rows inserted
+    #: without naming the column (outbox.record_many's INSERT) need no database default.
+    refused = models.TextField(null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         db_table = "diffs_outbox"

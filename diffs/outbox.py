@@ -161,7 +161,11 @@ def read(alias: str, ids: Sequence[int]) -> list[tuple[int, PendingDiff, float]]
     from diffs.models import OutboxEntry
 
     cluster = get_settings().cluster
-    found = OutboxEntry.objects.using(alias).filter(**_selecting(ids)).values_list(*_COLUMNS)
+    found = (
+        OutboxEntry.objects.using(alias)
+        .filter(refused__isnull=True, **_selecting(ids))
+        .values_list(*_COLUMNS)
+    )
     by_id = {values[0]: _pending_from(values, cluster) for values in found}
     return [by_id[row_id] for row_id in ids if row_id in by_id]
 
@@ -185,6 +189,31 @@ def forget(rows: Sequence[tuple[str, int]]) -> None:
                 alias,
                 exc_info=True,
             )
+
+
+def set_aside(rows: Sequence[tuple[str, int, str]]) -> None:
+    """Mark outbox rows ``(alias, row id, reason)`` whose diffs Redis can never take: the
+    rows stay, with the reason, and ``flush_diffs`` no longer tries them (errors are
+    logged, not raised: the row is then tried again, and set aside again)."""
+    from diffs.models import OutboxEntry
+
+    for alias, row_id, reason in rows:
+        try:
+            OutboxEntry.objects.using(alias).filter(pk=row_id).update(refused=reason[:1000])
+        except DatabaseError:
+            logger.warning(
+                "Could not set aside row %d of the diffs outbox of database %r.",
+                row_id,
+                alias,
+                exc_info=True,
+            )
+
+
+def count_set_aside(alias: str) -> int:
+    """How many rows of the outbox of ``alias`` are set aside (see :func:`set_aside`)."""
+    from diffs.models import OutboxEntry
+
+    return int(OutboxEntry.objects.using(alias).filter(refused__isnull=False).count())
 
 
 def _selecting(ids: Sequence[int]) -> dict[str, Any]:
@@ -216,7 +245,7 @@ def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingD
     while True:
         found = list(
             OutboxEntry.objects.using(alias)
-            .filter(pk__gt=last)
+            .filter(pk__gt=last, refused__isnull=True)
             .order_by("pk")
             .values_list(*_COLUMNS)[:batch_size]
         )

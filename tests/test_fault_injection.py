@@ -2,7 +2,7 @@
 while changes commit, and every committed change must end up in Redis exactly once.
 
 The server keeps an append-only file (fsync on every write), so what it held before a
-restart on the same port is still there after it. ``RETRY_PAUSE_SECONDS`` is set to
+restart on the same port is still there after it. ``availability.PAUSE_SECONDS`` is set to
 0 so the diffs waiting in memory are retried at the very next save; the socket timeout
 is short so a paused server costs the test little.
 
@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 import diffs
-from diffs import delivery
+from diffs import availability, delivery
 from diffs.models import OutboxEntry
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
@@ -103,7 +103,7 @@ class FaultyRedis:
 
 @pytest.fixture
 def server(monkeypatch) -> Iterator[FaultyRedis]:
-    monkeypatch.setattr(delivery, "RETRY_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.0)
     with tempfile.TemporaryDirectory(prefix="diffs-faults-") as workdir:
         faulty = FaultyRedis(workdir)
         faulty.start()

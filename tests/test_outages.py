@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 import diffs
-from diffs import delivery, store
+from diffs import availability, delivery, store
 from diffs.payload import PendingDiff
 from tests.conftest import diffs_settings, unreachable_url
 from tests.keynames import feed_key
@@ -36,7 +36,7 @@ def texts(question: Question) -> list[str]:
 
 @pytest.fixture
 def no_pause(monkeypatch):
-    monkeypatch.setattr(delivery, "RETRY_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.0)
 
 
 def test_diffs_wait_in_memory_and_the_next_write_delivers_them_in_order(no_pause, caplog):
@@ -72,6 +72,9 @@ def test_late_diffs_keep_their_commit_time_and_cursors_still_see_each_once(no_pa
 def test_a_failed_flush_pauses_regular_writes_but_not_flush_diffs():
     with unreachable():
         Question.objects.create(question_text="a")
+    # Leaving the settings built a new client, which is tried at once; the pause the
+    # failure started is what this test is about, so it is on again here.
+    availability.trip()
     Question.objects.create(question_text="b")  # within the pause: only queued
     assert delivery.waiting() == 2
     assert diffs.flush_diffs().from_memory == 2

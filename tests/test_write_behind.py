@@ -12,7 +12,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from diffs import delivery, store
+from diffs import availability, delivery, store
 from diffs.settings import build_settings, find_problems
 from tests.conftest import diffs_settings
 from tests.testapp.models import Question
@@ -107,7 +107,7 @@ def test_a_process_reads_its_own_diffs_at_once(write_behind, writes):
 def test_a_failed_background_write_is_retried_in_order(
     write_behind, monkeypatch, redis_client, caplog
 ):
-    monkeypatch.setattr(delivery, "RETRY_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.05)
     real = store.write_many
     failures = [redis.ConnectionError("Redis went away")]
 
@@ -188,7 +188,7 @@ def test_create_comes_after_the_diffs_the_process_already_saved(write_behind):
 def writer_held(monkeypatch):
     """Holds the write-behind thread's sends (only its own) until ``gate`` is set."""
     gate, in_flight = threading.Event(), threading.Event()
-    real_send = delivery._send
+    real_send = delivery.write_now
 
     def held(batch):
         if threading.current_thread().name == "diffs-write-behind":
@@ -196,7 +196,7 @@ def writer_held(monkeypatch):
             assert gate.wait(WAIT)
         return real_send(batch)
 
-    monkeypatch.setattr(delivery, "_send", held)
+    monkeypatch.setattr(delivery, "write_now", held)
     yield gate, in_flight
     gate.set()
 
@@ -241,7 +241,7 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
 ):
     # The thread is idle (nothing queued, nothing to wake it) when a read's flush fails
     # and puts its batch back: the failure itself must wake the thread to retry.
-    monkeypatch.setattr(delivery, "RETRY_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.05)
     first = Question.objects.create(question_text="first")
     wait_until(lambda: redis_client.zcard(Question.diffs.get_key(first.pk)) == 1)
     wait_until(lambda: not delivery._queue.send_lock.locked())
@@ -251,7 +251,7 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
     key = Question.diffs.get_key(question.pk)
     redis_client.delete(key)
     [item] = [delivery.Queued(pending) for pending in _pending_of(question)]
-    real_send, failed = delivery._send, []
+    real_send, failed = delivery.write_now, []
 
     def send_failing_once(batch):
         if not failed:
@@ -259,7 +259,7 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
             raise redis.ConnectionError("a blip")
         return real_send(batch)
 
-    monkeypatch.setattr(delivery, "_send", send_failing_once)
+    monkeypatch.setattr(delivery, "write_now", send_failing_once)
     delivery.enqueue([item])  # queued without waking the thread
     delivery.flush_before_read()
     assert failed and delivery.waiting() == 1

@@ -30,3 +30,9 @@ class Command(BaseCommand):
             raise CommandError(msg)
         written = report.from_memory + report.from_outbox
         self.stdout.write(f"Wrote {written} waiting diff(s) to Redis.")
+        if report.set_aside:
+            self.stderr.write(
+                f"{report.set_aside} outbox row(s) set aside: Redis can never take their "
+                "diffs (see the ERRORs on the diffs logger, and the 'refused' column of "
+                "the diffs_outbox table). They are no longer tried; delete them once read."
+            )

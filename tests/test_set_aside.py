@@ -1,0 +1,103 @@
+"""A diff Redis can never take is set aside with an ERROR, never in the way of the diffs
+behind it: in this process's queue, and in durable mode's outbox (``flush_diffs``).
+
+What Redis can never take: a fixed score that aged out of the retention window while
+the diff waited, a member that is not django-diffs JSON, a key of another type in the
+place of the object's sorted set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+import diffs
+from diffs import delivery
+from diffs.models import OutboxEntry
+from tests.conftest import diffs_settings, unreachable_url
+from tests.keynames import object_key
+from tests.testapp.models import Question
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def texts(question: Question) -> list[str]:
+    return [d.data[0]["fields"]["question_text"] for d in question.diffs]
+
+
+def set_aside_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Set aside")]
+
+
+def test_a_key_of_another_type_does_not_block_the_queue(redis_client, caplog):
+    blocked = Question.objects.create(question_text="blocked")
+    redis_client.delete(object_key("testapp.question", blocked.pk))
+    redis_client.set(object_key("testapp.question", blocked.pk), "not a sorted set")
+    with caplog.at_level(logging.ERROR, logger="diffs"):
+        blocked.question_text = "never stored"
+        blocked.save()
+        other = Question.objects.create(question_text="behind it")
+    assert delivery.waiting() == 0
+    assert texts(other) == ["behind it"]
+    [line] = set_aside_lines(caplog)
+    assert f"testapp.question pk={blocked.pk}" in line
+    assert "WRONGTYPE" in line
+
+
+def test_an_outbox_row_whose_fixed_score_aged_out_is_set_aside_and_the_rest_written(caplog):
+    with diffs_settings(durable=True, url=unreachable_url(), test_mode=False, socket_timeout=0.5):
+        old = Question(question_text="old fixed time")
+        old._last_save_at = time.time() * 1000 - 1000
+        old.save()  # Redis is down: the row waits in the outbox
+        behind = Question.objects.create(question_text="behind it")
+    delivery.clear()  # the process went away; the rows did not
+    with diffs_settings(durable=True, max_element_age=0.5), caplog.at_level(logging.ERROR):
+        time.sleep(0.6)  # the fixed score is now older than the window
+        report = diffs.flush_diffs()
+        assert (report.from_outbox, report.set_aside) == (1, 1)
+        assert texts(behind) == ["behind it"]
+        [row] = OutboxEntry.objects.all()
+        assert row.object_pk == str(old.pk)
+        assert "older than DIFFS_SETTINGS['max_element_age']" in row.refused
+        [line] = set_aside_lines(caplog)
+        assert f"testapp.question pk={old.pk}" in line and "outbox row is kept" in line
+        again = diffs.flush_diffs()  # never tried again, still reported
+        assert (again.from_outbox, again.set_aside) == (0, 1)
+        out, err = StringIO(), StringIO()
+        call_command("flush_diffs", stdout=out, stderr=err)
+    assert "1 outbox row(s) set aside" in err.getvalue()
+
+
+def test_a_malformed_outbox_row_is_set_aside(caplog):
+    with diffs_settings(durable=True):
+        question = Question.objects.create(question_text="fine")
+        OutboxEntry.objects.create(
+            key=object_key("testapp.question", 999),
+            feed_key="diffs:feed:testapp.question",
+            member="<not json>",
+            feed_member="0123456789abcdef999",
+            score=None,
+            recorded_ms=time.time() * 1000,
+            label="testapp.question",
+            object_pk="999",
+        )
+        fine = OutboxEntry.objects.create(
+            key=object_key("testapp.question", question.pk),
+            feed_key="diffs:feed:testapp.question",
+            member='{"id":"fedcba9876543210","created":false,"data":[1]}',
+            feed_member=f"fedcba9876543210{question.pk}",
+            score=None,
+            recorded_ms=time.time() * 1000,
+            label="testapp.question",
+            object_pk=str(question.pk),
+        )
+        with caplog.at_level(logging.ERROR, logger="diffs"):
+            report = diffs.flush_diffs()
+    assert (report.from_outbox, report.set_aside) == (1, 1)
+    assert not OutboxEntry.objects.filter(pk=fine.pk).exists()
+    assert OutboxEntry.objects.get().refused == "its member is not django-diffs JSON"
+    assert [d.data for d in question.diffs][-1] == [1]
