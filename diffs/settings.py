@@ -317,7 +317,24 @@ def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
         )
     if raw.get("write_behind") is True:
         problems.extend(_write_behind_problems(raw))
+    problems.extend(_queue_size_problems(raw))
     return problems + _overlap_problems(raw) + _cluster_problems(raw)
+
+
+def _queue_size_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    queue = raw.get("queue_bytes", DEFAULTS["queue_bytes"])
+    largest = raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"])
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (queue, largest))
+    if not numbers or min(queue, largest) <= 0 or queue >= largest:
+        return []
+    return [
+        Problem(
+            "diffs.E027",
+            f"{SETTING_NAME}['queue_bytes'] ({queue}) is smaller than 'max_diff_bytes' "
+            f"({largest}): a diff of the largest size allowed could never wait for Redis.",
+            "Raise 'queue_bytes' (64 MiB by default) or lower 'max_diff_bytes'.",
+        )
+    ]
 
 
 def _write_behind_problems(raw: Mapping[str, Any]) -> list[Problem]:
