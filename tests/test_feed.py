@@ -160,6 +160,37 @@ def test_malformed_cursors_are_refused(bad):
         Question.diffs.since(bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1e12",
+        " 1795342808609",
+        "1795342808609 ",
+        "+1795342808609",
+        "1_795_342_808_609",
+        "\u0661\u0662\u0663",
+        "1795342808609.5.1",
+        ".5",
+        "5.",
+        "0x1F",
+        "Infinity",
+        "1" * 21,
+    ],
+)
+def test_a_cursor_is_ascii_digits_and_one_dot_only(bad):
+    # float() accepts every one of these; none is a cursor django-diffs gives out.
+    with pytest.raises(InvalidCursor, match="not a cursor"):
+        Question.diffs.since(bad)
+    with pytest.raises(InvalidCursor):
+        Question.diffs.object_since(1, bad)
+
+
+def test_a_bad_cursor_is_quoted_as_a_short_excerpt():
+    with pytest.raises(InvalidCursor) as refused:
+        Question.diffs.since("9" * 100_000 + "x")
+    assert len(str(refused.value)) < 200
+
+
 @pytest.mark.parametrize("limit", [0, -1, MAX_LIMIT + 1, 2.5, "10", True])
 def test_limit_out_of_range(limit):
     with pytest.raises(ValueError, match="limit must be a whole number from 1 to 1000"):
