@@ -15,8 +15,10 @@ from diffs.exceptions import (
     DiffsWriteError,
     HookError,
     InvalidCursor,
+    RedisUnavailable,
     RegistrationError,
 )
+from diffs.exit_hooks import write_waiting_diffs
 from diffs.feed import FeedPage
 from diffs.flushing import FlushReport, flush_diffs
 from diffs.managers import DiffModelManager
@@ -38,6 +40,7 @@ __all__ = [
     "FlushReport",
     "HookError",
     "InvalidCursor",
+    "RedisUnavailable",
     "RegistrationError",
     "__version__",
     "flush_diffs",
@@ -47,4 +50,5 @@ __all__ = [
     "registered_models",
     "reset_connection",
     "unregister",
+    "write_waiting_diffs",
 ]
