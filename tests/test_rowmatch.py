@@ -8,7 +8,7 @@ import pytest
 from django.db import connections
 from django.db.models import F, Q
 
-from diffs.contrib.rowmatch import deleted_row, row_matches
+from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
 from tests.testapp.models import Article, Choice, Question
 
 ROW = {"id": 5, "question_text": "Hello there", "votes": 3, "pub_date": "2026-01-02T03:04:05.000Z"}
@@ -203,3 +203,15 @@ def test_what_rowmatch_cannot_read_hides_the_row(monkeypatch):
     # An error while evaluating (a pattern UTF-8 cannot encode) hides the row.
     monkeypatch.setattr(connections["default"], "vendor", "sqlite")
     assert row_matches(Qs.exclude(question_text__contains="\ud800"), ROW) is False
+
+
+def test_selects_every_row():
+    assert selects_every_row(Qs.all()) is True
+    assert selects_every_row(Qs.order_by("votes").select_related()) is True
+    assert selects_every_row(Qs.filter(votes=3)) is False
+    assert selects_every_row(Qs.all()[:10]) is False
+    assert selects_every_row(Qs.distinct("votes")) is False
+    assert selects_every_row(Qs.extra(tables=["testapp_choice"])) is False
+    assert selects_every_row(Qs.union(Qs.all())) is False
+    # Choice.question is NOT NULL: the annotation joins Question with an INNER JOIN.
+    assert selects_every_row(Choice.objects.annotate(asked=F("question__pub_date"))) is False

@@ -127,6 +127,16 @@ def row_matches(queryset: models.QuerySet[Any], row: Mapping[str, Any]) -> bool:
         return False
 
 
+def selects_every_row(queryset: models.QuerySet[Any]) -> bool:
+    """True when ``queryset`` holds every row of its table: no filter, and nothing else
+    (a slice, a union, DISTINCT ON, extra() tables, an INNER JOIN) that may leave one out.
+
+    Then any deleted row was in it, whatever its diff's data.
+    """
+    query = queryset.query
+    return not query.where and not _rows_depend_on_more_than_the_filter(query)
+
+
 def _rows_depend_on_more_than_the_filter(query: Query) -> bool:
     """Whether something besides the WHERE clause may leave the row out: a slice, a
     union, DISTINCT ON, extra() tables, or an INNER JOIN (a row whose related row is
