@@ -100,7 +100,7 @@ from rest_framework.serializers import BaseSerializer, ListSerializer
 from rest_framework.utils.encoders import JSONEncoder
 
 from diffs.connection import REDIS_ERRORS
-from diffs.contrib.rowmatch import deleted_row, row_matches
+from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
 from diffs.cursors import Since
 from diffs.diff import Diff
 from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
@@ -331,13 +331,14 @@ class DiffsViewSetMixin:
         (or a deletion of an earlier row whose pk was used again).
 
         The row is gone, so the database cannot tell whether this user could see it.
-        By default: always when the queryset (:meth:`get_diffs_queryset`) has no
-        filter; otherwise the queryset's filter is evaluated
-        against the deleted row as the diff's default data holds it: simple lookups on
-        the model's own columns (``exact``, ``in``, ``gte``, ``isnull``, ...) combined
-        with AND/OR/NOT, so ``filter(owner=request.user)`` works. Anything it cannot
-        evaluate (joins, expressions, a custom ``serialize_diff``, the deletion of a
-        child whose parent went too) hides the diff. Override it to decide yourself::
+        By default: always when the queryset (:meth:`get_diffs_queryset`) selects every
+        row of the table (``diffs.contrib.rowmatch.selects_every_row``); otherwise the
+        queryset's filter is evaluated against the deleted row as the diff's default
+        data holds it, in SQL's three-valued logic, and the deletion is shown only when
+        the row certainly passes (``filter(owner=request.user)`` works). Anything the
+        database might answer differently (NULL compared, collations, JSON, joins,
+        expressions, a custom ``serialize_diff``, the deletion of a child whose parent
+        went too) hides the diff. Override it to decide yourself::
 
             def deleted_diff_visible(self, diff):
                 if diff.model != "polls.question":
@@ -345,8 +346,7 @@ class DiffsViewSetMixin:
                 return diff.data[0]["fields"]["owner"] == self.request.user.pk
         """
         queryset = self.get_diffs_queryset()
-        query = queryset.query
-        if not (query.where or query.is_sliced or query.combinator):
+        if selects_every_row(queryset):
             return True  # every user of the endpoint sees every row
         row = deleted_row(diff.data, queryset.model)
         return row is not None and row_matches(queryset, row)
