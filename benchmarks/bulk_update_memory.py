@@ -188,6 +188,9 @@ def _configure(args: argparse.Namespace) -> None:
         sys.exit("Refusing to use Redis db 0: pass --redis redis://host:port/<another db>.")
     client.flushdb()
     call_command("migrate", "diffs", verbosity=0)
+    from diffs.models import OutboxEntry
+
+    OutboxEntry.objects.all().delete()  # rows an interrupted run left
     with connection.schema_editor() as editor:
         for model in (TrackedArticle, PlainArticle, Author):
             editor.execute(f"DROP TABLE IF EXISTS {model._meta.db_table}")

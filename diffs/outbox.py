@@ -54,17 +54,22 @@ def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
     """Insert ``pendings`` into the outbox of database ``using``; return their row ids,
     in the same order.
 
-    Multi-row ``INSERT ... RETURNING`` statements on PostgreSQL and SQLite (Django's
+    On PostgreSQL with psycopg 3, ids taken from the table's sequence and one
+    ``COPY`` (about a fourth of what ``INSERT`` statements cost); multi-row ``INSERT
+    ... RETURNING`` statements on other PostgreSQL drivers and SQLite (Django's
     ``bulk_create()`` spends more time preparing each object than the database takes
-    to store it); Django's ``bulk_create()`` on other backends that return the ids of
-    a bulk insert, and one ``INSERT`` per diff on those that do not.
+    to store it); Django's ``bulk_create()`` on other backends that return the ids of a
+    bulk insert, and one ``INSERT`` per diff on those that do not.
     """
     from diffs.models import OutboxEntry
 
     connection = connections[using]
     recorded = now_ms()
-    if connection.vendor in _RETURNING_VENDORS:
-        ids: list[Any] = _insert_returning(connection, pendings, recorded)
+    ids: list[Any]
+    if connection.vendor == "postgresql" and _can_copy(connection):
+        ids = _copy_in(connection, pendings, recorded)
+    elif connection.vendor in _RETURNING_VENDORS:
+        ids = _insert_returning(connection, pendings, recorded)
     else:
         entries = [_entry(pending, recorded) for pending in pendings]
         if connection.features.can_return_rows_from_bulk_insert:
@@ -121,6 +126,39 @@ def _insert_returning(
             params = [value for pending in batch for value in _values(pending, recorded)]
             cursor.execute(head + ", ".join([row_sql] * len(batch)) + tail, params)
             ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
+def _can_copy(connection: Any) -> bool:
+    # psycopg 3's cursors have copy(); psycopg2's do not.
+    with connection.cursor() as cursor:
+        return hasattr(cursor.cursor, "copy")
+
+
+def _copy_in(connection: Any, pendings: Sequence[PendingDiff], recorded: float) -> list[int]:
+    """Insert ``pendings`` with ``COPY``, ids drawn from the table's sequence first (a
+    ``COPY`` returns nothing); the ids ascend in the order of ``pendings``."""
+    from diffs.models import OutboxEntry
+
+    quote = connection.ops.quote_name
+    table = OutboxEntry._meta.db_table
+    column = {field.name: field.column for field in OutboxEntry._meta.concrete_fields}
+    columns = ", ".join(quote(column[name]) for name in ("id", *_INSERTED))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [quote(table), column["id"], len(pendings)],
+        )
+        drawn = [row[0] for row in cursor.fetchall()]
+        if any(row_id is None for row_id in drawn):
+            msg = f"{table}.{column['id']} has no sequence to draw ids from."
+            raise DatabaseError(msg)
+        ids = sorted(int(row_id) for row_id in drawn)
+        copy = f"COPY {quote(table)} ({columns}) FROM STDIN"
+        # Django's DatabaseError, as its own cursor methods raise.
+        with connection.wrap_database_errors, cursor.cursor.copy(copy) as stream:
+            for row_id, pending in zip(ids, pendings, strict=True):
+                stream.write_row((row_id, *_values(pending, recorded)))
     return ids
 
 
