@@ -38,7 +38,11 @@ def lost_lines(caplog) -> list[str]:
 
 def test_the_retry_buffer_is_bounded_in_bytes(caplog):
     settings = diffs_settings(
-        url=unreachable_url(), test_mode=False, socket_timeout=0.5, queue_bytes=100 * KIB
+        url=unreachable_url(),
+        test_mode=False,
+        socket_timeout=0.5,
+        queue_bytes=100 * KIB,
+        max_diff_bytes=64 * KIB,
     )
     with settings, caplog.at_level(logging.WARNING, logger="diffs"), transaction.atomic():
         for n in range(10):
@@ -65,7 +69,7 @@ def test_a_slow_write_behind_write_does_not_let_the_queue_grow_past_its_budget(m
 
     monkeypatch.setattr(delivery, "enqueue", measuring_enqueue)
     monkeypatch.setattr(store, "write_many", slow_write)
-    with diffs_settings(write_behind=True, queue_bytes=budget):
+    with diffs_settings(write_behind=True, queue_bytes=budget, max_diff_bytes=budget):
         for n in range(40):
             Article.objects.create(title=f"a{n}", body="y" * 5 * KIB)
         delivery.flush()
