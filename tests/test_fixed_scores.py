@@ -42,10 +42,11 @@ def own_client(timeout: float = 5.0) -> Iterator[redis.Redis]:
             client.close()
 
 
-def open_horizon(client: redis.Redis) -> None:
+def open_horizon(client: redis.Redis, key: str = "diffs:horizon:testapp.question") -> None:
     """Say the model's diffs are complete since long ago: fixed scores far in the past are
     then placed at (or just after) their own score, not by the clock (see store.py)."""
-    client.hset(horizon_key("testapp.question"), mapping={"from": -1e300, "age": 3600})
+    # By default the plain layout: most tests here write to a redis-server of their own.
+    client.hset(key, mapping={"from": -1e300, "age": 3600})
 
 
 def write(n: int, score: float | None, pk: object = 1) -> store.Write:
@@ -88,7 +89,7 @@ def test_fixed_scores_taken_in_earlier_calls_are_skipped_or_fall_back_to_the_clo
 
 def test_many_diffs_sharing_one_fixed_score_in_one_transaction_stay_in_order(redis_client):
     fixed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
-    open_horizon(redis_client)
+    open_horizon(redis_client, horizon_key("testapp.question"))
     questions = Question.objects.bulk_create(
         [Question(question_text=f"q{n}") for n in range(1200)]
     )

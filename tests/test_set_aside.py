@@ -19,7 +19,7 @@ import diffs
 from diffs import delivery
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import object_key
+from tests.keynames import feed_key, object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -77,7 +77,7 @@ def test_a_malformed_outbox_row_is_set_aside(caplog):
         question = Question.objects.create(question_text="fine")
         OutboxEntry.objects.create(
             key=object_key("testapp.question", 999),
-            feed_key="diffs:feed:testapp.question",
+            feed_key=feed_key("testapp.question"),
             member="<not json>",
             feed_member="0123456789abcdef999",
             score=None,
@@ -87,7 +87,7 @@ def test_a_malformed_outbox_row_is_set_aside(caplog):
         )
         fine = OutboxEntry.objects.create(
             key=object_key("testapp.question", question.pk),
-            feed_key="diffs:feed:testapp.question",
+            feed_key=feed_key("testapp.question"),
             member='{"id":"fedcba9876543210","created":false,"data":[1]}',
             feed_member=f"fedcba9876543210{question.pk}",
             score=None,
