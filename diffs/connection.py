@@ -101,7 +101,7 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
 def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
     # redis-py's cluster client finds every node from the one given. It takes the same
     # connection options as redis.Redis, except db (a cluster has only db 0).
-    from redis.cluster import RedisCluster
+    from diffs.deadline import DeadlineCluster
 
     options: dict[str, Any] = {**_failure_options(conf), **conf.user_redis}
     options.pop("db", None)
@@ -110,11 +110,13 @@ def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
         # topology: a call against a hung node would take twice socket_timeout or more.
         options["retry"] = _no_retry()
     if conf.url:
-        client = RedisCluster.from_url(plain_url(conf.url), **options)
+        client = cast(DeadlineCluster, DeadlineCluster.from_url(plain_url(conf.url), **options))
     else:
         # host and port: the user's, else the defaults (in conf.redis, not in options)
         address: dict[str, Any] = {k: conf.redis[k] for k in ("host", "port") if k in conf.redis}
-        client = RedisCluster(**(options | address))
+        client = DeadlineCluster(**(options | address))
+    # Even its topology refresh after a failure stays within socket_timeout.
+    client.deadline = options.get("socket_timeout")
     return cast(redis.Redis, client)  # the commands used are the same
 
 

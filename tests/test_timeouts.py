@@ -107,3 +107,39 @@ def test_a_failed_write_starts_the_same_pause_for_reads(caplog):
         elapsed, error = timed(lambda: Question.diffs.since(None))
     assert isinstance(error, RedisUnavailable)
     assert elapsed < 0.2
+
+
+@contextlib.contextmanager
+def hung_primaries(cluster, hung: str):
+    """Point django-diffs at ``cluster``; yields (client, stop): ``stop(node)`` SIGSTOPs
+    that primary, or every primary; all are resumed when the block ends."""
+    stopped: list[int] = []
+
+    def stop(node) -> None:
+        own = cluster.pids[cluster.ports.index(int(node.port))]
+        stopped.extend([own] if hung == "the model's primary" else cluster.pids)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+
+    with diffs_settings(url=cluster.url, test_mode=False, socket_timeout=TIMEOUT):
+        fresh()
+        try:
+            yield diffs.get_connection(), stop
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            fresh()
+
+
+@pytest.mark.parametrize("hung", ["the model's primary", "every primary"])
+def test_a_read_of_a_hung_cluster_takes_one_socket_timeout(hung):
+    # redis-py's cluster client asks the other nodes for the layout after a node fails to
+    # answer, each within socket_timeout: an entirely hung cluster cost 4 x socket_timeout.
+    from tests.redis_cluster import redis_cluster
+
+    with redis_cluster(primaries=3) as cluster, hung_primaries(cluster, hung) as (client, stop):
+        Question.diffs.since(None)
+        stop(client.get_node_from_key(Question.diffs.get_key(1)))
+        elapsed, error = timed(lambda: Question.diffs.since(None))
+    assert isinstance(error, RedisUnavailable)
+    assert elapsed < TIMEOUT * 1.6
