@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.db import DatabaseError, connection, models, transaction
 from django.db.models import F, OuterRef, Q, Subquery, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Concat, Lower, Now
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import diffs
@@ -522,3 +524,90 @@ def test_a_callback_that_fails_is_logged_and_the_next_ones_still_run(monkeypatch
         transaction.on_commit(lambda: ran.append(True))
     assert ran == [True]
     assert "Error calling _QueueOnCommit in on_commit()" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")  # flush_diffs reads each outbox
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize("mode", ["log", "raise"])
+def test_redis_down_at_commit_keeps_durable_rows_in_log_and_raise_modes(mode, caplog):
+    pks = make_questions(40)
+    failing = unreachable(durable=True, on_redis_error=mode)
+    raised = pytest.raises(DiffsWriteError) if mode == "raise" else _nothing()
+    with caplog.at_level(logging.ERROR, logger="diffs"), raised, failing, transaction.atomic():
+        Question.objects.update(votes=6)
+    assert OutboxEntry.objects.exists()
+    assert "stay in the diffs outbox table" in caplog.text
+    delivery.clear()
+    with diffs_settings(durable=True):
+        diffs.flush_diffs()
+    assert_one_diff_each(pks, lambda pk: {"votes": 6})
+    assert not OutboxEntry.objects.exists()
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize("mode", ["retry", "log"])
+def test_a_spilled_piece_redis_refuses_is_handed_to_delivery(mode, monkeypatch):
+    # Redis answering with an error (not out of reach): delivery writes the piece
+    # again, one diff at a time if need be, instead of dropping what follows.
+    pks = make_questions(40)
+    real = writer._write_now
+    refusals = iter([redis.ResponseError("WRONGTYPE Operation against a key")])
+
+    def refuse_once(items: Any) -> Exception | None:
+        return next(refusals, None) or real(items)
+
+    monkeypatch.setattr(writer, "_write_now", refuse_once)
+    with diffs_settings(on_redis_error=mode), transaction.atomic():
+        Question.objects.update(votes=2)
+    assert_one_diff_each(pks, lambda pk: {"votes": 2})
+    assert not OutboxEntry.objects.exists()
+
+
+class NoDiffsTablesHere:
+    """A router keeping diffs' tables off the default database."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        return False if app_label == "diffs" and db == "default" else None
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_router_keeping_the_outbox_elsewhere_keeps_diffs_in_memory(monkeypatch, caplog):
+    monkeypatch.setattr(writer, "_warned_no_outbox", set(), raising=False)
+    pks = make_questions(40)
+    routed = override_settings(DATABASE_ROUTERS=[NoDiffsTablesHere()])
+    with caplog.at_level(logging.WARNING, logger="diffs"), routed, transaction.atomic():
+        Question.objects.update(votes=3)
+        assert not OutboxEntry.objects.exists()
+    assert "database router" in caplog.text and "migrate diffs" in caplog.text
+    assert_one_diff_each(pks, lambda pk: {"votes": 3})
+
+
+@pytest.mark.parametrize("backend", ["this_one", "bulk_create", "one_by_one"])
+def test_the_outbox_takes_many_diffs_in_order_on_every_kind_of_backend(backend, monkeypatch):
+    # this_one: COPY on PostgreSQL, INSERT ... RETURNING on SQLite; then what other
+    # backends get: Django's bulk_create(), or one INSERT per diff.
+    from diffs import outbox
+
+    if backend != "this_one":
+        monkeypatch.setattr(outbox, "_RETURNING_VENDORS", ())
+        monkeypatch.setattr(outbox, "_can_copy", lambda connection: False)
+    if backend == "one_by_one":
+        features = type(connection.features)
+        monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
+    questions = Question.objects.bulk_create([Question(question_text="x") for _ in range(3)])
+    pendings = [
+        diffs.payload.build_pending(q, {"votes": 0}, prefix="diffs:", created=False)
+        for q in questions
+    ]
+    with transaction.atomic():
+        ids = outbox.record_many(pendings, "default")
+        back = outbox.read("default", list(reversed(ids)))
+    assert [row_id for row_id, _, _ in back] == list(reversed(ids))
+    assert [pending.member for _, pending, _ in back] == [p.member for p in reversed(pendings)]
+
+
+def test_an_unknown_field_keeps_djangos_error():
+    from django.core.exceptions import FieldDoesNotExist, FieldError
+
+    with pytest.raises((FieldError, FieldDoesNotExist)):
+        Question.objects.update(no_such_field=1)
