@@ -129,9 +129,15 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     from bench_app import models as bench_models
 
     if args.spill_after_bytes:
-        from diffs import writer
+        from django.conf import settings
 
-        writer.SPILL_AFTER_BYTES = args.spill_after_bytes
+        from diffs.settings import clear_settings_cache
+
+        settings.DIFFS_SETTINGS = {
+            **settings.DIFFS_SETTINGS,
+            "spill_after_bytes": args.spill_after_bytes,
+        }
+        clear_settings_cache()
     from django.db.models import F
 
     model = getattr(bench_models, MODELS[args.model])

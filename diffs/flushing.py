@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from redis.exceptions import RedisClusterException
 
 from diffs import delivery, outbox
@@ -36,18 +36,28 @@ class FlushReport:
     set_aside: int = 0
 
 
-def flush_diffs(*, include_outbox: bool = True) -> FlushReport:
-    """Write this process's waiting diffs, then (durable mode) every outbox row, to Redis.
+def flush_diffs(*, include_outbox: bool | None = None) -> FlushReport:
+    """Write this process's waiting diffs, then the outbox rows, to Redis.
+
+    The outbox holds durable mode's diffs, and those of large bulk writes whose process
+    stopped before it had written them. ``include_outbox``: True reads every outbox
+    table there is (what ``manage.py flush_diffs`` does), False none; by default, in
+    durable mode only.
 
     Redis errors from the outbox pass propagate (``redis.RedisError``): the rows stay
     and the next call writes them. The retry queue follows ``on_redis_error``.
     """
     memory = delivery.flush(force=True)
     from_outbox = set_aside = 0
-    if include_outbox and get_settings().durable and not memory.waiting:
+    durable = get_settings().durable
+    if include_outbox is None:
+        include_outbox = durable
+    if include_outbox and not memory.waiting:
         for alias in outbox.aliases():
-            from_outbox += _flush_outbox(alias)
-            set_aside += _count_set_aside(alias)
+            # Outside durable mode, a database may never have had the table created.
+            if durable or _has_outbox_table(alias):
+                from_outbox += _flush_outbox(alias)
+                set_aside += _count_set_aside(alias)
     return FlushReport(memory.written, from_outbox, memory.waiting, set_aside)
 
 
@@ -80,6 +90,15 @@ def _flush_outbox(alias: str) -> int:
             exc_info=True,
         )
     return written
+
+
+def _has_outbox_table(alias: str) -> bool:
+    from diffs.models import OutboxEntry
+
+    try:
+        return OutboxEntry._meta.db_table in connections[alias].introspection.table_names()
+    except DatabaseError:
+        return False
 
 
 def _count_set_aside(alias: str) -> int:

@@ -43,6 +43,7 @@ DEFAULTS: Mapping[str, Any] = {
     "write_batch_bytes": 1_048_576,
     "page_bytes": 1_048_576,
     "queue_bytes": 67_108_864,
+    "spill_after_bytes": 8_388_608,
 }
 
 #: What to do with diffs Redis did not take (see ``diffs.delivery``).
@@ -90,6 +91,8 @@ class DiffsSettings:
     page_bytes: int = 1_048_576
     #: Most bytes of diffs waiting in one process's memory for Redis.
     queue_bytes: int = 67_108_864
+    #: Bytes of bulk-write diffs a transaction keeps in memory; beyond, the outbox.
+    spill_after_bytes: int = 8_388_608
 
 
 def _raw_settings() -> Any:
@@ -429,6 +432,9 @@ _VALIDATORS = {
     "queue_bytes": _positive_int_check(
         "queue_bytes", "diffs.E026", "67108864 (64 MiB of diffs waiting in memory)"
     ),
+    "spill_after_bytes": _positive_int_check(
+        "spill_after_bytes", "diffs.E028", "8388608 (8 MiB of bulk-write diffs per transaction)"
+    ),
 }
 
 
@@ -461,6 +467,7 @@ def build_settings(raw: Any) -> DiffsSettings:
         write_batch_bytes=raw.get("write_batch_bytes", DEFAULTS["write_batch_bytes"]),
         page_bytes=raw.get("page_bytes", DEFAULTS["page_bytes"]),
         queue_bytes=raw.get("queue_bytes", DEFAULTS["queue_bytes"]),
+        spill_after_bytes=raw.get("spill_after_bytes", DEFAULTS["spill_after_bytes"]),
     )
 
 

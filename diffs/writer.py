@@ -14,7 +14,7 @@ set, which Django's ``on_commit`` cannot express: this module appends that entry
 Bulk writes (``diffs.bulk``) hand over their diffs a chunk at a time
 (:func:`schedule_chunk`): one callback per piece of at most ``PIECE_DIFFS`` diffs and
 about ``PIECE_BYTES``, not one per diff. What the pieces of one transaction hold in
-memory is bounded: once they would hold more than ``SPILL_AFTER_BYTES``, a piece's
+memory is bounded: once they would hold more than ``spill_after_bytes``, a piece's
 diffs go to the outbox table (durable mode's ``diffs_outbox``) inside the
 transaction, so they commit or roll back with the change (a savepoint's rollback
 takes its rows too), and the piece keeps only their row ids. At commit, in its turn,
@@ -61,7 +61,6 @@ PIECE_BYTES = 1_048_576
 #: Past this many bytes of bulk-write diffs waiting in memory for one transaction's
 #: commit, further pieces spill to the outbox table. (To become the setting
 #: ``DIFFS_SETTINGS["spill_after_bytes"]``.)
-SPILL_AFTER_BYTES = 8 * 1_048_576
 
 #: What a waiting diff costs besides its strings: the PendingDiff and list slot.
 _PENDING_OVERHEAD = 120
@@ -156,7 +155,7 @@ def schedule_chunk(pendings: Sequence[PendingDiff], using: str | None) -> None:
     commits (now, outside a transaction), in order.
 
     Inside a transaction they wait in pieces, one on-commit callback each; past
-    ``SPILL_AFTER_BYTES`` of them in the transaction, in the outbox table (see the
+    ``spill_after_bytes`` of them in the transaction, in the outbox table (see the
     module's docstring).
     """
     if not pendings:
@@ -221,7 +220,7 @@ def _hold(
     """The callback that will deliver ``piece`` (``size`` bytes): holding it in memory
     while the transaction's budget allows, else holding the ids of its outbox rows."""
     rows = outbox.record_many(piece, alias) if durable else None
-    if bulk.held_bytes + size > SPILL_AFTER_BYTES:
+    if bulk.held_bytes + size > get_settings().spill_after_bytes:
         if rows is None:
             rows = bulk.spill(piece, alias)
         if rows is not None:

@@ -1,7 +1,7 @@
 """A queryset ``update()`` of many rows holds a bounded amount of memory.
 
 Rows are processed in chunks and their diffs handed to the writer a chunk at a time
-(one on-commit callback per piece, not per diff); past ``writer.SPILL_AFTER_BYTES``
+(one on-commit callback per piece, not per diff); past ``spill_after_bytes``
 of diffs waiting in one transaction, they go to the outbox table until the commit.
 The tests shrink the chunks and the budget so that a few hundred rows go through
 every path: several chunks, spilled pieces, savepoints, outages, a missing table.
@@ -39,13 +39,14 @@ class Boom(Exception):
 
 
 @pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Chunks of 4 to 16 rows, pieces of 8 diffs, and room for about 4 diffs in memory
     per transaction: a few dozen rows take every path."""
     monkeypatch.setattr(bulk, "FIRST_CHUNK_ROWS", 4, raising=False)
     monkeypatch.setattr(bulk, "MAX_CHUNK_ROWS", 16, raising=False)
     monkeypatch.setattr(writer, "PIECE_DIFFS", 8, raising=False)
-    monkeypatch.setattr(writer, "SPILL_AFTER_BYTES", 2048, raising=False)
+    with diffs_settings(spill_after_bytes=2048):
+        yield
 
 
 @pytest.fixture(params=[False, True], ids=["default", "durable"])
@@ -146,10 +147,11 @@ class _nothing:
 
 
 @pytest.fixture
-def small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def small_budget(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Budgets smaller than the defaults, so that a few thousand rows exceed them.
     monkeypatch.setattr(bulk, "MAX_CHUNK_ROWS", 200, raising=False)
-    monkeypatch.setattr(writer, "SPILL_AFTER_BYTES", 64 * 1024, raising=False)
+    with diffs_settings(spill_after_bytes=64 * 1024):
+        yield
 
 
 @pytest.mark.usefixtures("small_budget", "durable")

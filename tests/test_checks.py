@@ -49,6 +49,7 @@ def test_valid_settings_have_no_messages():
         ({"page_bytes": "1 MiB"}, ["diffs.E025"]),
         ({"queue_bytes": -1}, ["diffs.E026"]),
         ({"queue_bytes": 1000, "max_diff_bytes": 2000}, ["diffs.E027"]),
+        ({"spill_after_bytes": 0}, ["diffs.E028"]),
         ({"socket_timeout": None, "on_redis_error": "raise", "durable": True}, []),
         ({"url": "redis://x/1", "redis": {"host": "y", "db": 2}}, ["diffs.W001"]),
         ({"url": "redis://x/1", "redis": {"socket_timeout": 2}}, []),

@@ -266,6 +266,7 @@ def _sqlite_memory() -> bool:
     return connection.vendor == "sqlite"
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")  # the command reads every outbox
 def test_flush_diffs_command(no_pause, capsys):
     with unreachable():
         Question.objects.create(question_text="waiting")

@@ -101,3 +101,25 @@ def test_a_malformed_outbox_row_is_set_aside(caplog):
     assert not OutboxEntry.objects.filter(pk=fine.pk).exists()
     assert OutboxEntry.objects.get().refused == "its member is not django-diffs JSON"
     assert [d.data for d in question.diffs][-1] == [1]
+
+
+def test_flush_diffs_writes_outbox_rows_outside_durable_mode_too():
+    # Large bulk writes spill diffs into the outbox in every mode; rows a process left
+    # there (it stopped before writing them) are written by flush_diffs.
+    question = Question.objects.create(question_text="q")
+    OutboxEntry.objects.create(
+        key=object_key("testapp.question", question.pk),
+        feed_key=feed_key("testapp.question"),
+        member='{"id":"0011223344556677","created":false,"data":["left behind"]}',
+        feed_member=f"0011223344556677{question.pk}",
+        score=None,
+        recorded_ms=time.time() * 1000,
+        label="testapp.question",
+        object_pk=str(question.pk),
+    )
+    assert diffs.flush_diffs().from_outbox == 0  # outside durable mode: not by default
+    out = StringIO()
+    call_command("flush_diffs", stdout=out)  # what cron runs: every outbox
+    assert "Wrote 1 waiting diff(s)" in out.getvalue()
+    assert not OutboxEntry.objects.exists()
+    assert question.diffs[-1].data == ["left behind"]

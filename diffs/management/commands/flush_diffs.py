@@ -13,14 +13,15 @@ from diffs.flushing import flush_diffs
 
 class Command(BaseCommand):
     help = (
-        "Write to Redis every diff still waiting: the outbox rows of durable mode (diffs "
-        "of processes that stopped, or lost Redis, after their transaction committed). "
+        "Write to Redis every diff still waiting: the outbox rows of durable mode and of "
+        "large bulk writes (diffs of processes that stopped, or lost Redis, after their "
+        "transaction committed). "
         "Exits non-zero while Redis cannot take them; safe to run from cron at any time."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            report = flush_diffs()
+            report = flush_diffs(include_outbox=True)
         except (redis.RedisError, DiffsWriteError) as error:
             msg = f"Redis did not take the waiting diffs ({type(error).__name__}: {error}). "
             msg += "They are kept; run flush_diffs again once Redis answers."
