@@ -29,19 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("diffs")
 
-#: The columns :func:`read` and :func:`rows` fetch, in the order ``_pending_from`` takes.
-_COLUMNS = (
-    "id",
-    "key",
-    "feed_key",
-    "member",
-    "feed_member",
-    "score",
-    "recorded_ms",
-    "label",
-    "object_pk",
-)
-
 
 def record(pending: PendingDiff, using: str) -> int:
     """Insert ``pending`` into the outbox of database ``using``; return the row id."""
@@ -101,6 +88,9 @@ _INSERTED = (
     "label",
     "object_pk",
 )
+
+#: The columns :func:`read` and :func:`rows` fetch, in the order ``_pending_from`` takes.
+_COLUMNS = ("id", *_INSERTED)
 
 #: Rows per ``INSERT`` where the backend sets no limit on query parameters.
 _ROWS_PER_INSERT = 500

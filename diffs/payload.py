@@ -104,16 +104,11 @@ def _too_large(instance: models.Model, member: str, max_bytes: int | None) -> bo
     size = len(member.encode("utf-8"))
     if size <= max_bytes:
         return False
-    logger.error(
-        "Refused the diff of %s pk=%s: it takes %d bytes, more than "
-        "DIFFS_SETTINGS['max_diff_bytes'] (%d). The change itself was saved; clients "
-        "will not see it. Raise max_diff_bytes, or make %s.serialize_diff() return less "
-        "(e.g. the names of large fields instead of their values).",
-        model_label(type(instance)),
-        instance.pk,
-        size,
-        max_bytes,
-        type(instance).__name__,
+    _log_refused(
+        instance,
+        f"it takes {size} bytes, more than DIFFS_SETTINGS['max_diff_bytes'] ({max_bytes})",
+        f"Raise max_diff_bytes, or make {type(instance).__name__}.serialize_diff() return "
+        "less (e.g. the names of large fields instead of their values).",
     )
     return True
 
@@ -259,14 +254,22 @@ def _unreadable_score(instance: models.Model, score: float | None) -> bool:
     problem = fixed_score_problem(score, get_settings().max_element_age)
     if problem is None:
         return False
-    logger.error(
-        "Refused the diff of %s pk=%s: its _last_save_at is %r, and %s. The change itself "
-        "was saved; clients will not see it. Set %s._last_save_at to the time of the "
-        "change (epoch ms or a datetime), or leave it unset to use the Redis clock.",
-        model_label(type(instance)),
-        instance.pk,
-        score,
-        problem,
-        type(instance).__name__,
+    _log_refused(
+        instance,
+        f"its _last_save_at is {score!r}, and {problem}",
+        f"Set {type(instance).__name__}._last_save_at to the time of the change (epoch ms "
+        "or a datetime), or leave it unset to use the Redis clock.",
     )
     return True
+
+
+def _log_refused(instance: models.Model, why: str, fix: str) -> None:
+    # A refused diff is an ERROR naming model, pk and why; the save itself goes on.
+    logger.error(
+        "Refused the diff of %s pk=%s: %s. The change itself was saved; clients will not "
+        "see it. %s",
+        model_label(type(instance)),
+        instance.pk,
+        why,
+        fix,
+    )
