@@ -168,8 +168,10 @@ for i = 1, #KEYS / 4 do
     scores[i] = text
   end
   -- Once per key and call, right after its first write: should a later command of
-  -- this call fail, what was written already still expires.
-  for _, key in ipairs(keys) do
+  -- this call fail, what was written already still expires. The object's birth key
+  -- (when it has one) lives as long as its set: the earlier row's diffs stay hidden
+  -- for as long as they are there.
+  for _, key in ipairs({keys[1], keys[2], KEYS[4 * i]}) do
     if not touched[key] then
       touched[key] = true
       redis.call('PEXPIRE', key, ttl)

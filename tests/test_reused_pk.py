@@ -137,3 +137,16 @@ def test_the_endpoint_never_shows_the_old_rows_diffs_for_the_new_row(django_user
     assert [r["data"][0]["fields"]["question_text"] for r in detail["results"]] == ["new row"]
     assert [r["data"][0]["fields"]["question_text"] for r in feed["results"]] == ["new row"]
     assert "secret" not in str(feed) + str(detail)
+
+
+def test_the_birth_lives_as_long_as_the_objects_set(redis_client):
+    from tests.keynames import birth_key, object_key
+
+    CodeItem.objects.create(code="t", name="old").delete()
+    item = CodeItem.objects.create(code="t", name="new")
+    redis_client.pexpire(birth_key("testapp.codeitem", "t"), 50)  # nearly gone
+    item.name = "newer"
+    item.save()  # a write to the set keeps its birth alive as long as the set
+    assert redis_client.pttl(birth_key("testapp.codeitem", "t")) > 1000
+    assert redis_client.pttl(object_key("testapp.codeitem", "t")) > 1000
+    assert [fields(d)["name"] for d in CodeItem.diffs.get_sortedset("t")] == ["new", "newer"]
