@@ -47,12 +47,21 @@ def reset() -> None:
         _paused_until = 0.0
 
 
+def is_refusal(error: BaseException) -> bool:
+    """True when Redis answered that this one call can never succeed as it is: a key of
+    another type holds the place of one of ours (``WRONGTYPE``). Waiting does not help;
+    the diff involved is set aside."""
+    return isinstance(error, redis.ResponseError) and "WRONGTYPE" in str(error)
+
+
 def is_outage(error: BaseException) -> bool:
-    """True when ``error`` says Redis is out of reach or too busy to answer, as opposed
-    to Redis answering with an error (a wrong type, say), which pausing would not fix."""
+    """True when ``error`` says Redis cannot serve now: out of reach, too busy, or
+    answering with an error that passes with time (``READONLY`` during a failover,
+    ``CLUSTERDOWN``, ``TRYAGAIN``, ``OOM``, ``NOPERM`` until the ACL is fixed, ...).
+    Only :func:`is_refusal` errors are not: the calls are tried again after the pause."""
     if isinstance(error, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
         return True
-    return isinstance(error, redis.ResponseError) and str(error).startswith(("BUSY", "LOADING"))
+    return isinstance(error, redis.ResponseError) and not is_refusal(error)
 
 
 def read(call: Callable[[], _T], what: str) -> _T:

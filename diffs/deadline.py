@@ -28,16 +28,19 @@ _lock = threading.Lock()
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_pid = 0
 _inside = threading.local()
+#: One per thread of the pool: taken by a command until it has finished.
+_slots = threading.BoundedSemaphore(POOL_SIZE)
 
 
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
     # One pool per process: a forked child has none of its parent's threads.
-    global _pool, _pool_pid
+    global _pool, _pool_pid, _slots
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
             _pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=POOL_SIZE, thread_name_prefix="diffs-cluster"
             )
+            _slots = threading.BoundedSemaphore(POOL_SIZE)
             _pool_pid = os.getpid()
         return _pool
 
@@ -53,10 +56,21 @@ class DeadlineCluster(RedisCluster):
         if self.deadline is None or getattr(_inside, "active", False):
             # Commands a command runs itself (a script load, say) are already timed.
             return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-        future = _executor().submit(self._run, args, kwargs)
+        # Commands a hung cluster holds keep their thread until redis-py gives up on
+        # them: past POOL_SIZE of those, fail at once rather than queue without bound.
+        pool = _executor()  # first: a forked child gets a pool and slots of its own
+        if not _slots.acquire(blocking=False):
+            msg = (
+                f"Redis Cluster has not answered {POOL_SIZE} commands yet; {args[0]!s} is "
+                "not sent."
+            )
+            raise redis.TimeoutError(msg)
+        future = pool.submit(self._run, args, kwargs)
         try:
             return future.result(timeout=self.deadline)
         except concurrent.futures.TimeoutError:
+            if future.cancel():  # it had not started, and now never will
+                _slots.release()
             msg = (
                 f"Redis Cluster did not answer {args[0]!s} within socket_timeout "
                 f"({self.deadline:g} s)."
@@ -69,3 +83,4 @@ class DeadlineCluster(RedisCluster):
             return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
         finally:
             _inside.active = False
+            _slots.release()

@@ -51,7 +51,7 @@ from diffs.clock import fixed_score_problem, now_ms
 from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
 from diffs.diff import looks_like_member, with_original_time
 from diffs.exceptions import DiffsWriteError
-from diffs.payload import PendingDiff
+from diffs.payload import BIRTH_ONLY, PendingDiff
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -101,7 +101,8 @@ class Queued:
         """What the write script takes for this diff, ``now`` being the flush's time."""
         pending = self.pending
         member = pending.member
-        if pending.timestamp is None and (self.late or now - self.committed_ms > LATE_AFTER_MS):
+        late = self.late or now - self.committed_ms > LATE_AFTER_MS
+        if member != BIRTH_ONLY and pending.timestamp is None and late:
             member = with_original_time(member, self.committed_ms)
         return store.Write(
             pending.key, pending.feed_key, member, pending.feed_member, pending.timestamp
@@ -368,10 +369,10 @@ def write_now(batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
     try:
         store.write_many(client, [item.write(now) for item in writes])
     except REDIS_ERRORS as error:
-        if availability.is_outage(error):
+        if not availability.is_refusal(error):
             raise
-        # Redis answered with an error for one of them (a key of another type, say):
-        # write them one by one to find which, instead of retrying the lot forever.
+        # Redis refused one of them for good (a key of another type in its place): write
+        # them one by one to find which, instead of retrying the lot forever.
         refused += _write_one_by_one(client, writes, now)
     if refused:
         _log_set_aside(refused)
@@ -382,6 +383,8 @@ def refusal(item: Queued, now: float) -> str | None:
     """Why Redis can never take ``item`` (a fixed score that aged out of the window
     while it waited, a member that is not ours), or None."""
     pending = item.pending
+    if pending.member == BIRTH_ONLY:
+        return None  # an object's birth, with no diff: Redis always takes it
     if pending.timestamp is not None:
         problem = fixed_score_problem(pending.timestamp, get_settings().max_element_age, now)
         if problem is not None:
@@ -399,7 +402,7 @@ def _write_one_by_one(
         try:
             store.write_many(client, [item.write(now)])
         except REDIS_ERRORS as error:
-            if availability.is_outage(error):
+            if not availability.is_refusal(error):
                 raise
             refused.append((item, f"Redis refused it: {error}"))
     return refused
@@ -513,6 +516,11 @@ def _note_dropped(dropped: list[Queued]) -> None:
     """Report diffs dropped from a full retry buffer: lost now, or, for those a write may
     have brought to Redis (a timeout), lost only if Redis does not have them once it
     answers."""
+    # Births are not diffs: nobody misses one (a lost birth leaves an earlier row's
+    # diffs of a reused pk readable, until they expire).
+    dropped = [item for item in dropped if item.pending.member != BIRTH_ONLY]
+    if not dropped:
+        return
     if _all_in_outbox(dropped):
         logger.warning(
             "%d diff(s) no longer wait in memory (retry_buffer_size or queue_bytes "
@@ -582,9 +590,8 @@ def _confirm_dropped() -> None:
     if missing:
         named = ", ".join(f"{label} pk={pk}" for _, _, label, pk in missing[:_NAMED_IN_LOGS])
         more = len(missing) - _NAMED_IN_LOGS
-        _log_lost(
-            dropped_count=len(missing), names=named + (f" and {more} more" if more > 0 else "")
-        )
+        named += f" and {more} more" if more > 0 else ""
+        _log_lost(dropped_count=len(missing), names=named, confirmed=True)
 
 
 def settle_outbox_rows(batch: Sequence[Queued], refused: Sequence[tuple[Queued, str]]) -> None:

@@ -34,7 +34,7 @@ import redis
 
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
-from diffs.horizon import GUARD_HORIZON_LUA
+from diffs.horizon import READ_HORIZON_LUA
 from diffs.keys import DIFF_ID_LENGTH, birth_key_for, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries
 
@@ -53,16 +53,22 @@ _WATERMARK_MARGIN_MS = 0.001
 # is the cursor as a range bound ("(<score>", exclusive) or "" for "from the oldest
 # diff kept" (now - max_element_age, inclusive); ARGV[2] is max_element_age in seconds.
 _READ_PRELUDE = (
-    GUARD_HORIZON_LUA
+    READ_HORIZON_LUA
     + """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local function fmt(value) return string.format('%.17g', value) end
-local low = ARGV[1]
-if low == '' then low = fmt(now_ms - tonumber(ARGV[2]) * 1000) end
 local function start_of(bound)
   if string.sub(bound, 1, 1) == '(' then return tonumber(string.sub(bound, 2)), true end
   return tonumber(bound), false
+end
+-- The lower bound of the range read: after the cursor, or (no cursor) from the oldest
+-- diff both kept and known complete: the window's start, or the horizon if later.
+local function lower_bound(from)
+  if ARGV[1] ~= '' then return ARGV[1] end
+  local floor = now_ms - tonumber(ARGV[2]) * 1000
+  if from > floor then floor = from end
+  return fmt(floor)
 end
 """
 )
@@ -73,14 +79,24 @@ end
 _OBJECT_PAGE_SCRIPT = (
     _READ_PRELUDE
     + """
-local from = guard_horizon(KEYS[3], KEYS[2], now_ms, ARGV[2])
+local from = read_horizon(KEYS[3], KEYS[2], now_ms, ARGV[2])
+local low = lower_bound(from)
+-- The birth: "<score>" or "<score>|<id>" (see diffs.store).
 local birth = redis.call('GET', KEYS[4])
+birth = birth and tonumber(string.match(birth, '^[^|]+'))
 if birth then
   local start, exclusive = start_of(low)
-  if tonumber(birth) > start then low = birth end
+  if birth > start then low = fmt(birth) end
+end
+-- A diff that reached Redis after the birth but whose change committed before it (its
+-- commit time "t": late after an outage, recovered from the outbox) is not this row's.
+local function before_birth(member)
+  if not birth then return false end
+  local late = string.match(member, '^{"t":([^,]+),')
+  return late ~= nil and tonumber(late) ~= nil and tonumber(late) < birth
 end
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
-local result = {now[1], now[2], fmt(from), birth or '', 0}
+local result = {now[1], now[2], fmt(from), birth and fmt(birth) or '', 0}
 local taken, bytes, offset, batch = 0, 0, 0, 4
 while true do
   local run = redis.call(
@@ -92,9 +108,11 @@ while true do
       result[5] = 1
       return result
     end
-    result[#result + 1] = run[j]
-    result[#result + 1] = run[j + 1]
-    taken, bytes = taken + 1, bytes + size
+    if not before_birth(run[j]) then
+      result[#result + 1] = run[j]
+      result[#result + 1] = run[j + 1]
+      taken, bytes = taken + 1, bytes + size
+    end
   end
   offset = offset + #run / 2
   if batch < 64 then batch = batch * 2 end
@@ -107,7 +125,8 @@ end
 _FEED_PAGE_SCRIPT = (
     _READ_PRELUDE
     + """
-local from = guard_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local from = read_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local low = lower_bound(from)
 local entries = redis.call(
   'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 local result = {now[1], now[2], fmt(from)}
@@ -214,11 +233,14 @@ def _bound(since: Since) -> tuple[str, float | None]:
     return f"({score!r}", score
 
 
-def _window(raw: Sequence[Any], since: Since, score: float | None, age: float) -> _Window:
+def _window(
+    raw: Sequence[Any], since: Since, score: float | None, age: float, *, check: bool = True
+) -> _Window:
     server_ms = int(raw[0]) * 1000 + int(raw[1]) / 1000
     horizon = float(raw[2])
-    start = server_ms - age * 1000 if score is None else score
-    check_fresh(since, start, server_ms, age, horizon)
+    start = max(server_ms - age * 1000, horizon) if score is None else score
+    if check:
+        check_fresh(since, start, server_ms, age, horizon)
     return _Window(server_ms, horizon, start)
 
 
@@ -237,8 +259,12 @@ def read_object(
     limit: int,
     max_bytes: int,
     max_element_age: float,
+    check: bool = True,
 ) -> Page:
     """Read up to ``limit`` entries (and about ``max_bytes``) of one object after ``since``.
+
+    ``check=False`` skips the cursor's freshness check: for a reader continuing from a
+    page it read itself a moment ago (the window may have moved past it meanwhile).
 
     Raises:
         CursorExpired: ``since`` is older than the window or the model's horizon.
@@ -250,7 +276,7 @@ def read_object(
         keys=[keys.key, keys.feed, keys.horizon, keys.birth],
         args=[bound, repr(float(max_element_age)), limit, max_bytes],
     )
-    window = _window(raw, since, score, max_element_age)
+    window = _window(raw, since, score, max_element_age, check=check)
     flat = raw[5:]
     entries = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
     return Page(entries, bool(int(raw[4])), window)
@@ -354,7 +380,11 @@ def _fetch(
 
 
 def _score_or_none(value: Any) -> float | None:
-    return float(value) if value not in (b"", "", None) else None
+    """A birth key's score (``"<score>"`` or ``"<score>|<id>"``), or None."""
+    if value in (b"", "", None):
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return float(text.partition("|")[0])
 
 
 def _pointers(feed: str, entries: list[Any]) -> list[tuple[str, str, float]]:

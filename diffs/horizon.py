@@ -15,6 +15,9 @@ older than ``max_element_age``. The hash has no expiry. It is kept up to date in
 the scripts that write and read (Lua below, shared by ``diffs.store`` and
 ``diffs.feed``), so every process of every site agrees:
 
+Readers respect the horizon and never move it (they drop no data, whatever their own
+``max_element_age``), except to record a missing one when the feed is empty too.
+
 * absent: created with ``from`` at the present when the model's feed is empty too
   (a new model, or Redis lost both), so after a data loss every older cursor is
   refused; when the feed holds diffs (a hash never written, as after an upgrade),
@@ -34,9 +37,9 @@ from typing import Any
 FROM_FIELD = "from"
 AGE_FIELD = "age"
 
-#: Lua: ``guard_horizon(horizon key, feed key, now ms, max_element_age seconds)``
-#: brings the horizon up to date as described above and returns its ``from`` (ms).
-#: Scores are written with %.17g (Lua's tostring keeps 14 digits only).
+#: Lua: ``guard_horizon(horizon key, feed key, now ms, max_element_age seconds)``, for
+#: writers: brings the horizon up to date as described above and returns its ``from``
+#: (ms). Scores are written with %.17g (Lua's tostring keeps 14 digits only).
 GUARD_HORIZON_LUA = """
 local function guard_horizon(hkey, feed, now, age)
   local h = redis.call('HMGET', hkey, 'from', 'age')
@@ -57,6 +60,29 @@ local function guard_horizon(hkey, feed, now, age)
       if dropped > from then from = dropped end
     end
     redis.call('HSET', hkey, 'from', string.format('%.17g', from), 'age', age)
+  end
+  return from
+end
+"""
+
+#: Lua: ``read_horizon(horizon key, feed key, now ms, max_element_age seconds)``, for
+#: readers: the ``from`` a reader must respect, changing nothing a writer decides (a
+#: reader drops no data, whatever its own window). Only a hash missing with the feed
+#: empty (Redis lost the model's keys, or it is new) is recorded, as a writer would.
+READ_HORIZON_LUA = """
+local function read_horizon(hkey, feed, now, age)
+  local h = redis.call('HMGET', hkey, 'from', 'age')
+  local from, known_age = tonumber(h[1]), tonumber(h[2])
+  if not from then
+    if redis.call('ZCARD', feed) > 0 then return now - tonumber(age) * 1000 end
+    from = now - 0.002
+    redis.call('HSET', hkey, 'from', string.format('%.17g', from))
+    return from
+  end
+  -- Writers with a smaller window than this reader's may have dropped what is older.
+  if known_age and known_age < tonumber(age) then
+    local dropped = now - known_age * 1000
+    if dropped > from then from = dropped end
   end
   return from
 end

@@ -125,6 +125,8 @@ class DiffModelManager(Generic[_M]):
                     limit=MAX_LIMIT,
                     max_bytes=conf.page_bytes,
                     max_element_age=conf.max_element_age,
+                    # Only the caller's cursor is checked; later pages go on from ours.
+                    check=cursor is since,
                 ),
                 f"the diffs of {label} pk={pk_python!r}",
             )

@@ -59,26 +59,29 @@ def build_pending(
     """Run the hooks for one change and return what to write, or None to skip it.
 
     A diff whose member exceeds ``max_bytes`` is refused: logged as an error naming
-    the model, pk and size, and not written (the save itself goes on).
+    the model, pk and size, and not written (the save itself goes on). When the diff of
+    a creation is skipped or refused, what is returned records the object's birth only
+    (:data:`BIRTH_ONLY`): a row created on the pk of a deleted one must never show that
+    row's history, with or without a diff of its own.
     """
     model = type(instance)
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
-        return None
+        return _birth_only(instance, prefix) if created else None
     data = _data_for(instance, changes, created=created)
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
-        return None
+        return _birth_only(instance, prefix) if created else None
     fixed = _fixed_timestamp(instance)
     if _unreadable_score(instance, fixed):
-        return None
+        return _birth_only(instance, prefix) if created else None
     target = _target_for(instance)
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
     member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
     if _too_large(instance, member, max_bytes):
-        return None
+        return _birth_only(instance, prefix) if created else None
     object_base, feed = _keys_of(type(target), prefix, get_settings().cluster)
     return PendingDiff(
         key=object_base + target_pk,
@@ -88,6 +91,30 @@ def build_pending(
         timestamp=fixed,
         label=model_label(model),
         pk=target_pk if target is instance else normalize_pk(model, instance.pk),
+    )
+
+
+#: The member of a PendingDiff that records its object's birth and no diff. Its
+#: ``feed_member`` is a fresh id, so a write retried after a timeout sets it once.
+BIRTH_ONLY = ""
+
+
+def _birth_only(instance: models.Model, prefix: str) -> PendingDiff | None:
+    """The write that records ``instance``'s creation without a diff (None for a child
+    whose diffs go to a parent: it has no history of its own to hide)."""
+    if _target_for(instance) is not instance:
+        return None
+    model = type(instance)
+    pk = normalize_pk(model, instance.pk)
+    object_base, feed = _keys_of(model, prefix, get_settings().cluster)
+    return PendingDiff(
+        key=object_base + pk,
+        member=BIRTH_ONLY,
+        feed_key=feed,
+        feed_member=new_diff_id(),
+        timestamp=None,
+        label=model_label(model),
+        pk=pk,
     )
 
 

@@ -51,6 +51,7 @@ def decode_entries(
 # negative ranks count from the end of what is visible).
 _RANK_SCRIPT = """
 local birth = redis.call('GET', KEYS[2])
+birth = birth and string.match(birth, '^[^|]+')
 local hidden = 0
 if birth then hidden = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. birth) end
 local total = redis.call('ZCARD', KEYS[1]) - hidden
@@ -73,6 +74,7 @@ return redis.call('ZREVRANGE', KEYS[1], start, stop, 'WITHSCORES')
 _SCORE_SCRIPT = """
 local low, high = ARGV[1], ARGV[2]
 local birth = redis.call('GET', KEYS[2])
+birth = birth and string.match(birth, '^[^|]+')
 if birth then
   local bound = string.gsub(low, '^%(', '')
   local value = tonumber(bound)

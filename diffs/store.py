@@ -50,7 +50,9 @@ _PER_DIFF_OVERHEAD = 200
 # (seconds), for the horizon. For diff i (1-based): KEYS[4i-3] its object's sorted set,
 # KEYS[4i-2] the model feed, KEYS[4i-1] the model's horizon, KEYS[4i] the object's birth
 # key; ARGV[4i-1] member, ARGV[4i] feed member, ARGV[4i+1] a fixed score or "",
-# ARGV[4i+2] "1" when the diff records its own object's creation.
+# ARGV[4i+2] "1" when the diff records its own object's creation, or "b:<id>" for the
+# birth of an object created without a diff (member and feed member then empty).
+# A birth key holds a score, or "<score>|<id>" when written without a diff.
 # Returns each diff's score as text. Scores are formatted with %.17g: Lua's default
 # number-to-string conversion keeps only 14 digits, which would round epoch
 # milliseconds to whole milliseconds.
@@ -130,14 +132,29 @@ for i = 1, #KEYS / 4 do
     horizon = guard_horizon(KEYS[4 * i - 1], keys[2], clock, age)
     guarded[KEYS[4 * i - 1]] = horizon
   end
-  local existing = redis.call('ZSCORE', keys[2], entry)
-  if existing then
+  local existing = entry ~= '' and redis.call('ZSCORE', keys[2], entry)
+  if string.sub(creates, 1, 2) == 'b:' then
+    -- A creation without a diff: only the birth, above what the set holds, once.
+    local marker = '|' .. string.sub(creates, 3)
+    local current = redis.call('GET', KEYS[4 * i])
+    local last = newest(keys[1])
+    if last and not (current and string.find(current, marker, 1, true)) then
+      local birth = by_clock(clock, {keys[1]})
+      redis.call('SET', KEYS[4 * i], fmt(birth) .. marker, 'PX', ttl)
+    end
+    scores[i] = fmt(clock)
+  elseif existing then
     scores[i] = existing
   else
     local earlier = creates == '1' and newest(keys[1])
     local score = nil
-    -- Below the horizon, a diff's cursor would read as expired: the clock takes it.
-    if fixed ~= '' and tonumber(fixed) < horizon then after_fixed[fixed] = 'clock' end
+    -- Below the horizon, a diff's cursor would read as expired; more than a minute past
+    -- the Redis clock (an application server's clock ahead), every later diff of the
+    -- feed would sort behind it and its cursor read as "in the future": the clock
+    -- takes either.
+    if fixed ~= '' and (tonumber(fixed) < horizon or tonumber(fixed) > clock + 60000) then
+      after_fixed[fixed] = 'clock'
+    end
     if fixed ~= '' and after_fixed[fixed] ~= 'clock' then
       local start = tonumber(fixed)
       local previous = after_fixed[fixed]
@@ -206,6 +223,8 @@ class Write:
 
     def script_args(self) -> tuple[str, str, str, str]:
         """The four arguments the write script takes for this diff."""
+        if not self.member:  # an object's birth, with no diff (payload.BIRTH_ONLY)
+            return ("", "", "", f"b:{self.feed_member}")
         fixed = "" if self.score is None else repr(float(self.score))
         creates = "1" if records_creation(self.member) else ""
         return (self.member, self.feed_member, fixed, creates)

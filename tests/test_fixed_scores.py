@@ -165,3 +165,18 @@ def test_a_fixed_score_older_than_the_horizon_is_placed_by_the_clock_keeping_its
     page = Question.diffs.since(None)
     assert [d.id for d in page.diffs] == [diff.id]
     assert Question.diffs.since(page.diffs[0].cursor).diffs == []
+
+
+def test_a_fixed_score_ahead_of_the_redis_clock_is_placed_by_it(redis_client):
+    # An application server whose clock runs ahead passes Python's "a minute ahead"
+    # check with scores Redis would see in the future: the script places them by its
+    # own clock, keeping the time in "t", so later diffs and cursors are unaffected.
+    seconds, micros = redis_client.time()
+    ahead = seconds * 1000 + micros / 1000 + 120_000
+    with own_client() as client:
+        open_horizon(client)
+        [score] = store.write_many(client, [write(1, ahead)])
+        [(member, stored)] = client.zrange("diffs:testapp.question:1", 0, -1, withscores=True)
+        redis_now = client.time()
+    assert score < redis_now[0] * 1000 + 1000
+    assert Diff.from_member(member, stored).timestamp == ahead

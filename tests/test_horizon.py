@@ -156,3 +156,50 @@ def test_a_cursor_within_an_unchanged_window_is_never_expired_by_the_horizon():
         save("b")
         page = Question.diffs.since(cursor)
         assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["b"]
+
+
+def test_a_reader_with_a_smaller_window_expires_no_ones_cursor():
+    with redis_server() as server:
+        url = f"redis://127.0.0.1:{server.port}/1"
+        with diffs_settings(url=url, test_mode=False, max_element_age=1000):
+            fresh_client()
+            save("a")
+            cursor = Question.diffs.since(None).cursor
+            time.sleep(1.2)
+        with diffs_settings(url=url, test_mode=False, max_element_age=1):
+            fresh_client()
+            Question.diffs.since(None)  # a shell or a worker with a short window reads
+        with diffs_settings(url=url, test_mode=False, max_element_age=1000):
+            fresh_client()
+            save("b")
+            assert [
+                d.data[0]["fields"]["question_text"] for d in Question.diffs.since(cursor).diffs
+            ] == ["b"]
+            fresh_client()
+
+
+def test_reads_without_a_cursor_start_at_the_horizon_after_the_window_was_raised():
+    # A diff older than the old window but still stored (its key kept alive by later
+    # writes, no prune yet) lies under the horizon once the window is raised: a read
+    # without a cursor must not start among such diffs and hand out an expired cursor.
+    with redis_server() as server:
+        url = f"redis://127.0.0.1:{server.port}/1"
+        with diffs_settings(url=url, test_mode=False, max_element_age=1):
+            fresh_client()
+            question = save("old")
+            time.sleep(1.2)
+            question.question_text = "kept"
+            question.save()  # keeps the set alive; "old" is now past the 1 s window
+        with diffs_settings(url=url, test_mode=False, max_element_age=1000, page_bytes=1):
+            fresh_client()
+            question.question_text = "new"
+            question.save()  # the horizon moves to a second ago: after "old"
+
+            def texts(diffs):
+                return [d.data[0]["fields"]["question_text"] for d in diffs]
+
+            assert texts(question.diffs) == ["kept", "new"]
+            first = Question.diffs.since(None, limit=1)
+            second = Question.diffs.since(first.cursor, limit=1)  # no CursorExpired
+            assert texts(first.diffs + second.diffs) == ["kept", "new"]
+            fresh_client()

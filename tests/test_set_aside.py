@@ -123,3 +123,42 @@ def test_flush_diffs_writes_outbox_rows_outside_durable_mode_too():
     assert "Wrote 1 waiting diff(s)" in out.getvalue()
     assert not OutboxEntry.objects.exists()
     assert question.diffs[-1].data == ["left behind"]
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "durable"])
+def test_a_failover_is_an_outage_not_a_refusal(durable, caplog):
+    # While the client still talks to a primary that became a replica, Redis answers
+    # READONLY: that passes once the failover is over, so nothing may be set aside.
+    from tests.redis_server import free_port, redis_server
+
+    with redis_server() as server:
+        admin = redis_server_client(server.port)
+        url = f"redis://127.0.0.1:{server.port}/1"
+        with diffs_settings(url=url, test_mode=False, durable=durable, socket_timeout=1):
+            fresh()
+            admin.replicaof("127.0.0.1", free_port())  # read-only from now on
+            with caplog.at_level(logging.ERROR, logger="diffs"):
+                question = Question.objects.create(question_text="during the failover")
+            assert set_aside_lines(caplog) == []
+            assert OutboxEntry.objects.filter(refused__isnull=False).count() == 0
+            admin.replicaof("no", "one")  # promoted: writable again
+            if durable:
+                delivery.clear()  # the process went away; its outbox row did not
+            report = diffs.flush_diffs()
+            assert report.set_aside == 0
+            assert texts(question) == ["during the failover"]
+            fresh()
+
+
+def redis_server_client(port: int):
+    import redis
+
+    return redis.Redis(port=port, db=1)
+
+
+def fresh() -> None:
+    from diffs.settings import clear_settings_cache
+
+    clear_settings_cache()
+    diffs.reset_connection()
+    delivery.clear()
