@@ -9,6 +9,7 @@ Nothing connects at import or registration time. The cached client is dropped wh
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -37,6 +38,20 @@ def underlying_error(error: BaseException) -> BaseException:
 
 
 _lock = threading.Lock()
+
+# One Script object per client and script source: it keeps the script's SHA and falls
+# back to EVAL once per server. Weak keys, so replaced clients are not kept alive.
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def cached_script(client: Any, source: str) -> Any:
+    """The ``redis-py`` Script for ``source`` on ``client``, registered once."""
+    by_source = _scripts.setdefault(client, {})
+    script = by_source.get(source)
+    if script is None:
+        script = by_source[source] = client.register_script(source)
+    return script
+
 
 _client: redis.Redis | None = None
 _fake_server: fakeredis.FakeServer | None = None

@@ -25,18 +25,18 @@ row with the same pk are never returned for it. The feed returns them, marked
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from diffs.connection import cached_script
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.horizon import READ_HORIZON_LUA
 from diffs.keys import DIFF_ID_LENGTH, birth_key_for, parse_feed_member, pk_value
-from diffs.sortedset import decode_entries
+from diffs.sortedset import decode_entries, pairs
 
 logger = logging.getLogger("diffs")
 
@@ -212,19 +212,6 @@ class Page:
         return encode_cursor(max(last, self.window.watermark, self.window.start))
 
 
-# One Script object per client and script (it keeps the SHA; weak keys, so replaced
-# clients are not kept alive).
-_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _script(client: redis.Redis, source: str) -> Any:
-    by_source = _scripts.setdefault(client, {})
-    script = by_source.get(source)
-    if script is None:
-        script = by_source[source] = client.register_script(source)
-    return script
-
-
 def _bound(since: Since) -> tuple[str, float | None]:
     """The script's range bound for ``since`` and the cursor's score (None: no cursor)."""
     score, _ = start_of(since, 0.0)
@@ -271,14 +258,14 @@ def read_object(
         InvalidCursor: ``since`` is malformed or in the future.
     """
     bound, score = _bound(since)
-    script = _script(client, _OBJECT_PAGE_SCRIPT)
+    script = cached_script(client, _OBJECT_PAGE_SCRIPT)
     raw = script(
         keys=[keys.key, keys.feed, keys.horizon, keys.birth],
         args=[bound, repr(float(max_element_age)), limit, max_bytes],
     )
     window = _window(raw, since, score, max_element_age, check=check)
     flat = raw[5:]
-    entries = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    entries = pairs(flat)
     return Page(entries, bool(int(raw[4])), window)
 
 
@@ -316,12 +303,12 @@ def model_page(
     """A model's diffs (its feed) after ``since``: at most ``limit``, about ``max_bytes``."""
     check_limit(limit)
     bound, score = _bound(since)
-    raw = _script(client, _FEED_PAGE_SCRIPT)(
+    raw = cached_script(client, _FEED_PAGE_SCRIPT)(
         keys=[keys.feed, keys.horizon], args=[bound, repr(float(max_element_age)), limit + 1]
     )
     window = _window(raw, since, score, max_element_age)
     flat = raw[3:]
-    listed = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    listed = pairs(flat)
     has_more = len(listed) > limit
     listed = listed[:limit]
     pointers = _pointers(keys.feed, listed)
@@ -361,7 +348,7 @@ def _fetch(
         index = sets.setdefault(key_base + pk_text, len(sets) + 1)
         args += (index, repr(score), diff_id)
     keys = [*sets, *(birth_key_for(key, prefix) for key in sets)]
-    raw = _script(client, _FETCH_SCRIPT)(keys=keys, args=args)
+    raw = cached_script(client, _FETCH_SCRIPT)(keys=keys, args=args)
     taken = int(raw[0])
     births = {key: _score_or_none(raw[index]) for key, index in sets.items()}
     members = raw[1 + len(sets) :]

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffs.connection import cached_script
+
 FROM_FIELD = "from"
 AGE_FIELD = "age"
 
@@ -103,5 +105,5 @@ def raise_to(client: Any, key: str | bytes, from_ms: float) -> bool:
 
     ``prune_diffs`` calls it with its cutoff for every model whose diffs it pruned.
     """
-    script = client.register_script(_RAISE_SCRIPT)
+    script = cached_script(client, _RAISE_SCRIPT)
     return bool(script(keys=[key], args=[repr(float(from_ms))]))

@@ -13,7 +13,7 @@ from django.db import models
 
 from diffs import availability, store
 from diffs.clock import datetime_to_ms, fixed_score_problem
-from diffs.connection import get_connection
+from diffs.connection import cached_script, get_connection
 from diffs.cursors import Since, encode_cursor
 from diffs.delivery import flush_before_read
 from diffs.diff import Diff, new_diff_id
@@ -220,7 +220,7 @@ class DiffModelManager(Generic[_M]):
         flush_before_read()
         keys = self._object_keys(pk)
         client = get_connection()
-        script = client.register_script(_RESTART_SCRIPT)
+        script = cached_script(client, _RESTART_SCRIPT)
         ttl_ms = max(1, round(get_settings().max_element_age * 1000))
         availability.read(
             lambda: script(keys=[keys.key, keys.birth], args=[ttl_ms]),

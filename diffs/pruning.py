@@ -37,6 +37,7 @@ import redis
 from django.apps import apps
 from django.db import models
 
+from diffs.connection import cached_script
 from diffs.horizon import raise_to
 from diffs.keys import FEED_MARKER, HORIZON_MARKER, KeyShape, parse_key, prefix_pattern
 
@@ -224,7 +225,7 @@ def _prune_batch(
 
 
 def _trim_feed(client: redis.Redis, feed: RedisKey, cutoff_ms: float) -> int:
-    trim = client.register_script(_TRIM_FEED_SCRIPT)
+    trim = cached_script(client, _TRIM_FEED_SCRIPT)
     removed = 0
     while True:
         try:

@@ -17,6 +17,7 @@ from typing import Any, overload
 import redis
 
 from diffs import availability
+from diffs.connection import cached_script
 from diffs.delivery import flush_before_read
 from diffs.diff import Diff, decode_members
 from diffs.keys import birth_key_for
@@ -96,7 +97,8 @@ return redis.call(unpack(command))
 """
 
 
-def _pairs(flat: list[Any]) -> list[tuple[Any, float]]:
+def pairs(flat: list[Any]) -> list[tuple[Any, float]]:
+    """``(member, score)`` pairs from a flat ``WITHSCORES`` reply."""
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
@@ -189,23 +191,23 @@ class DiffSortedSet:
 
     def zrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, oldest first; ``stop`` is inclusive, as in Redis."""
-        return self._decode(_pairs(self._ranks("range", start, stop)))
+        return self._decode(pairs(self._ranks("range", start, stop)))
 
     def zrevrange(self, start: int, stop: int) -> list[Diff]:
         """Diffs by rank, newest first; ``stop`` is inclusive, as in Redis."""
-        return self._decode(_pairs(self._ranks("revrange", start, stop)))
+        return self._decode(pairs(self._ranks("revrange", start, stop)))
 
     def zrangebyscore(
         self, min: Score, max: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``min <= score <= max``, oldest first (``"(x"``/``"-inf"`` work)."""
-        return self._decode(_pairs(self._by_score(min, max, start, num, "")))
+        return self._decode(pairs(self._by_score(min, max, start, num, "")))
 
     def zrevrangebyscore(
         self, max: Score, min: Score, start: int | None = None, num: int | None = None
     ) -> list[Diff]:
         """Diffs with ``max >= score >= min``, newest first."""
-        return self._decode(_pairs(self._by_score(min, max, start, num, "rev")))
+        return self._decode(pairs(self._by_score(min, max, start, num, "rev")))
 
     def zadd(self, members: Mapping[str, float]) -> int:
         """Add raw ``{member: score}`` pairs; returns how many were new."""
@@ -222,7 +224,7 @@ class DiffSortedSet:
 
     def _ranks(self, op: str, start: int, stop: int) -> Any:
         flush_before_read()
-        script = self.client.register_script(_RANK_SCRIPT)
+        script = cached_script(self.client, _RANK_SCRIPT)
         keys = [self.key, self.birth_key]
         return availability.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
 
@@ -230,7 +232,7 @@ class DiffSortedSet:
         self, low: Score, high: Score, start: int | None, num: int | None, direction: str
     ) -> Any:
         flush_before_read()
-        script = self.client.register_script(_SCORE_SCRIPT)
+        script = cached_script(self.client, _SCORE_SCRIPT)
         args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
         args.append(direction)
         keys = [self.key, self.birth_key]

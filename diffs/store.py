@@ -29,13 +29,14 @@ client already holds.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from redis.crc import key_slot
 
+from diffs.connection import cached_script
 from diffs.horizon import GUARD_HORIZON_LUA
 from diffs.keys import BIRTH_MARKER, FEED_MARKER, HORIZON_MARKER
 from diffs.settings import get_settings
@@ -259,18 +260,8 @@ def records_creation(member: str) -> bool:
     return '"created":true' in head and '"m":' not in head
 
 
-# One Script per client: it remembers the script's SHA and falls back to EVAL once
-# per server. Weak keys, so replaced clients (settings changes) are not kept alive.
-_scripts: weakref.WeakKeyDictionary[redis.Redis, redis.commands.core.Script] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _script(client: redis.Redis) -> redis.commands.core.Script:
-    script = _scripts.get(client)
-    if script is None:
-        script = _scripts[client] = client.register_script(WRITE_SCRIPT)
-    return script
+def _script(client: redis.Redis) -> Any:
+    return cached_script(client, WRITE_SCRIPT)
 
 
 def write_many(
