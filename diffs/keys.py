@@ -95,10 +95,10 @@ def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
     move to (or from) Redis Cluster is written to the keys readers use now. The prefix
     is the row's own. A pair that is not an object key and its feed is returned as is.
     """
-    marker = feed.rfind(FEED_MARKER)  # the model part holds no ':', so the last one
-    if marker < 0:
+    split = split_feed_key(feed)
+    if split is None:
         return key, feed
-    prefix, part = feed[:marker], feed[marker + len(FEED_MARKER) :]
+    prefix, part = split
     if not key.startswith(f"{prefix}{part}:"):
         return key, feed
     label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
@@ -107,6 +107,22 @@ def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
         return key, feed
     pk_text = key[len(prefix) + len(part) + 1 :]
     return f"{prefix}{wanted}:{pk_text}", f"{prefix}{FEED_MARKER}{wanted}"
+
+
+def split_feed_key(feed: str) -> tuple[str, str] | None:
+    """``(prefix, model part)`` of a feed key, or None for a key that is not one. The
+    model part holds no ``:``, so the last ``feed:`` is the marker, whatever the prefix."""
+    marker = feed.rfind(FEED_MARKER)
+    if marker < 0:
+        return None
+    return feed[:marker], feed[marker + len(FEED_MARKER) :]
+
+
+def guard_keys(key: str, feed: str) -> tuple[str, str]:
+    """The model's horizon key and the object's birth key, from its set's key and its
+    model's feed key (the prefix and the model part are the feed's)."""
+    prefix, part = split_feed_key(feed) or ("", feed)
+    return f"{prefix}{HORIZON_MARKER}{part}", birth_key_for(key, prefix)
 
 
 def escape_glob(text: str) -> str:

@@ -38,7 +38,7 @@ from redis.crc import key_slot
 
 from diffs.connection import cached_script
 from diffs.horizon import GUARD_HORIZON_LUA
-from diffs.keys import BIRTH_MARKER, FEED_MARKER, HORIZON_MARKER
+from diffs.keys import guard_keys
 from diffs.settings import get_settings
 
 #: Most diffs one script call writes, whatever their size.
@@ -220,7 +220,7 @@ class Write:
 
     def script_keys(self) -> tuple[str, str, str, str]:
         """The four keys the write script takes for this diff (see ``WRITE_SCRIPT``)."""
-        return (self.key, self.feed, *_guard_keys(self.key, self.feed))
+        return (self.key, self.feed, *guard_keys(self.key, self.feed))
 
     def script_args(self) -> tuple[str, str, str, str]:
         """The four arguments the write script takes for this diff."""
@@ -235,18 +235,6 @@ def _utf8_length(text: str) -> int:
     # Characters bound the bytes from below and 4 x characters from above; only text
     # that is not ASCII needs encoding to know.
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def _guard_keys(key: str, feed: str) -> tuple[str, str]:
-    """The model's horizon key and the object's birth key, derived from its two keys.
-
-    The model part holds no ``:``, so the last ``feed:`` of the feed key is its marker
-    and what comes before is the prefix; the object key is that prefix, the model part
-    and the pk.
-    """
-    marker = feed.rfind(FEED_MARKER)
-    prefix, part = feed[:marker], feed[marker + len(FEED_MARKER) :]
-    return f"{prefix}{HORIZON_MARKER}{part}", f"{prefix}{BIRTH_MARKER}{key[len(prefix) :]}"
 
 
 _DATA_KEY = ',"data":'
