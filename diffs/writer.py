@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -41,9 +40,8 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diffs import availability, delivery, outbox, store
+from diffs import availability, delivery, outbox
 from diffs.clock import now_ms
-from diffs.connection import get_connection
 from diffs.exceptions import DiffsWriteError
 from diffs.payload import PendingDiff
 from diffs.settings import get_settings
@@ -337,23 +335,22 @@ class _BulkCommit:
         if self.outage is None:
             self.outage = self._write_queue_first()
         if self.outage is None:
-            error = _write_now(items)
-            if error is None:
-                outbox.forget(_rows_of(items))
+            try:
+                # Delivery's write: refusals (set aside) and outages as for any diff.
+                refused = delivery.write_now(items)
+            except Exception as error:  # any client error: the database has committed
+                availability.trip()
+                self.outage = error
+            else:
+                delivery.settle_outbox_rows(items, refused)
                 return
-            if not availability.is_outage(error):
-                # Redis refused one of them: delivery writes them one by one and sets
-                # aside what Redis cannot take.
-                self._hand_over(items)
-                return
-            self.outage = error
             logger.error(
                 "Could not write %d spilled diff(s) of a bulk write to Redis (%s: %s). "
                 "The database changes were saved; the next message says what became of "
                 "this transaction's diffs.",
                 len(items),
-                type(error).__name__,
-                error,
+                type(self.outage).__name__,
+                self.outage,
             )
         self._during_outage(items)
 
@@ -431,21 +428,8 @@ class _StillWaiting(Exception):
     """Diffs a failed write left waiting in memory: spilled ones must queue behind."""
 
 
-def _write_now(items: list[delivery.Queued]) -> Exception | None:
-    """Write ``items`` in one call; return what the client raised, if it did."""
-    try:
-        store.write_many(get_connection(), [item.write(_clock_ms()) for item in items])
-    except Exception as error:  # any client error: the database has committed
-        return error
-    return None
-
-
 def _rows_of(items: Sequence[delivery.Queued]) -> list[tuple[str, int]]:
     return [item.outbox_row for item in items if item.outbox_row is not None]
-
-
-def _clock_ms() -> float:
-    return time.time() * 1000
 
 
 def _remember(named: list[str], items: list[delivery.Queued]) -> None:

@@ -552,13 +552,16 @@ def test_a_spilled_piece_redis_refuses_is_handed_to_delivery(mode, monkeypatch):
     # Redis answering with an error (not out of reach): delivery writes the piece
     # again, one diff at a time if need be, instead of dropping what follows.
     pks = make_questions(40)
-    real = writer._write_now
+    real = store.write_many
     refusals = iter([redis.ResponseError("WRONGTYPE Operation against a key")])
 
-    def refuse_once(items: Any) -> Exception | None:
-        return next(refusals, None) or real(items)
+    def refuse_once(client: Any, writes: Any, **kwargs: Any) -> list[float]:
+        refusal = next(refusals, None)
+        if refusal is not None and len(writes) > 1:  # the piece's write, not a single diff
+            raise refusal
+        return real(client, writes, **kwargs)
 
-    monkeypatch.setattr(writer, "_write_now", refuse_once)
+    monkeypatch.setattr(store, "write_many", refuse_once)
     with diffs_settings(on_redis_error=mode), transaction.atomic():
         Question.objects.update(votes=2)
     assert_one_diff_each(pks, lambda pk: {"votes": 2})
