@@ -248,23 +248,6 @@ def _take_all() -> list[Queued]:
     return batch
 
 
-def flush_at_exit() -> None:
-    """Give waiting diffs one last chance when the interpreter exits normally."""
-    if not _queue.items and not _queue.send_lock.locked():
-        return
-    try:
-        result = flush(force=True)
-    except Exception:  # the process is ending: report, never raise
-        logger.exception("Could not write the diffs waiting at exit.")
-        return
-    if result.waiting:
-        logger.error(
-            "%d diff(s) were still waiting for Redis when the process exited; they are "
-            "lost unless durable mode kept them in the outbox table.",
-            result.waiting,
-        )
-
-
 def flush_soon() -> None:
     """Flush now or, with ``write_behind``, wake the background writer and return.
 

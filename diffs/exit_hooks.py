@@ -152,9 +152,10 @@ def _report_unwritten(why: str) -> int:
     left = delivery.unwritten()
     if left:
         logger.error(
-            "%d diff(s) committed in this process were not written to Redis before it "
-            "ended (%s). They are lost unless durable mode kept them in the outbox "
-            "table: clients syncing these objects must reload them.",
+            "%d diff(s) committed in this process were not written to Redis: they were "
+            "still waiting for Redis when the process exited (%s). They are lost unless "
+            "durable mode kept them in the outbox table: clients syncing these objects "
+            "must reload them.",
             left,
             why,
         )

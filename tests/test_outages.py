@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 import diffs
-from diffs import availability, delivery, store
+from diffs import availability, delivery, exit_hooks, store
 from diffs.payload import PendingDiff
 from tests.conftest import diffs_settings, unreachable_url
 from tests.keynames import feed_key
@@ -303,11 +303,11 @@ def test_diffs_waiting_at_exit_get_one_last_try(caplog):
     with unreachable():
         question = Question.objects.create(question_text="waiting")
         with caplog.at_level(logging.ERROR, logger="diffs"):
-            delivery.flush_at_exit()  # Redis still down: said out loud
+            exit_hooks.at_exit()  # Redis still down: said out loud
         assert "still waiting for Redis when the process exited" in caplog.records[-1].message
-    delivery.flush_at_exit()
+    exit_hooks.at_exit()
     assert texts(question) == ["waiting"]
-    delivery.flush_at_exit()  # nothing waiting: nothing to do
+    exit_hooks.at_exit()  # nothing waiting: nothing to do
 
 
 def test_the_exit_flush_is_installed():

@@ -12,7 +12,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from diffs import availability, delivery, store
+from diffs import availability, delivery, exit_hooks, store
 from diffs.settings import build_settings, find_problems
 from tests.conftest import diffs_settings
 from tests.testapp.models import Question
@@ -231,7 +231,7 @@ def test_exit_waits_for_the_write_the_thread_has_in_flight(
     assert in_flight.wait(WAIT)
     threading.Timer(0.2, gate.set).start()
 
-    delivery.flush_at_exit()
+    exit_hooks.at_exit()
 
     assert redis_client.zcard(Question.diffs.get_key(question.pk)) == 1
 
