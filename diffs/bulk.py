@@ -146,6 +146,8 @@ class DiffsQuerySetMixin(_QuerySetBase):
             return super().bulk_create(objs, *args, **kwargs)
         self._for_write = True
         using = self.db
+        # Before the INSERT: which pk fields the database assigns, as save() does.
+        assigned = {id(obj): tracking.database_assigned_pk(obj) for obj in objs}
         with transaction.atomic(using=using, savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
             inserted = _inserted(created, using) if kwargs.get("ignore_conflicts") else None
@@ -156,7 +158,14 @@ class DiffsQuerySetMixin(_QuerySetBase):
             ]
             missing = len(created) - len(recorded)
             _hand_over(
-                (_build(obj, tracking.current_state(obj), created=True) for obj in recorded),
+                (
+                    _build(
+                        obj,
+                        tracking.creation_fields(obj, {}, assigned.get(id(obj), ())),
+                        created=True,
+                    )
+                    for obj in recorded
+                ),
                 using,
             )
             for obj in recorded:

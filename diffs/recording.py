@@ -24,6 +24,9 @@ logger = logging.getLogger("diffs")
 CHANGES_ATTRIBUTE = "_diffs_changes"
 #: Instance attribute carrying, inside a transaction, the snapshot before the save.
 PREVIOUS_ATTRIBUTE = "_diffs_previous_snapshot"
+#: Instance attribute carrying from pre_save to post_save the pk fields that the
+#: database assigns on INSERT (set only when there are any).
+ASSIGNED_PK_ATTRIBUTE = "_diffs_database_assigned_pk"
 #: Instance attribute set by pre_delete when the row to delete does not exist.
 ABSENT_ATTRIBUTE = "_diffs_delete_absent_row"
 
@@ -61,6 +64,9 @@ def on_pre_save(
     """Remember what this save changes, before field ``pre_save`` hooks run."""
     tracking.settle(instance)
     instance.__dict__[CHANGES_ATTRIBUTE] = tracking.changed_fields(instance, update_fields)
+    assigned = tracking.database_assigned_pk(instance)
+    if assigned:
+        instance.__dict__[ASSIGNED_PK_ATTRIBUTE] = assigned
     previous = tracking.provisional_copy(instance, using or "default")
     if previous is not None:
         instance.__dict__[PREVIOUS_ATTRIBUTE] = previous
@@ -76,6 +82,7 @@ def on_post_save(
     """Build the diff of a completed save and schedule its write."""
     changes = instance.__dict__.pop(CHANGES_ATTRIBUTE, None)
     previous = instance.__dict__.pop(PREVIOUS_ATTRIBUTE, None)
+    assigned = instance.__dict__.pop(ASSIGNED_PK_ATTRIBUTE, ())
     tracking.mark_saved(instance)
     if changes is None:  # saved while the receivers were being connected
         return
@@ -84,8 +91,8 @@ def on_post_save(
         return
     if created:
         # Every field is new, even when the instance thought otherwise (a save after its
-        # INSERT was rolled back becomes an INSERT again).
-        changes = {**tracking.current_state(instance), **changes}
+        # INSERT was rolled back becomes an INSERT again), except a pk the database chose.
+        changes = tracking.creation_fields(instance, changes, assigned)
     conf = get_settings()
     if expressions.expression_fields(instance):
         with expressions.resolved(instance, using):

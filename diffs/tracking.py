@@ -271,6 +271,41 @@ def current_state(instance: models.Model) -> dict[str, Any]:
     }
 
 
+def database_assigned_pk(instance: models.Model) -> tuple[str, ...]:
+    """Names of the instance's primary-key fields that hold None before an INSERT.
+
+    The database assigns them (an ``AutoField``, or a multi-table child's link to the
+    parent row inserted with it), so they are no field the object was created with: the
+    ``dirty_fields`` of a creation leaves them out, as 0.1.16 (django-dirtyfields) did.
+    A pk that holds a value before the INSERT (set by hand, or by a default such as
+    ``uuid.uuid4``) is kept.
+    """
+    values = instance.__dict__
+    return tuple(
+        name for name, attname in _pk_fields(type(instance)) if values.get(attname) is None
+    )
+
+
+@functools.cache
+def _pk_fields(model: type[models.Model]) -> tuple[tuple[str, str], ...]:
+    # (name, attname) of the model's own pk and, on a multi-table child, its parents'.
+    return tuple((f.name, f.attname) for f in model._meta.concrete_fields if f.primary_key)
+
+
+def creation_fields(
+    instance: models.Model, changes: dict[str, Any], assigned: Iterable[str]
+) -> dict[str, Any]:
+    """The ``dirty_fields`` of a creation: every loaded field, the database-assigned pk
+    fields ``assigned`` (see :func:`database_assigned_pk`) left out.
+
+    ``changes`` (what pre_save saw) wins over the values read after the INSERT.
+    """
+    fields = {**current_state(instance), **changes}
+    for name in assigned:
+        fields.pop(name, None)
+    return fields
+
+
 @contextlib.contextmanager
 def saved_values(instance: models.Model) -> Iterator[None]:
     """Within the block, fields hold their last saved values, not unsaved edits.
