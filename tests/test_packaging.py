@@ -1,7 +1,8 @@
-"""Point 1: what the wheel ships."""
+"""What the wheel ships, and what its metadata says."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -36,6 +37,17 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
     ):
         assert requirement in text
     assert "License" in text
+    classified = set(re.findall(r"Classifier: Framework :: Django :: (\d+\.\d+)", text))
+    assert classified == tested_django_versions()
+
+
+def tested_django_versions() -> set[str]:
+    """The Django versions tox runs the suite on (``dj52`` -> ``5.2``)."""
+    envlist = (ROOT / "tox.ini").read_text(encoding="utf-8")
+    versions = set()
+    for group in re.findall(r"-dj\{?([\d,]+)\}?", envlist):
+        versions.update(f"{code[0]}.{code[1:]}" for code in group.split(","))
+    return versions
 
 
 def test_rst_documents_render_without_warnings():
