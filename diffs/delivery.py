@@ -427,7 +427,9 @@ def _handle_failure(batch: list[Queued], error: Exception) -> None:
         logger.error(
             "Could not write %d diff(s) to Redis (%s): %s. The database changes were "
             "saved; the diffs wait in memory (%d waiting) and are written, in order, "
-            "once Redis answers (next save, or manage.py flush_diffs).",
+            "once Redis answers, by this process (its next write or read, or "
+            "diffs.flush_diffs() called in it; manage.py flush_diffs runs in a process of "
+            "its own and cannot reach them).",
             len(batch),
             cause,
             names,

@@ -48,6 +48,9 @@ def test_diffs_wait_in_memory_and_the_next_write_delivers_them_in_order(no_pause
     assert delivery.waiting() == 3
     assert question.diffs == []
     assert all(f"testapp.question pk={question.pk}" in r.getMessage() for r in caplog.records)
+    # The hint names what can write them: this process, not manage.py flush_diffs.
+    assert all("diffs.flush_diffs() called in it" in r.getMessage() for r in caplog.records)
+    assert all("cannot reach them" in r.getMessage() for r in caplog.records)
     question.question_text = "four"
     question.save()  # Redis answers again: the waiting diffs go first
     assert delivery.waiting() == 0
