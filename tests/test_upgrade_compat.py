@@ -3,11 +3,13 @@ what to use instead.
 
 * ``serialize_diff(dirty_fields, created=True)`` gets the fields the object was created
   with: a pk the database assigned is not one of them, a pk known before the INSERT is
-  (the same rule for ``save()`` and ``bulk_create()``).
+  (the same rule for ``save()`` and ``bulk_create()``);
+* ``diffs.helpers.precise_timestamp(dt=...)``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -154,3 +156,22 @@ def test_an_update_after_the_creation_is_unaffected(committed, hook_calls):
         question.question_text = "after"
         question.save()
     assert hook_calls[1] == ("Question", False, {"question_text": "before"})
+
+
+# diffs.helpers.precise_timestamp(dt=None)
+
+
+def test_precise_timestamp_takes_its_0_1_16_keyword():
+    from diffs.helpers import precise_timestamp
+
+    one_second = dt.datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=dt.timezone.utc)
+    assert precise_timestamp(dt=one_second) == 1000.5
+    assert precise_timestamp(one_second) == 1000.5
+    assert precise_timestamp(dt=None) > 1.7e12
+
+
+def test_precise_timestamp_reads_a_naive_dt_in_the_default_time_zone(settings):
+    from diffs.helpers import precise_timestamp
+
+    settings.TIME_ZONE = "America/Chicago"  # UTC-6 in January
+    assert precise_timestamp(dt=dt.datetime(1970, 1, 1)) == 6 * 3600 * 1000
