@@ -30,6 +30,16 @@ class DiffsConfig(AppConfig):
             install_exit_hooks()
 
 
+def __getattr__(name: str) -> type[DiffsConfig]:
+    # 0.1.16 named its app config DiffLogConfig, and INSTALLED_APPS may still say
+    # "diffs.apps.DiffLogConfig". A module attribute would be a second AppConfig class
+    # in this module, and Django would then no longer pick DiffsConfig by itself.
+    if name == "DiffLogConfig":
+        return DiffsConfig
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
 def _write_behind_configured() -> bool:
     from diffs.settings import get_settings
 

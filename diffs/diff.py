@@ -253,6 +253,28 @@ class Diff:
             raise ValueError(msg)
         return build_member(self.id, encode_data(self.data), self.created, self.deleted)
 
+    def typecast_for_storage(self) -> tuple[str, float]:
+        """Return ``(member, score)``: the diff as a write stores it (kept from 0.1.16).
+
+        A diff built by hand has no ``id``; it gets a fresh one, as a write would give
+        it, so the member is one that reads accept. Raises ``TypeError`` or
+        ``ValueError`` for data JSON cannot hold (see :func:`encode_data`).
+        """
+        diff_id = self.id if self.id is not None else new_diff_id()
+        member = build_member(diff_id, encode_data(self.data), self.created, self.deleted)
+        return member, self.timestamp
+
+    @classmethod
+    def from_storage(cls, member: bytes | str, timestamp: float | None = None) -> Diff:
+        """Decode one stored member (kept from 0.1.16); ``timestamp`` is its score (now
+        when None).
+
+        Members written by 0.1.16 (``{"data": ..., "created": ...}``) decode too. Raises
+        ``ValueError`` when ``member`` is not one (0.1.16 raised ``KeyError`` or
+        ``JSONDecodeError``, which is a ``ValueError``).
+        """
+        return cls.from_member(member, now_ms() if timestamp is None else timestamp)
+
     @classmethod
     def from_member(
         cls, member: bytes | str, score: float, model: str | None = None, pk: Any = None

@@ -83,6 +83,9 @@ class DiffModelManager(Generic[_M]):
         """Return the Redis key of the object ``pk`` (of ``model_cls``, default this model)."""
         return object_key(self.prefix, model_cls or self.model, pk)
 
+    #: 0.1.16's name for :meth:`get_key` (the key now carries the app label).
+    _generate_key = get_key
+
     def get_sortedset(self, pk: Any, model_cls: type[models.Model] | None = None) -> DiffSortedSet:
         """Return the sorted set holding the diffs of the object ``pk`` (the raw view)."""
         model = model_cls or self.model

@@ -14,9 +14,9 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
@@ -502,3 +502,63 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         from diffs.connection import reset_connection
 
         reset_connection()
+
+
+_READ_ONLY = (
+    "diffs.settings.diffs_settings is a read-only view of the effective DIFFS_SETTINGS "
+    "since django-diffs 1.0: change settings with override_settings(DIFFS_SETTINGS={...}) "
+    "(pytest-django: the settings fixture) instead of patching this dict."
+)
+
+
+class SettingsView(Mapping[str, Any]):
+    """0.1.16's ``diffs_settings`` dict: the effective settings, read on every access.
+
+    Every key of ``DEFAULTS`` maps to its value in :func:`get_settings` (``redis`` to a
+    copy of the merged dict), so ``override_settings`` shows at once. Writes (item
+    assignment, ``update()``, ``mock.patch.dict``) raise ``TypeError`` saying how to
+    change a setting: they changed nothing.
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        value = getattr(get_settings(), key)
+        return dict(value) if isinstance(value, dict) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DEFAULTS)
+
+    def __len__(self) -> int:
+        return len(DEFAULTS)
+
+    def __repr__(self) -> str:
+        return f"<read-only diffs_settings {dict(self)!r}>"
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse
+
+
+#: 0.1.16's module-level settings dict, now a read-only view (see :class:`SettingsView`).
+diffs_settings = SettingsView()
+
+#: Names 0.1.16 had here, and what replaced them.
+_REMOVED = {
+    "merge_settings": (
+        "diffs.settings.get_settings() (the merged, validated settings) or "
+        "diffs.settings.diffs_settings (the same as a read-only dict)"
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "USER_SETTINGS":
+        # 0.1.16 read settings.DIFFS_SETTINGS once, at import; this reads it now.
+        return getattr(django_settings, SETTING_NAME, None)
+    if name in _REMOVED:
+        msg = f"diffs.settings.{name} was removed in django-diffs 1.0; use {_REMOVED[name]}."
+        raise AttributeError(msg)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -209,8 +209,14 @@ class DiffSortedSet:
         """Diffs with ``max >= score >= min``, newest first."""
         return self._decode(pairs(self._by_score(min, max, start, num, "rev")))
 
-    def zadd(self, members: Mapping[str, float]) -> int:
-        """Add raw ``{member: score}`` pairs; returns how many were new."""
+    def zadd(self, members: Mapping[str, float] | str, score: float | None = None) -> int:
+        """Add raw ``{member: score}`` pairs, or one ``member`` with its ``score`` (0.1.16's
+        form: ``zadd(*diff.typecast_for_storage())``); returns how many were new."""
+        if isinstance(members, str):
+            if score is None:
+                msg = "zadd(member, score): give the score of a single member"
+                raise TypeError(msg)
+            members = {members: score}
         added = self.client.zadd(self.key, dict(members))
         return int(added or 0)
 
