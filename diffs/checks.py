@@ -1,8 +1,8 @@
 """System checks for ``DIFFS_SETTINGS`` and registered models (``diffs.E001``…).
 
 Only the ``check --deploy`` ones touch the network (``diffs.E012``, ``diffs.E013`` and
-``diffs.W004``), within ``socket_timeout``; every message names the key and every hint
-the fix.
+``diffs.W004``), within ``socket_timeout``; ``diffs.W005`` is deploy-only too, without
+the network. Every message names the key and every hint the fix.
 """
 
 from __future__ import annotations
@@ -52,16 +52,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         messages.append(kind(problem.msg, hint=problem.hint, obj=_OBJ, id=problem.check_id))
     if isinstance(raw, dict):
         messages.extend(_prefix_warnings(raw.get("prefix")))
-    if isinstance(raw, dict) and raw.get("test_mode") is True and not _fakeredis_installed():
-        messages.append(
-            checks.Error(
-                f"{SETTING_NAME}['test_mode'] is True but fakeredis is not installed.",
-                hint="Install it with: pip install 'django-diffs[test]'",
-                obj=_OBJ,
-                id="diffs.E009",
-            )
-        )
+    if isinstance(raw, dict) and raw.get("test_mode") is True:
+        messages.extend(_test_mode_problems())
     return messages
+
+
+def _test_mode_problems() -> list[checks.CheckMessage]:
+    """``diffs.E009``: fakeredis is missing; else ``diffs.E029``: lupa, which fakeredis
+    needs for scripts, is (the same fix installs both)."""
+    from diffs.connection import (
+        FAKEREDIS_HINT,
+        FAKEREDIS_MISSING,
+        LUPA_HINT,
+        LUPA_MISSING,
+        lupa_installed,
+    )
+
+    if not _fakeredis_installed():
+        return [checks.Error(FAKEREDIS_MISSING, hint=FAKEREDIS_HINT, obj=_OBJ, id="diffs.E009")]
+    if not lupa_installed():
+        return [checks.Error(LUPA_MISSING, hint=LUPA_HINT, obj=_OBJ, id="diffs.E029")]
+    return []
 
 
 def _prefix_warnings(prefix: object) -> list[checks.CheckMessage]:
@@ -82,6 +93,56 @@ def _prefix_warnings(prefix: object) -> list[checks.CheckMessage]:
             id="diffs.W003",
         )
     ]
+
+
+@checks.register(checks.Tags.compatibility, deploy=True)
+def check_prefix_is_the_projects_own(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """With ``check --deploy``: ``diffs.W005`` while ``prefix`` is the default ``diffs:``.
+
+    Keys are ``<prefix><app_label>.<model>:<pk>``, so two projects on one Redis db with
+    an app of the same label would read, write and prune the same history. No network;
+    test mode (an in-process fake server) shares nothing and is left alone.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    from diffs.settings import DEFAULTS, get_settings
+
+    try:
+        conf = get_settings()
+    except ImproperlyConfigured:  # reported by check_settings already
+        return []
+    if conf.test_mode or conf.prefix != DEFAULTS["prefix"]:
+        return []
+    suggested = f"{_project_name()}:diffs:"
+    return [
+        checks.Warning(
+            f"{SETTING_NAME}['prefix'] is the default {conf.prefix!r}: another project "
+            "using the same Redis db with an app of the same label would read, write and "
+            f"prune the same history keys ({conf.prefix}<app_label>.<model>:<pk>).",
+            hint=(
+                f"Give this project a prefix of its own, ending with ':', e.g. "
+                f"{SETTING_NAME} = {{..., 'prefix': {suggested!r}}}. Diffs written under "
+                "the old prefix are no longer read; they expire within max_element_age. "
+                "If no other project uses this Redis db, add 'diffs.W005' to "
+                "SILENCED_SYSTEM_CHECKS."
+            ),
+            obj=_OBJ,
+            id="diffs.W005",
+        )
+    ]
+
+
+def _project_name() -> str:
+    """The project's package, as the settings module names it (``mysite.settings``)."""
+    import os
+
+    from django.conf import ENVIRONMENT_VARIABLE, settings
+
+    # override_settings hides SETTINGS_MODULE; manage.py sets the variable.
+    module = getattr(settings, "SETTINGS_MODULE", None) or os.environ.get(ENVIRONMENT_VARIABLE)
+    return (module or "").split(".")[0] or "myproject"
 
 
 @checks.register(checks.Tags.models)

@@ -8,6 +8,7 @@ Nothing connects at import or registration time. The cached client is dropped wh
 
 from __future__ import annotations
 
+import importlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, cast
@@ -168,8 +169,33 @@ def get_fake_server() -> fakeredis.FakeServer:
     return _fake_server
 
 
+#: diffs.E009 and diffs.E029 (system checks), and the same errors at first use.
+FAKEREDIS_MISSING = "DIFFS_SETTINGS['test_mode'] is True but fakeredis is not installed."
+FAKEREDIS_HINT = "Install it with: pip install 'django-diffs[test]'"
+LUPA_MISSING = (
+    "DIFFS_SETTINGS['test_mode'] is True and fakeredis is installed, but lupa is not: "
+    "fakeredis runs the Lua scripts django-diffs writes and reads with through lupa, so "
+    "without it every write and read fails (\"unknown command 'evalsha'\")."
+)
+LUPA_HINT = "Install it with: pip install 'django-diffs[test]' (or: pip install lupa)"
+
+
+def lupa_installed() -> bool:
+    """Whether lupa, which fakeredis needs to run Lua scripts, can be imported."""
+    try:
+        importlib.import_module("lupa")
+    except ImportError:
+        return False
+    return True
+
+
 def _build_fake_client(conf: DiffsSettings) -> redis.Redis:
     fakeredis = _import_fakeredis()
+    if not lupa_installed():
+        # fakeredis imports without lupa, and then answers every script call with an
+        # error: refuse test mode here, as the diffs.E029 check does.
+        msg = f"{LUPA_MISSING} {LUPA_HINT}"
+        raise ImproperlyConfigured(msg)
     options: dict[str, Any] = {
         key: conf.redis[key] for key in ("db", "decode_responses") if key in conf.redis
     }
@@ -181,9 +207,6 @@ def _import_fakeredis() -> Any:
     try:
         import fakeredis
     except ImportError:
-        msg = (
-            "DIFFS_SETTINGS['test_mode'] is True but fakeredis is not installed. "
-            "Install it with: pip install 'django-diffs[test]'"
-        )
+        msg = f"{FAKEREDIS_MISSING} {FAKEREDIS_HINT}"
         raise ImproperlyConfigured(msg) from None
     return fakeredis
