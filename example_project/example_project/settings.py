@@ -3,9 +3,10 @@
 Development settings only: the secret key below is public. Environment variables:
 
 * ``DJANGO_DEBUG``: ``0``/``false`` turns DEBUG off (default: on).
-* ``DIFFS_REDIS_URL``: a Redis URL such as ``redis://127.0.0.1:6379/14``. Without it
+* ``DIFFS_REDIS_URL``: a Redis URL such as ``redis://127.0.0.1:6379/1``. Without it
   the example runs in django-diffs' test mode (fakeredis, no server needed); fakeredis
   keeps its data in the memory of the process, so diffs vanish when the process ends.
+  Either way the example's keys are under its own prefix, ``example:diffs:``.
 * ``DIFFS_MAX_ELEMENT_AGE``: how many seconds diffs are kept (default: 3600). A tiny
   value shows what a client gets for an expired cursor.
 """
@@ -84,8 +85,12 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-diffs: a real Redis when DIFFS_REDIS_URL is set, else fakeredis (test mode).
+# The example's keys all start with its own prefix, so it may share a Redis database
+# with other projects: its prune_diffs (and the clean start in its README) touches
+# only these keys.
 DIFFS_SETTINGS: dict[str, Any] = {
-    "max_element_age": float(os.environ.get("DIFFS_MAX_ELEMENT_AGE", "3600"))
+    "prefix": "example:diffs:",
+    "max_element_age": float(os.environ.get("DIFFS_MAX_ELEMENT_AGE", "3600")),
 }
 if os.environ.get("DIFFS_REDIS_URL"):
     DIFFS_SETTINGS["url"] = os.environ["DIFFS_REDIS_URL"]

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from diffs import Diff, get_connection
+from diffs.settings import get_settings
 from polls.models import Choice, Question
 
 
@@ -28,7 +29,10 @@ class Command(BaseCommand):
         if Question._meta.db_table not in connection.introspection.table_names():
             msg = "The polls tables do not exist yet: run 'python manage.py migrate' first."
             raise CommandError(msg)
-        self.stdout.write(f"django-diffs demo, Redis: {_redis_description()}\n")
+        prefix = get_settings().prefix
+        self.stdout.write(
+            f"django-diffs demo, Redis: {_redis_description()}, keys under {prefix!r}\n"
+        )
 
         question = Question.objects.create(question_text="What is new?")
         self.say(f'Created question {question.pk}: "{question}"')
