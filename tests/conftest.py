@@ -12,6 +12,7 @@ from django.conf import settings
 import diffs
 from diffs import availability, delivery
 from diffs.settings import clear_settings_cache
+from tests.coverage_gate import PLUGIN_NAME, CoverageGate
 from tests.redis_cluster import RedisCluster, redis_cluster
 
 CLUSTER_URL_VARIABLE = "DIFFS_TEST_CLUSTER_URL"
@@ -43,6 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[CLUSTER_URL_VARIABLE] = suite_cluster.url
     settings.REDIS_URL = suite_cluster.url
     settings.DIFFS_SETTINGS = {"url": suite_cluster.url}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The 95% coverage gate of setup.cfg holds for whole-suite runs only (tests/coverage_gate.py)."""
+    session.config.pluginmanager.register(CoverageGate(session.config), PLUGIN_NAME)
 
 
 def _interrupt(signum: int, frame: object) -> None:
