@@ -38,10 +38,10 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
         assert requirement in text
     assert "License" in text
     classified = set(re.findall(r"Classifier: Framework :: Django :: (\d+\.\d+)", text))
-    assert classified == tested_django_versions()
+    assert classified == django_versions_tox_runs()
 
 
-def tested_django_versions() -> set[str]:
+def django_versions_tox_runs() -> set[str]:
     """The Django versions tox runs the suite on (``dj52`` -> ``5.2``)."""
     envlist = (ROOT / "tox.ini").read_text(encoding="utf-8")
     versions = set()
