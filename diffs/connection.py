@@ -108,8 +108,11 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
         return redis.Redis(**conf.redis)  # the pool carries every connection option
     options = {**_failure_options(conf), **conf.user_redis}
     if conf.url:
-        # from_url lets the URL win over the same key in the kwargs, which is what we
-        # document: host, port and db come from the URL, the rest from 'redis'.
+        # The URL wins (diffs.W001 says so): host, port and db come from it, the rest
+        # from 'redis'. from_url overrides host, port and db itself, but passes a
+        # unix_socket_path on to a TCP connection class, which refuses it on every call.
+        for key in ("host", "port", "db", "unix_socket_path"):
+            options.pop(key, None)
         return redis.Redis.from_url(conf.url, **options)
     return redis.Redis(**{**conf.redis, **options})
 
