@@ -12,7 +12,8 @@ Database cost per call:
   database supports it) before anything is written, then updated and read back (for
   the values the database wrote, ``F()`` expressions included) chunk by chunk, so
   memory does not grow with the number of rows: three queries when the rows fit in
-  one chunk (``FIRST_CHUNK_ROWS``), and three more per further chunk (chunks double up
+  one chunk (``FIRST_CHUNK_ROWS``); beyond it one more query locks the other rows, and
+  each further chunk costs three (chunks double up
   to ``MAX_CHUNK_ROWS`` rows, and shrink to keep about ``CHUNK_BYTES`` of rows). A
   value that may read other rows or the statement's clock (a subquery, ``Now()``,
   raw SQL, a function Django does not ship) keeps one ``UPDATE`` statement for all

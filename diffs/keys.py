@@ -25,7 +25,7 @@ key, and :func:`parse_key` tells every kind apart.
 With Redis Cluster the model part is wrapped in braces, a hash tag
 (``diffs:{polls.question}:42``, ``diffs:feed:{polls.question}``): every key of a model
 lives in one hash slot, so one script call can write an object's set and its model's
-feed atomically, and a feed page can fetch its diffs in one pipeline. Models spread
+feed atomically, and a feed page can fetch its diffs in one script call. Models spread
 over the primaries; one model's diffs stay on one.
 """
 

@@ -18,7 +18,8 @@ __all__ = ["Diff", "DiffModelDescriptor", "DiffModelManager", "DiffSortedSet", "
 
 
 class OutboxEntry(models.Model):
-    """A committed diff that Redis may not have yet (durable mode only)."""
+    """A committed diff that Redis may not have yet (durable mode, and bulk writes past
+    ``spill_after_bytes``)."""
 
     id = models.BigAutoField(primary_key=True)
     #: The object's sorted set and the model feed the diff goes to.
