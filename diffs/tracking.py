@@ -32,7 +32,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models, transaction
 from django.db.models.signals import post_save
 
-from diffs import snapshot
+from diffs import snapshot, transactions
 from diffs.expressions import expression_fields, holds_expression
 
 #: What ``DirtyFieldsMixin`` defines that a grafted model receives.
@@ -202,8 +202,8 @@ def _still_pending(token: Any, using: str) -> bool:
     connection = connections[using]
     if not connection.in_atomic_block:
         return False  # the transaction ended without running the token: rolled back
-    # Django drops a rolled-back savepoint's callbacks from this list.
-    return any(hook[1] is token for hook in reversed(connection.run_on_commit))
+    # A rolled-back savepoint's callbacks no longer wait for the commit.
+    return transactions.is_waiting(connection, token)
 
 
 def changed_fields(

@@ -7,9 +7,8 @@ diff (no I/O). One more callback, kept last in the transaction's list, flushes t
 queue: the diffs of a whole transaction reach Redis in one round trip, in the order
 they were made. It is kept out of every savepoint's reach (a rollback of the last
 savepoint must not take the flush with it) by registering it with an empty savepoint
-set, which Django's ``on_commit`` cannot express: this module appends that entry to
-``connection.run_on_commit`` itself (the one private structure it touches; its shape,
-``(savepoint ids, callable, robust)``, is the same from Django 4.2 to 6.x).
+set, which Django's ``on_commit`` cannot express: ``diffs.transactions`` (the one
+module that touches Django's private list of on-commit callbacks) appends it.
 
 Bulk writes (``diffs.bulk``) hand over their diffs a chunk at a time
 (:func:`schedule_chunk`): one callback per piece of at most ``PIECE_DIFFS`` diffs and
@@ -40,7 +39,7 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diffs import availability, delivery, outbox
+from diffs import availability, delivery, outbox, transactions
 from diffs.clock import now_ms
 from diffs.exceptions import DiffsWriteError
 from diffs.payload import PendingDiff
@@ -274,14 +273,13 @@ class _BulkCommit:
     memory, whether the outbox can take more, and what went wrong writing spilled
     pieces at commit (reported by the transaction's flush, which runs last)."""
 
-    def __init__(self, hooks: list[Any]) -> None:
-        #: ``id()`` of the connection's ``run_on_commit`` when ``held_bytes`` was last
-        #: right: Django builds a new list when a savepoint rolls back. (Not the list
-        #: itself: after a rollback it would keep the discarded pieces alive.)
-        self.hooks_id = id(hooks)
+    def __init__(self, hooks_version: int) -> None:
+        #: ``transactions.hooks_version()`` when ``held_bytes`` was last right: it
+        #: changes when a savepoint's rollback discards pieces.
+        self.hooks_version = hooks_version
         self.held_bytes = 0
         #: The newest flush entry of this transaction. Flush entries survive savepoint
-        #: rollbacks, so it stays in ``run_on_commit`` until the transaction ends.
+        #: rollbacks, so it waits for the commit until the transaction ends.
         self.flush: _FlushAfterCommit | None = None
         self.finished = False
         #: When the transaction committed (set by its first piece to run).
@@ -462,35 +460,36 @@ def _warn_no_outbox(alias: str, reason: str) -> None:
 
 def _bulk_commit(connection: BaseDatabaseWrapper) -> _BulkCommit:
     """The bulk-write state of the transaction open on ``connection``."""
-    hooks: list[Any] = connection.run_on_commit
+    version = transactions.hooks_version(connection)
     current: _BulkCommit | None = getattr(connection, _BULK_COMMIT, None)
     if current is not None and _still_open(current, connection):
-        if current.hooks_id != id(hooks):
+        if current.hooks_version != version:
             # A savepoint rolled back and took its pieces: count what is left.
-            current.hooks_id = id(hooks)
+            current.hooks_version = version
             current.held_bytes = sum(
-                hook[1].held for hook in hooks if isinstance(hook[1], _PieceOnCommit)
+                callback.held
+                for callback in transactions.callbacks(connection)
+                if isinstance(callback, _PieceOnCommit)
             )
         return current
-    current = _BulkCommit(hooks)
+    current = _BulkCommit(version)
     setattr(connection, _BULK_COMMIT, current)
     return current
 
 
 def _still_open(bulk: _BulkCommit, connection: BaseDatabaseWrapper) -> bool:
     """True while the transaction ``bulk`` belongs to has neither committed nor rolled
-    back: its newest flush entry is still in ``run_on_commit`` (at or near the end)."""
+    back: its newest flush entry still waits for the commit (at or near the end)."""
     if bulk.finished or bulk.flush is None:
         return False
-    hooks: list[Any] = connection.run_on_commit
-    return any(hook[1] is bulk.flush for hook in reversed(hooks))
+    return transactions.is_waiting(connection, bulk.flush)
 
 
 def _keep_flush_last(
     connection: BaseDatabaseWrapper, *, robust: bool, bulk: _BulkCommit | None = None
 ) -> _FlushAfterCommit:
     # A new flush goes after the new diff and the previous one stands down, rather than
-    # moving entries around: captureOnCommitCallbacks() slices this list by position.
+    # moving entries around: captureOnCommitCallbacks() slices the callbacks by position.
     previous: _FlushAfterCommit | None = getattr(connection, _LAST_FLUSH, None)
     if previous is not None:
         previous.active = False
@@ -500,8 +499,7 @@ def _keep_flush_last(
     if bulk is not None:
         bulk.flush = flush  # the newest: _still_open() finds it at the end of the list
     setattr(connection, _LAST_FLUSH, flush)
-    hooks: list[Any] = connection.run_on_commit
-    hooks.append((set(), flush, robust))
+    transactions.on_commit_outside_savepoints(connection, flush, robust=robust)
     return flush
 
 
