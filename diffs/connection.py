@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.exceptions import RedisClusterException
 
 from diffs import availability
-from diffs.settings import DiffsSettings, get_settings, plain_url
+from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
     import fakeredis
@@ -82,6 +84,14 @@ def reset_connection() -> None:
     availability.reset()  # a new client may reach another server: try it at once
     if old is not None:
         _disconnect(old)
+
+
+@receiver(setting_changed, dispatch_uid="diffs.connection.setting_changed")
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # override_settings(DIFFS_SETTINGS=...) may point at another server: drop the client
+    # built from the old settings (diffs.settings forgets its cached copy the same way).
+    if setting == SETTING_NAME:
+        reset_connection()
 
 
 def _disconnect(client: Any) -> None:

@@ -39,7 +39,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,13 +316,17 @@ class _BackgroundWriter:
 _writer = _BackgroundWriter()
 
 
-def _writer_started() -> None:
-    # From now on this process's diffs wait for the writer: have the exits that would
-    # skip them (SIGTERM, the end of a multiprocessing child) write them first. Called
-    # at each start, so again in a forked child; each hook is installed once per process.
-    from diffs.exit_hooks import install_exit_hooks
+#: Called each time the write-behind thread starts (so again in a forked child):
+#: :mod:`diffs.exit_hooks` adds the installation of its hooks when it is imported, so
+#: that the exits that would skip the waiting diffs (SIGTERM, the end of a
+#: multiprocessing child) write them first. A list, not an import: exit_hooks imports
+#: this module.
+writer_start_callbacks: list[Callable[[], None]] = []
 
-    install_exit_hooks()
+
+def _writer_started() -> None:
+    for callback in writer_start_callbacks:
+        callback()
 
 
 def _forget_parent_state() -> None:

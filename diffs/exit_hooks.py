@@ -281,3 +281,8 @@ def _install_child_finalizer() -> None:
     from multiprocessing.util import Finalize
 
     _child_finalizer = (pid, Finalize(None, at_exit, exitpriority=CHILD_EXIT_PRIORITY))
+
+
+# The write-behind thread calls this at each start: from then on the process holds
+# diffs that these hooks must write at exit.
+delivery.writer_start_callbacks.append(install_exit_hooks)

@@ -496,12 +496,10 @@ def clear_settings_cache() -> None:
 
 @receiver(setting_changed, dispatch_uid="diffs.settings.setting_changed")
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # diffs.connection has a receiver of its own that drops the client built from the
+    # old settings (this module imports no connection code).
     if setting == SETTING_NAME:
         clear_settings_cache()
-        # Imported here: connection imports this module.
-        from diffs.connection import reset_connection
-
-        reset_connection()
 
 
 _READ_ONLY = (
