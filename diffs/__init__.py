@@ -2,6 +2,10 @@
 
 Decorate a model with ``@diffs.register``; read its changes with ``instance.diffs``
 or ``Model.diffs.get_by_object_id(pk)``; run ``manage.py prune_diffs`` from cron.
+
+``__all__`` is the public face of the package. Other modules are internal, except
+``diffs.contrib.drf``, ``diffs.recording.connect``/``disconnect`` and the 0.1.16 names
+the README lists as still working.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from diffs.exceptions import (
 from diffs.exit_hooks import write_waiting_diffs
 from diffs.feed import FeedPage
 from diffs.flushing import FlushReport, flush_diffs
-from diffs.managers import DiffModelManager
+from diffs.managers import DiffModelDescriptor, DiffModelManager
 from diffs.registry import is_registered, register, registered_models, unregister
 from diffs.sortedset import DiffSortedSet
 
@@ -57,6 +61,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CursorExpired",
     "Diff",
+    "DiffModelDescriptor",
     "DiffModelManager",
     "DiffSortedSet",
     "DiffsError",
