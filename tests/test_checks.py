@@ -8,9 +8,11 @@ import importlib.util
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import models
 from django.test import override_settings
 
-from diffs.checks import check_settings
+import diffs
+from diffs.checks import check_registered_models, check_settings
 
 
 def ids(messages):
@@ -138,3 +140,25 @@ def test_deploy_check_warns_of_other_sites_keys_under_the_prefix():
             [warning] = check_redis_reachable()
     assert warning.id == "diffs.W004"
     assert "give each site a prefix that is not the start of another's" in warning.hint
+
+
+def test_a_replaced_diffs_attribute_is_reported():
+    class Target(models.Model):
+        class Meta:
+            app_label = "testapp"
+
+    diffs.register(Target)
+    try:
+
+        class Pointer(models.Model):
+            target = models.ForeignKey(Target, models.CASCADE, related_name="diffs")
+
+            class Meta:
+                app_label = "testapp"
+
+        [error] = [m for m in check_registered_models() if m.id == "diffs.E011"]
+        assert error.id == "diffs.E011"
+        assert "testapp.Target.diffs" in error.msg
+        assert "related_name='diffs'" in error.hint
+    finally:
+        diffs.unregister(Target)

@@ -200,3 +200,9 @@ def test_precise_timestamp_helper(settings):
     # a naive datetime is read in TIME_ZONE (America/Chicago: UTC-6 in January)
     assert datetime_to_ms(dt.datetime(1970, 1, 1)) == 6 * 3600 * 1000
     assert precise_timestamp() > 1.7e12
+
+
+def test_diff_is_hashable_and_create_text_errors_are_clear():
+    assert len({Diff(data=[1], id="a", timestamp=1.0), Diff(data=[1], id="a", timestamp=1.0)}) == 1
+    with pytest.raises(ValueError, match="must be a JSON document"):
+        Question.diffs.create(data="price changed", pk=1)

@@ -7,7 +7,9 @@ import json
 import time
 
 import pytest
+from django.db.models import F
 
+from diffs import HookError
 from diffs.keys import object_key
 from tests.testapp.models import (
     Article,
@@ -17,6 +19,7 @@ from tests.testapp.models import (
     OwnDirtyItem,
     Question,
     Restaurant,
+    Tagged,
     UUIDItem,
 )
 
@@ -328,3 +331,47 @@ def test_raw_save_from_fixture_is_recorded(committed):
         for obj in serializers.deserialize("json", payload):
             obj.save()
     assert [d.created for d in Question.diffs.get_by_object_id(99)] == [True]
+
+
+def test_f_expression_update_is_recorded_with_the_computed_value(committed):
+    with committed():
+        question = Question.objects.create(question_text="q", votes=1)
+        question.votes = F("votes") + 1
+        question.save(update_fields=["votes"])
+    assert question.diffs[-1].data[0]["fields"] == {"votes": 2}
+    # the instance keeps the expression, as Django leaves it
+    assert isinstance(question.votes, type(F("votes") + 1))
+    pk = question.pk
+    with committed():
+        question.delete()
+    deleted = Question.diffs.get_by_object_id(pk)[-1]
+    # the deleted row's votes are unknown to the instance (it holds the expression)
+    assert deleted.deleted and deleted.data[0]["fields"] == {
+        "question_text": "q",
+        "pub_date": None,
+    }
+
+
+def test_hooks_still_see_the_changes_of_the_save(committed):
+    seen = []
+    with committed():
+        question = Question.objects.create(question_text="a")
+        question.serialize_diff = lambda dirty, created=False: (
+            seen.append(question.get_dirty_fields()) or {"ok": True}
+        )
+        question.question_text = "b"
+        question.save()
+    assert seen == [{"question_text": "a"}]
+    assert question.get_dirty_fields() == {}
+
+
+def test_json_field_values_use_the_fields_encoder(committed):
+    with committed():
+        tagged = Tagged.objects.create(tags={"s": {2, 1}})
+    assert tagged.diffs[0].data[0]["fields"] == {"tags": {"s": [1, 2]}}
+
+
+def test_default_path_error_names_the_model_and_the_fix(monkeypatch):
+    monkeypatch.setattr("diffs.payload.default_data", lambda instance, fields: [{1, 2}])
+    with pytest.raises(HookError, match=r"default serializer could not encode a diff of Question"):
+        Question.objects.create(question_text="x")

@@ -101,3 +101,8 @@ def test_a_diffs_attribute_of_another_kind_is_refused():
 
     with pytest.raises(RegistrationError, match="HasDiffs already has an attribute 'diffs'"):
         diffs.register(HasDiffs)
+
+
+def test_register_call_form():
+    assert diffs.register() is diffs.register
+    assert diffs.register()(Question) is Question

@@ -340,3 +340,12 @@ def test_the_0_1_16_app_config_name_still_installs_the_app():
 def test_the_managers_generate_key_is_get_key():
     assert Question.diffs._generate_key(5) == Question.diffs.get_key(5)
     assert Question.diffs._generate_key(5, UUIDItem) == Question.diffs.get_key(5, UUIDItem)
+
+
+def test_the_0_1_16_import_paths_still_import():
+    from diffs.models import Diff as ModelsDiff
+    from diffs.models import DiffModelDescriptor, DiffModelManager, DiffSortedSet
+
+    assert precise_timestamp() > 1.7e12
+    assert ModelsDiff is Diff
+    assert {DiffModelDescriptor, DiffModelManager, DiffSortedSet}
