@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+
 from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
+
+from diffs.settings import get_settings
 
 
 class DiffsConfig(AppConfig):
@@ -18,8 +22,8 @@ class DiffsConfig(AppConfig):
         # the exit hooks to install: a process that stops normally writes the diffs
         # still waiting for Redis, and with write_behind so does one stopped by SIGTERM
         # or ending as a multiprocessing child (diffs.exit_hooks).
-        import atexit
-
+        # Imported here: importing diffs.checks registers the checks, which should
+        # happen only in a project that installs the app, once its registry is ready.
         from diffs import checks  # noqa: F401
         from diffs.exit_hooks import at_exit, install_exit_hooks
 
@@ -41,8 +45,6 @@ def __getattr__(name: str) -> type[DiffsConfig]:
 
 
 def _write_behind_configured() -> bool:
-    from diffs.settings import get_settings
-
     try:
         return get_settings().write_behind
     except ImproperlyConfigured:  # reported by the diffs.* checks; setup goes on

@@ -10,19 +10,37 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+import redis
+from django.conf import ENVIRONMENT_VARIABLE, settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from redis.cluster import RedisCluster
 
 from diffs.advice import connection_advice
-from diffs.settings import SETTING_NAME, _raw_settings, find_problems
+from diffs.bulk import DiffsQuerySetMixin
+from diffs.connection import (
+    FAKEREDIS_HINT,
+    FAKEREDIS_MISSING,
+    LUPA_HINT,
+    LUPA_MISSING,
+    REDIS_ERRORS,
+    build_client,
+    lupa_installed,
+    underlying_error,
+)
+from diffs.keys import prefix_pattern
+from diffs.managers import DiffModelDescriptor
+from diffs.pruning import installed_models, printable_key, shape_of_ours
+from diffs.registry import DESCRIPTOR_NAME, raw_attribute, registered_models
+from diffs.settings import DEFAULTS, SETTING_NAME, _raw_settings, find_problems, get_settings
 
 if TYPE_CHECKING:
-    import redis
-
     from diffs.pruning import RedisKey
     from diffs.settings import DiffsSettings
 
@@ -60,14 +78,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 def _test_mode_problems() -> list[checks.CheckMessage]:
     """``diffs.E009``: fakeredis is missing; else ``diffs.E029``: lupa, which fakeredis
     needs for scripts, is (the same fix installs both)."""
-    from diffs.connection import (
-        FAKEREDIS_HINT,
-        FAKEREDIS_MISSING,
-        LUPA_HINT,
-        LUPA_MISSING,
-        lupa_installed,
-    )
-
     if not _fakeredis_installed():
         return [checks.Error(FAKEREDIS_MISSING, hint=FAKEREDIS_HINT, obj=_OBJ, id="diffs.E009")]
     if not lupa_installed():
@@ -105,10 +115,6 @@ def check_prefix_is_the_projects_own(
     an app of the same label would read, write and prune the same history. No network;
     test mode (an in-process fake server) shares nothing and is left alone.
     """
-    from django.core.exceptions import ImproperlyConfigured
-
-    from diffs.settings import DEFAULTS, get_settings
-
     try:
         conf = get_settings()
     except ImproperlyConfigured:  # reported by check_settings already
@@ -136,10 +142,6 @@ def check_prefix_is_the_projects_own(
 
 def _project_name() -> str:
     """The project's package, as the settings module names it (``mysite.settings``)."""
-    import os
-
-    from django.conf import ENVIRONMENT_VARIABLE, settings
-
     # override_settings hides SETTINGS_MODULE; manage.py sets the variable.
     module = getattr(settings, "SETTINGS_MODULE", None) or os.environ.get(ENVIRONMENT_VARIABLE)
     return (module or "").split(".")[0] or "myproject"
@@ -148,9 +150,6 @@ def _project_name() -> str:
 @checks.register(checks.Tags.models)
 def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report registered models whose ``diffs`` attribute was replaced after registration."""
-    from diffs.managers import DiffModelDescriptor
-    from diffs.registry import DESCRIPTOR_NAME, raw_attribute, registered_models
-
     messages: list[checks.CheckMessage] = []
     for model in registered_models():
         messages.extend(_bulk_writes_unrecorded(model))
@@ -173,8 +172,6 @@ def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[chec
 
 
 def _bulk_writes_unrecorded(model: Any) -> list[checks.CheckMessage]:
-    from diffs.bulk import DiffsQuerySetMixin
-
     manager = model._meta.default_manager
     if manager is None or issubclass(manager._queryset_class, DiffsQuerySetMixin):
         return []
@@ -199,11 +196,6 @@ def check_redis_reachable(app_configs: Any = None, **kwargs: Any) -> list[checks
     On a cluster, every primary must answer. Each call to Redis gives up after
     ``socket_timeout`` (``DEPLOY_CHECK_TIMEOUT`` if that is None).
     """
-    from redis.cluster import RedisCluster
-
-    from diffs.connection import REDIS_ERRORS, build_client
-    from diffs.settings import get_settings
-
     try:
         conf = _bounded(get_settings())
     except Exception:  # misconfiguration: reported by check_settings already
@@ -244,8 +236,6 @@ def describe_server(conf: DiffsSettings, client: Any = None) -> str:
     if conf.cluster:
         return f"cluster node {_first_node(conf)}"
     if client is None:
-        from diffs.connection import build_client
-
         client = build_client(conf)  # connects lazily: nothing is sent
     return _describe_server(client)
 
@@ -253,10 +243,6 @@ def describe_server(conf: DiffsSettings, client: Any = None) -> str:
 def redis_problem(error: Exception, where: str, url: str | None) -> tuple[str, str, str]:
     """``(check id, message, hint)`` for a failure to reach or log in to Redis at
     ``where``: ``diffs.E012`` for refused credentials, else ``diffs.E013``."""
-    import redis
-
-    from diffs.connection import underlying_error
-
     text = shorten(str(error), SHOWN_ERROR_CHARS)
     if isinstance(underlying_error(error), redis.AuthenticationError):
         return (
@@ -282,8 +268,6 @@ def _unreachable(error: Exception, where: str, url: str | None) -> list[checks.C
 def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[checks.CheckMessage]:
     """``diffs.W004`` when a sample of the keys under the prefix holds one that
     django-diffs did not write for this project: another site's prefix starts with ours."""
-    from diffs.connection import REDIS_ERRORS
-
     deadline = time.monotonic() + (conf.socket_timeout or DEPLOY_CHECK_TIMEOUT)
     try:
         example = _first_foreign_key(client, conf.prefix, conf.cluster, deadline)
@@ -291,8 +275,6 @@ def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[check
         return []  # Redis stopped answering: E012/E013 say so on the next run
     if example is None:
         return []
-    from diffs.pruning import printable_key
-
     shown = shorten(printable_key(example), SHOWN_KEY_CHARS)  # escaped, not repr'd twice
     return [
         checks.Warning(
@@ -313,9 +295,6 @@ def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[check
 def _first_foreign_key(
     client: redis.Redis, prefix: str, cluster: bool, deadline: float
 ) -> RedisKey | None:
-    from diffs.keys import prefix_pattern
-    from diffs.pruning import installed_models, shape_of_ours
-
     installed = installed_models()
     for key in _sample_keys(client, prefix_pattern(prefix), cluster, deadline):
         if shape_of_ours(prefix, key, installed) is None:

@@ -17,9 +17,13 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 from diffs import availability
+from diffs.deadline import DeadlineCluster
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
@@ -95,8 +99,6 @@ def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 def _disconnect(client: Any) -> None:
-    from redis.cluster import RedisCluster
-
     if not isinstance(client, RedisCluster):
         client.close()  # disconnects its pool; the client reconnects on its next command
         return
@@ -130,8 +132,6 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
 def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:
     # redis-py's cluster client finds every node from the one given. It takes the same
     # connection options as redis.Redis, except db (a cluster has only db 0).
-    from diffs.deadline import DeadlineCluster
-
     options: dict[str, Any] = {**_failure_options(conf), **conf.user_redis}
     options.pop("db", None)
     if "retry" not in conf.user_redis:
@@ -156,9 +156,6 @@ def _failure_options(conf: DiffsSettings) -> dict[str, Any]:
     # pooled connection Redis closed when it restarted) is retried, once, without a
     # pause. A timeout is not retried. Writes are idempotent, so a retried write is
     # never stored twice.
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     return {
         "socket_timeout": conf.socket_timeout,
         "socket_connect_timeout": conf.socket_timeout,
@@ -167,9 +164,6 @@ def _failure_options(conf: DiffsSettings) -> dict[str, Any]:
 
 
 def _no_retry() -> Any:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     return Retry(NoBackoff(), 0)
 
 
@@ -218,6 +212,7 @@ def _build_fake_client(conf: DiffsSettings) -> redis.Redis:
 
 def _import_fakeredis() -> Any:
     try:
+        # Imported here: fakeredis is optional (the test extra), needed in test mode only.
         import fakeredis
     except ImportError:
         msg = f"{FAKEREDIS_MISSING} {FAKEREDIS_HINT}"

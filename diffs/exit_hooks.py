@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.util import Finalize
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -278,8 +279,6 @@ def _install_child_finalizer() -> None:
         # A child's bootstrap empties the registry it inherited; a forked one inherits ours.
         if registered_in == pid and finalizer.still_active():
             return
-    from multiprocessing.util import Finalize
-
     _child_finalizer = (pid, Finalize(None, at_exit, exitpriority=CHILD_EXIT_PRIORITY))
 
 

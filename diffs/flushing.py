@@ -93,10 +93,10 @@ def _flush_outbox(alias: str) -> int:
 
 
 def _has_outbox_table(alias: str) -> bool:
-    from diffs.models import OutboxEntry
-
     try:
-        return OutboxEntry._meta.db_table in connections[alias].introspection.table_names()
+        return (
+            outbox.outbox_model()._meta.db_table in connections[alias].introspection.table_names()
+        )
     except DatabaseError:
         return False
 

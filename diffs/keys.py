@@ -37,6 +37,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from diffs.settings import get_settings
+
 _GLOB_SPECIALS = frozenset("*?[]\\")
 FEED_MARKER = "feed:"
 HORIZON_MARKER = "horizon:"
@@ -81,8 +83,6 @@ def object_key_base(prefix: str, model: type[models.Model]) -> str:
 def model_part(label: str, cluster: bool | None = None) -> str:
     """The model part of a key: the label, as a hash tag on Redis Cluster."""
     if cluster is None:
-        from diffs.settings import get_settings  # settings imports nothing from here
-
         cluster = get_settings().cluster
     return f"{{{label}}}" if cluster else label
 

@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger("diffs")
 
 
+def outbox_model() -> type[OutboxEntry]:
+    """The outbox table's model."""
+    # Imported here: diffs.models defines a Django model, which cannot be imported
+    # before the app registry is ready, and this module is imported before that
+    # (diffs/__init__ -> flushing -> outbox).
+    from diffs.models import OutboxEntry
+
+    return OutboxEntry
+
+
 def record(pending: PendingDiff, using: str) -> int:
     """Insert ``pending`` into the outbox of database ``using``; return the row id."""
     row = _entry(pending, now_ms())
@@ -48,8 +58,7 @@ def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
     to store it); Django's ``bulk_create()`` on other backends that return the ids of a
     bulk insert, and one ``INSERT`` per diff on those that do not.
     """
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     connection = connections[using]
     recorded = now_ms()
     ids: list[Any]
@@ -60,7 +69,7 @@ def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
     else:
         entries = [_entry(pending, recorded) for pending in pendings]
         if connection.features.can_return_rows_from_bulk_insert:
-            OutboxEntry.objects.using(using).bulk_create(entries)
+            entry_model.objects.using(using).bulk_create(entries)
         else:
             for entry in entries:
                 entry.save(using=using, force_insert=True)
@@ -99,12 +108,11 @@ _ROWS_PER_INSERT = 500
 def _insert_returning(
     connection: Any, pendings: Sequence[PendingDiff], recorded: float
 ) -> list[Any]:
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     quote = connection.ops.quote_name
-    column = {field.name: field.column for field in OutboxEntry._meta.concrete_fields}
+    column = {field.name: field.column for field in entry_model._meta.concrete_fields}
     columns = ", ".join(quote(column[name]) for name in _INSERTED)
-    head = f"INSERT INTO {quote(OutboxEntry._meta.db_table)} ({columns}) VALUES "
+    head = f"INSERT INTO {quote(entry_model._meta.db_table)} ({columns}) VALUES "
     row_sql = "(" + ", ".join(["%s"] * len(_INSERTED)) + ")"
     tail = f" RETURNING {quote(column['id'])}"
     limit = connection.features.max_query_params
@@ -128,11 +136,10 @@ def _can_copy(connection: Any) -> bool:
 def _copy_in(connection: Any, pendings: Sequence[PendingDiff], recorded: float) -> list[int]:
     """Insert ``pendings`` with ``COPY``, ids drawn from the table's sequence first (a
     ``COPY`` returns nothing); the ids ascend in the order of ``pendings``."""
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     quote = connection.ops.quote_name
-    table = OutboxEntry._meta.db_table
-    column = {field.name: field.column for field in OutboxEntry._meta.concrete_fields}
+    table = entry_model._meta.db_table
+    column = {field.name: field.column for field in entry_model._meta.concrete_fields}
     columns = ", ".join(quote(column[name]) for name in ("id", *_INSERTED))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -166,9 +173,8 @@ def _values(pending: PendingDiff, recorded: float) -> tuple[Any, ...]:
 
 
 def _entry(pending: PendingDiff, recorded: float) -> OutboxEntry:
-    from diffs.models import OutboxEntry
-
-    return OutboxEntry(
+    entry_model = outbox_model()
+    return entry_model(
         key=pending.key,
         feed_key=pending.feed_key,
         member=pending.member,
@@ -186,11 +192,10 @@ def read(alias: str, ids: Sequence[int]) -> list[tuple[int, PendingDiff, float]]
 
     One query: callers keep ``ids`` short (``diffs.writer`` reads a piece at a time).
     """
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     cluster = get_settings().cluster
     found = (
-        OutboxEntry.objects.using(alias)
+        entry_model.objects.using(alias)
         .filter(refused__isnull=True, **_selecting(ids))
         .values_list(*_COLUMNS)
     )
@@ -200,14 +205,13 @@ def read(alias: str, ids: Sequence[int]) -> list[tuple[int, PendingDiff, float]]
 
 def forget(rows: Sequence[tuple[str, int]]) -> None:
     """Delete outbox rows whose diffs Redis now has (errors are logged, not raised)."""
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     by_alias: dict[str, list[int]] = defaultdict(list)
     for alias, row_id in rows:
         by_alias[alias].append(row_id)
     for alias, ids in by_alias.items():
         try:
-            OutboxEntry.objects.using(alias).filter(**_selecting(ids)).delete()
+            entry_model.objects.using(alias).filter(**_selecting(ids)).delete()
         except DatabaseError:
             # Harmless: flush_diffs will write them again, and Redis ignores repeats.
             logger.warning(
@@ -223,11 +227,10 @@ def set_aside(rows: Sequence[tuple[str, int, str]]) -> None:
     """Mark outbox rows ``(alias, row id, reason)`` whose diffs Redis can never take: the
     rows stay, with the reason, and ``flush_diffs`` no longer tries them (errors are
     logged, not raised: the row is then tried again, and set aside again)."""
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     for alias, row_id, reason in rows:
         try:
-            OutboxEntry.objects.using(alias).filter(pk=row_id).update(refused=reason[:1000])
+            entry_model.objects.using(alias).filter(pk=row_id).update(refused=reason[:1000])
         except DatabaseError:
             logger.warning(
                 "Could not set aside row %d of the diffs outbox of database %r.",
@@ -239,9 +242,8 @@ def set_aside(rows: Sequence[tuple[str, int, str]]) -> None:
 
 def count_set_aside(alias: str) -> int:
     """How many rows of the outbox of ``alias`` are set aside (see :func:`set_aside`)."""
-    from diffs.models import OutboxEntry
-
-    return int(OutboxEntry.objects.using(alias).filter(refused__isnull=False).count())
+    entry_model = outbox_model()
+    return int(entry_model.objects.using(alias).filter(refused__isnull=False).count())
 
 
 def _selecting(ids: Sequence[int]) -> dict[str, Any]:
@@ -255,9 +257,8 @@ def _selecting(ids: Sequence[int]) -> dict[str, Any]:
 
 def aliases() -> list[str]:
     """The databases that may hold an outbox table."""
-    from diffs.models import OutboxEntry
-
-    return [alias for alias in connections if router.allow_migrate_model(alias, OutboxEntry)]
+    entry_model = outbox_model()
+    return [alias for alias in connections if router.allow_migrate_model(alias, entry_model)]
 
 
 def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingDiff, float]]]:
@@ -266,13 +267,12 @@ def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingD
     The keys follow the current settings' layout (one server or a cluster), whichever
     the row was written with.
     """
-    from diffs.models import OutboxEntry
-
+    entry_model = outbox_model()
     cluster = get_settings().cluster
     last = 0
     while True:
         found = list(
-            OutboxEntry.objects.using(alias)
+            entry_model.objects.using(alias)
             .filter(pk__gt=last, refused__isnull=True)
             .order_by("pk")
             .values_list(*_COLUMNS)[:batch_size]

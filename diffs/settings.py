@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import redis
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.connection import parse_url
 
 SETTING_NAME = "DIFFS_SETTINGS"
 
@@ -166,8 +168,6 @@ def _unknown_redis_options(value: Mapping[str, Any]) -> list[Problem]:
 
 @functools.cache
 def _redis_client_options() -> tuple[str, ...]:
-    import redis
-
     parameters = inspect.signature(redis.Redis.__init__).parameters
     return tuple(name for name in parameters if name != "self")
 
@@ -244,8 +244,6 @@ def wants_cluster(raw: Mapping[str, Any]) -> bool:
 
 
 def _unparsable_url(value: str) -> list[Problem]:
-    from redis.connection import parse_url
-
     try:
         parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as error:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from diffs.connection import cached_script
@@ -277,8 +278,6 @@ def write_many(
 
 def is_cluster(client: object) -> bool:
     """True for a Redis Cluster client."""
-    from redis.cluster import RedisCluster
-
     return isinstance(client, RedisCluster)
 
 
