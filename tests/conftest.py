@@ -13,7 +13,7 @@ import diffs
 from diffs import availability, delivery
 from diffs.settings import clear_settings_cache
 from tests.coverage_gate import PLUGIN_NAME, CoverageGate
-from tests.redis_cluster import RedisCluster, redis_cluster
+from tests.support.redis_cluster import RedisCluster, redis_cluster
 
 CLUSTER_URL_VARIABLE = "DIFFS_TEST_CLUSTER_URL"
 
@@ -106,7 +106,7 @@ def _flush_suite_cluster(client: redis.Redis, cluster: RedisCluster) -> None:
 
 def unreachable_url() -> str:
     """A URL of the suite's kind (one server, or a cluster) on a port nothing listens on."""
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     if suite_cluster is not None:
         return f"redis+cluster://127.0.0.1:{free_port()}"

@@ -28,7 +28,7 @@ from diffs import bulk, delivery, store, writer
 from diffs.exceptions import DiffsWriteError
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import feed_key
+from tests.support.keynames import feed_key
 from tests.testapp.models import Article, Question, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -110,7 +110,7 @@ def test_missing_fakeredis_is_a_clear_error_at_first_use(monkeypatch):
 
 def test_deploy_check_reports_an_unreachable_redis():
     from diffs.checks import check_redis_reachable
-    from tests.redis_server import free_port
+    from tests.support.redis_server import free_port
 
     port = free_port()
     with override_settings(DIFFS_SETTINGS={"url": f"redis://127.0.0.1:{port}/3"}):
@@ -132,7 +132,7 @@ def test_deploy_check_warns_of_other_sites_keys_under_the_prefix():
     import redis
 
     from diffs.checks import check_redis_reachable
-    from tests.redis_server import redis_server
+    from tests.support.redis_server import redis_server
 
     with redis_server() as server:
         redis.Redis(port=server.port).set("diffs:siteb:testapp.question:1", "x")

@@ -19,8 +19,8 @@ from django.test import override_settings
 from diffs import checks
 from diffs.checks import check_redis_reachable, check_settings
 from tests.conftest import unreachable_url
-from tests.keynames import feed_key, object_key
-from tests.redis_server import redis_server
+from tests.support.keynames import feed_key, object_key
+from tests.support.redis_server import redis_server
 
 
 def ids(messages):

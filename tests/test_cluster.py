@@ -1,7 +1,7 @@
 """Issue 5, point 4: django-diffs on a real Redis Cluster of three primaries.
 
 The cluster is the suite's own when the whole suite runs on one (DIFFS_TEST_CLUSTER=1),
-else this module's (tests/redis_cluster.py: free ports, stopped by pid). These tests
+else this module's (tests/support/redis_cluster.py: free ports, stopped by pid). These tests
 run in every configuration.
 Every model's keys share a hash tag, so a model lives on one primary; the models used
 here spread over several, which the prune test checks.
@@ -28,10 +28,10 @@ from diffs import delivery, keys, store
 from diffs.connection import build_client
 from diffs.models import OutboxEntry
 from diffs.settings import build_settings, find_problems
-from tests.redis_cluster import RedisCluster, redis_cluster
-from tests.redis_server import free_port
+from tests.support.redis_cluster import RedisCluster, redis_cluster
+from tests.support.redis_server import free_port
+from tests.support.writing import write_at
 from tests.testapp.models import Article, Choice, CodeItem, Question, UUIDItem
-from tests.writing import write_at
 
 pytestmark = [
     pytest.mark.django_db,

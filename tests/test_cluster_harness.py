@@ -24,7 +24,7 @@ import redis
 from redis.cluster import RedisCluster as ClusterClient
 from redis.exceptions import RedisClusterException
 
-from tests.redis_cluster import BUS_PORT_OFFSET, RedisCluster, redis_cluster
+from tests.support.redis_cluster import BUS_PORT_OFFSET, RedisCluster, redis_cluster
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("redis-server"), reason="redis-server is not installed"
@@ -193,7 +193,7 @@ def test_servers_stop_when_the_process_that_started_them_is_killed(tmp_path: Pat
     # SIGKILL leaves no chance to clean up: the kernel's parent-death signal stops them.
     script = (
         "import time\n"
-        "from tests.redis_cluster import redis_cluster\n"
+        "from tests.support.redis_cluster import redis_cluster\n"
         "with redis_cluster(primaries=1) as running:\n"
         "    print(*running.ports, flush=True)\n"
         "    time.sleep(60)\n"

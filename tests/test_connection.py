@@ -10,7 +10,7 @@ from django.test import override_settings
 import diffs
 from diffs.connection import build_client, get_fake_server
 from diffs.settings import build_settings
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 
 def test_client_is_built_once_and_cached():

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from diffs.contrib.drf import DiffsViewSetMixin
 from tests.conftest import diffs_settings
-from tests.keynames import object_key
+from tests.support.keynames import object_key
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
 from tests.testapp.views import QuestionSerializer
 

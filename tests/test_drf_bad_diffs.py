@@ -19,7 +19,7 @@ from rest_framework.test import APIClient, APIRequestFactory
 
 from diffs.contrib.drf import DiffsViewSetMixin
 from diffs.diff import Diff
-from tests.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, object_key
 from tests.testapp.models import Question
 from tests.testapp.views import QuestionSerializer
 

@@ -15,7 +15,7 @@ from diffs import get_connection, store
 from diffs.contrib.drf import DiffsViewSetMixin, serializer_columns
 from diffs.diff import Diff
 from diffs.keys import feed_member
-from tests.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, object_key
 from tests.testapp.models import (
     Badge,
     Choice,

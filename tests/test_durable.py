@@ -13,7 +13,7 @@ import diffs
 from diffs import delivery
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

@@ -1,6 +1,6 @@
 """With ``write_behind``, what waits for Redis is written at every exit that is not a kill.
 
-Real processes (``tests/exit_child.py``) run Django against a redis-server of the test's
+Real processes (``tests/support/exit_child.py``) run Django against a redis-server of the test's
 own, in every configuration of the suite. To have diffs wait at the exit for sure, the
 test stops that server (SIGSTOP) before the child saves: one diff is then in a write that
 cannot finish and four more wait behind it. The test ends the child the way it ends in
@@ -27,11 +27,11 @@ import redis
 
 from diffs import delivery, exit_hooks, store
 from tests.conftest import diffs_settings
-from tests.redis_server import RedisServer, redis_server
+from tests.support.redis_server import RedisServer, redis_server
 from tests.testapp.models import Question
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = "from tests.exit_child import main; main()"
+RUN = "from tests.support.exit_child import main; main()"
 
 #: Seconds any wait for a child gives up after; never reached when all goes well.
 BOUND = 60.0
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and fork are
 
 
 class Child:
-    """A child process of ``tests/exit_child.py``, read line by line with a timeout."""
+    """A child process of ``tests/support/exit_child.py``, read line by line with a timeout."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
@@ -124,7 +124,7 @@ def start_child(server: RedisServer, tmp_path: Path) -> Iterator:
     def start(*args: str, socket_timeout: float = 10.0) -> Child:
         env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.exit_settings",
+            "DJANGO_SETTINGS_MODULE": "tests.support.exit_settings",
             "PYTHONPATH": str(ROOT),
             "DIFFS_EXIT_DB": str(tmp_path / "db.sqlite3"),
             "DIFFS_EXIT_REDIS_URL": f"redis://127.0.0.1:{server.port}/1",

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import diffs_settings
-from tests.keynames import feed_key
+from tests.support.keynames import feed_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db

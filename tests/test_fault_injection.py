@@ -35,7 +35,7 @@ from diffs import availability, delivery
 from diffs.models import OutboxEntry
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
-from tests.redis_server import _wait_for, free_port
+from tests.support.redis_server import _wait_for, free_port
 from tests.testapp.models import Question
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ from diffs import Diff
 from diffs.exceptions import CursorExpired, InvalidCursor
 from diffs.feed import MAX_LIMIT
 from tests.conftest import diffs_settings
+from tests.support.writing import open_horizon
 from tests.testapp.models import Choice, CodeItem, Question, UUIDItem
-from tests.writing import open_horizon
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

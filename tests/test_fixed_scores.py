@@ -20,8 +20,8 @@ from django.db import transaction
 from diffs import store
 from diffs.diff import Diff
 from tests.conftest import diffs_settings
-from tests.keynames import horizon_key
-from tests.redis_server import redis_server
+from tests.support.keynames import horizon_key
+from tests.support.redis_server import redis_server
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)

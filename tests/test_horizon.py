@@ -24,7 +24,7 @@ import diffs
 from diffs import CursorExpired, delivery
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
-from tests.redis_server import redis_server
+from tests.support.redis_server import redis_server
 from tests.testapp.models import Question
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ from django.db import transaction
 import diffs
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
-from tests.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, object_key
+from tests.support.writing import write_at
 from tests.testapp.models import CodeItem, Question
-from tests.writing import write_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

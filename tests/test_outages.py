@@ -17,7 +17,7 @@ import diffs
 from diffs import availability, delivery, exit_hooks, store
 from diffs.payload import PendingDiff
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import feed_key
+from tests.support.keynames import feed_key
 from tests.test_feed import count_round_trips
 from tests.testapp.models import Choice, Question
 

@@ -18,7 +18,7 @@ from django.test import override_settings
 from diffs import get_connection, keys, pruning
 from diffs.settings import get_settings
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import feed_key, model_part, object_key
+from tests.support.keynames import feed_key, model_part, object_key
 from tests.testapp.models import Choice, Question
 
 HOUR_MS = 3600 * 1000
@@ -230,7 +230,7 @@ def test_redis_lost_during_a_prune_is_a_command_error(aged, monkeypatch):
 
 
 def test_a_command_refused_by_redis_names_what_the_user_needs():
-    from tests.redis_server import redis_server
+    from tests.support.redis_server import redis_server
 
     with redis_server() as server:
         admin = redis.Redis(port=server.port)
@@ -255,7 +255,7 @@ def test_redis_down_in_a_real_process_exits_non_zero_with_one_line_and_no_traceb
     url = unreachable_url()  # one server's, or a cluster's in the cluster configuration
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_redis_url",
+        "DJANGO_SETTINGS_MODULE": "tests.support.settings_redis_url",
         "DIFFS_TEST_SUBPROCESS_REDIS_URL": url,
     }
     done = subprocess.run(

@@ -18,7 +18,7 @@ from diffs import pruning
 from diffs.clock import redis_time_ms
 from diffs.keys import KeyShape
 from tests.conftest import diffs_settings
-from tests.keynames import feed_key, model_part, object_key
+from tests.support.keynames import feed_key, model_part, object_key
 from tests.test_prune import create_old
 from tests.testapp.models import Choice, Question
 

@@ -14,9 +14,9 @@ from diffs.clock import datetime_to_ms, precise_timestamp
 from diffs.managers import DiffModelManager
 from diffs.models import DiffSortedSet
 from tests.conftest import diffs_settings
-from tests.keynames import object_key as expected_key
+from tests.support.keynames import object_key as expected_key
+from tests.support.writing import open_horizon
 from tests.testapp.models import Question
-from tests.writing import open_horizon
 
 pytestmark = pytest.mark.django_db
 

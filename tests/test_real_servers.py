@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 
 from tests.conftest import diffs_settings
-from tests.redis_server import redis_server
+from tests.support.redis_server import redis_server
 from tests.testapp.models import Question
 
 pytestmark = [

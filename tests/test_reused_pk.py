@@ -140,7 +140,7 @@ def test_the_endpoint_never_shows_the_old_rows_diffs_for_the_new_row(django_user
 
 
 def test_the_birth_lives_as_long_as_the_objects_set(redis_client):
-    from tests.keynames import birth_key, object_key
+    from tests.support.keynames import birth_key, object_key
 
     CodeItem.objects.create(code="t", name="old").delete()
     item = CodeItem.objects.create(code="t", name="new")

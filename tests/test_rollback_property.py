@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffs import delivery
-from tests.keynames import object_key
+from tests.support.keynames import object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,7 +19,7 @@ import diffs
 from diffs import delivery
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
-from tests.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, object_key
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -129,7 +129,7 @@ def test_flush_diffs_writes_outbox_rows_outside_durable_mode_too():
 def test_a_failover_is_an_outage_not_a_refusal(durable, caplog):
     # While the client still talks to a primary that became a replica, Redis answers
     # READONLY: that passes once the failover is over, so nothing may be set aside.
-    from tests.redis_server import free_port, redis_server
+    from tests.support.redis_server import free_port, redis_server
 
     with redis_server() as server:
         admin = redis_server_client(server.port)

@@ -15,11 +15,11 @@ from diffs import store
 from diffs.diff import new_diff_id
 from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
 from tests.conftest import diffs_settings
-from tests.keynames import feed_key as expected_feed_key
-from tests.keynames import horizon_key as expected_horizon_key
-from tests.keynames import object_key as expected_key
+from tests.support.keynames import feed_key as expected_feed_key
+from tests.support.keynames import horizon_key as expected_horizon_key
+from tests.support.keynames import object_key as expected_key
+from tests.support.writing import open_horizon
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
-from tests.writing import open_horizon
 
 pytestmark = pytest.mark.django_db
 

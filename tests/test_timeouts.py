@@ -22,7 +22,7 @@ from diffs import availability, delivery
 from diffs.exceptions import DiffsError, RedisUnavailable
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
-from tests.redis_server import redis_server
+from tests.support.redis_server import redis_server
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,7 +135,7 @@ def hung_primaries(cluster, hung: str):
 def test_a_read_of_a_hung_cluster_takes_one_socket_timeout(hung):
     # redis-py's cluster client asks the other nodes for the layout after a node fails to
     # answer, each within socket_timeout: an entirely hung cluster cost 4 x socket_timeout.
-    from tests.redis_cluster import redis_cluster
+    from tests.support.redis_cluster import redis_cluster
 
     with redis_cluster(primaries=3) as cluster, hung_primaries(cluster, hung) as (client, stop):
         Question.diffs.since(None)

@@ -35,14 +35,14 @@ import diffs
 from diffs import delivery
 from diffs.checks import check_redis_reachable
 from diffs.settings import clear_settings_cache
-from tests.testapp.models import Question
-from tests.tls_server import (
+from tests.support.tls_server import (
     TLSRedisServer,
     TLSUnavailable,
     make_certificates,
     missing_tools,
     tls_redis_server,
 )
+from tests.testapp.models import Question
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # diffs are written on commit

@@ -1,7 +1,7 @@
 """The processes ``tests/test_exit_hooks.py`` ends in the ways processes end in production.
 
-Run as ``python -c "from tests.exit_child import main; main()" SCENARIO [ARG]`` with
-``DJANGO_SETTINGS_MODULE=tests.exit_settings``. Each scenario talks to the test over
+Run as ``python -c "from tests.support.exit_child import main; main()" SCENARIO [ARG]`` with
+``DJANGO_SETTINGS_MODULE=tests.support.exit_settings``. Each scenario talks to the test over
 stdin/stdout, one line at a time: it says ``up`` once Django runs and its connection to
 Redis is made, waits for ``go`` (the test has stopped its redis-server with SIGSTOP
 meanwhile), then saves so that one diff is in a write Redis cannot answer and four more

@@ -27,7 +27,7 @@ import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 from redis.exceptions import RedisClusterException
 
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 HOST = "127.0.0.1"
 BUS_PORT_OFFSET = 10000  # a cluster node also listens on port + 10000 (the cluster bus)
