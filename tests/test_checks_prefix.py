@@ -1,4 +1,4 @@
-"""Issue 12, point 11: checks for prefixes that overlap.
+"""Checks for prefixes that overlap.
 
 ``diffs.W003`` (static): a prefix that does not end with ``:`` is the start of other
 prefixes. ``diffs.W004`` (``check --deploy``): keys under our prefix that django-diffs

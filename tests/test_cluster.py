@@ -1,4 +1,4 @@
-"""Issue 5, point 4: django-diffs on a real Redis Cluster of three primaries.
+"""django-diffs on a real Redis Cluster of three primaries.
 
 The cluster is the suite's own when the whole suite runs on one (DIFFS_TEST_CLUSTER=1),
 else this module's (tests/support/redis_cluster.py: free ports, stopped by pid). These tests

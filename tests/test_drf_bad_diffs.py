@@ -1,4 +1,4 @@
-"""Issue 12, point 6 (the endpoint's side): one bad diff never breaks a page.
+"""The REST endpoint: one bad diff never breaks a page.
 
 A member written straight into Redis (by an older version, another writer, or a hand at
 ``redis-cli``) whose JSON holds ``NaN``/``Infinity`` tokens, is broken after a valid

@@ -1,4 +1,4 @@
-"""Issue 12, point 3: a diff served by the REST endpoint shows only what the viewset's
+"""A diff served by the REST endpoint shows only what the viewset's
 serializer shows (``DiffsViewSetMixin.diff_data``, ``diffs.contrib.drf.serializer_columns``)."""
 
 from __future__ import annotations

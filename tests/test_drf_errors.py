@@ -1,4 +1,4 @@
-"""Issue 12, points 7 and 11 (the endpoint's side): Redis trouble is a 503 with
+"""The REST endpoint: Redis trouble is a 503 with
 ``Retry-After``, never a 500; an error body quotes at most a short excerpt of a bad
 parameter."""
 

@@ -1,4 +1,4 @@
-"""Issue 12, point 5 (the endpoint's side): the feed never shows a diff of an earlier row
+"""The REST endpoint's feed never shows a diff of an earlier row
 because a row with the same pk is in the queryset now.
 
 A ``superseded`` diff was recorded before the latest creation of its holder (a pk

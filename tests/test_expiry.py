@@ -1,4 +1,4 @@
-"""Issue 5, point 3: a key that receives no new diff for max_element_age expires."""
+"""A key that receives no new diff for max_element_age expires."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Point 9: manage.py prune_diffs."""
+"""manage.py prune_diffs and diffs.pruning: what is removed, what is kept, and the feed's trim."""
 
 from __future__ import annotations
 

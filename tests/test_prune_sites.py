@@ -1,4 +1,4 @@
-"""Issue 12, points 10 and 8: sites sharing a Redis db never prune each other's diffs, and
+"""Sites sharing a Redis db never prune each other's diffs, and
 a prune moves each model's horizon up to its cutoff.
 
 Two sites on one db with the prefixes ``diffs:`` and ``diffs:siteb:``: a SCAN of

@@ -1,4 +1,4 @@
-"""Point 6: Model.diffs, instance.diffs, the sorted-set wrapper and Diff."""
+"""Reading diffs: Model.diffs, instance.diffs, the sorted-set wrapper and Diff."""
 
 from __future__ import annotations
 

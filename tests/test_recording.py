@@ -1,4 +1,4 @@
-"""Point 3 of the core issue: what is recorded for creates, updates and deletes."""
+"""What is recorded for creates, updates and deletes (expressions, hooks and JSON fields too)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Point 2: @diffs.register."""
+"""@diffs.register: what registering a model connects, and what it refuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Point 7: DIFFS_SETTINGS, read lazily, defaults intact, errors that name the key."""
+"""DIFFS_SETTINGS, read lazily, defaults intact, errors that name the key."""
 
 from __future__ import annotations
 

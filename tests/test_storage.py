@@ -1,4 +1,4 @@
-"""Point 5: one sorted set per object, keys, epoch-ms scores, unique JSON members."""
+"""One sorted set per object, keys, epoch-ms scores, unique JSON members."""
 
 from __future__ import annotations
 

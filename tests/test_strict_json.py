@@ -1,4 +1,4 @@
-"""Members are strict JSON (RFC 8259), and one bad member never breaks a read (issue 12.6).
+"""Members are strict JSON (RFC 8259), and one bad member never breaks a read.
 
 JSON has no NaN or infinity: a non-finite float is stored as the string "NaN",
 "Infinity" or "-Infinity". A member holding Python's NaN/Infinity tokens (written by an

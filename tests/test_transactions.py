@@ -1,4 +1,4 @@
-"""Point 4: with use_transactions the write happens on commit of the right database."""
+"""With use_transactions the write happens on commit of the right database."""
 
 from __future__ import annotations
 

@@ -140,7 +140,7 @@ class Badge(models.Model):
 
 @diffs.register
 class Secretive(models.Model):
-    """Columns the REST serializers leave out, and foreign keys (issue 12, point 3)."""
+    """Columns the REST serializers leave out, and foreign keys."""
 
     name = models.CharField(max_length=50)
     secret = models.CharField(max_length=50, default="")
