@@ -28,6 +28,7 @@ from diffs import delivery, keys, store
 from diffs.connection import build_client
 from diffs.models import OutboxEntry
 from diffs.settings import build_settings, find_problems
+from tests.support.paging import follow
 from tests.support.redis_cluster import RedisCluster, redis_cluster
 from tests.support.redis_server import free_port
 from tests.support.writing import write_at
@@ -154,14 +155,9 @@ def test_feed_and_object_cursors_page_without_gap_or_repeat(on_cluster, committe
     for n in range(7):
         with committed():
             made.append(Question.objects.create(question_text=f"q{n}"))
-    seen, cursor, pages = [], None, 0
-    while True:
-        page = Question.diffs.since(cursor, limit=3)
-        seen += [d.pk for d in page.diffs]
-        cursor, pages = page.cursor, pages + 1
-        if not page.has_more:
-            break
-    assert seen == [q.pk for q in made] and pages == 3
+    pages, cursor = follow(lambda cursor: Question.diffs.since(cursor, limit=3))
+    seen = [d.pk for page in pages for d in page.diffs]
+    assert seen == [q.pk for q in made] and len(pages) == 3
     with committed():
         made[0].question_text = "later"
         made[0].save()

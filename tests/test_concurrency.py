@@ -33,6 +33,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 
+from tests.support.paging import follow, follow_diffs
 from tests.testapp.models import Choice, Question
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,22 +92,24 @@ class FeedReader(threading.Thread):
         super().__init__()
         self.stop = threading.Event()
         self.seen: list[str] = []
+        self.error: BaseException | None = None
 
     def run(self) -> None:
+        cursor = None
         try:
-            cursor = None
-            while True:
-                finishing = self.stop.is_set()
-                while True:
-                    page = Question.diffs.since(cursor, limit=25)
-                    self.seen.extend(d.id for d in page.diffs)
-                    cursor = page.cursor
-                    if not page.has_more:
-                        break
-                if finishing:
-                    return
+            # Until the test says the writers are done, then once more for what they wrote last.
+            while not self.stop.is_set():
+                cursor = self.catch_up(cursor)
+            self.catch_up(cursor)
+        except BaseException as error:  # the test asserts there was none after join()
+            self.error = error
         finally:
             connection.close()
+
+    def catch_up(self, cursor: str | None) -> str | None:
+        pages, cursor = follow(lambda after: Question.diffs.since(after, limit=25), cursor)
+        self.seen.extend(d.id for page in pages for d in page.diffs)
+        return cursor
 
 
 @pytest.fixture
@@ -139,14 +142,9 @@ def check(lines: list[str], rows: list[int], toggled: int, parent: int, seen: li
     assert set(created) == set(updated) == children
     assert set(created.values()) == set(updated.values()) == {1}
 
-    everything = []
-    cursor = None
-    while True:
-        page = Question.diffs.since(cursor, limit=100)
-        everything.extend(d.id for d in page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            break
+    everything = [
+        d.id for d in follow_diffs(lambda cursor: Question.diffs.since(cursor, limit=100))
+    ]
     assert len(everything) == len(set(everything)), "a diff id appears twice"
     assert len(seen) == len(set(seen)), "the reader saw a diff twice"
     assert set(seen) == set(everything), "the reader missed a diff"
@@ -179,6 +177,7 @@ def test_threads_changing_the_same_rows(scene):
         thread.join()
     reader.stop.set()
     reader.join()
+    assert reader.error is None, f"the feed reader failed: {reader.error!r}"
     assert errors == []
     assert len(lines) == 3 * WORKERS * ROUNDS
     inversions = check(lines, rows, toggled, parent, reader.seen)
@@ -217,6 +216,7 @@ def test_processes_changing_the_same_rows(scene):
         lines.extend(out.splitlines())
     reader.stop.set()
     reader.join()
+    assert reader.error is None, f"the feed reader failed: {reader.error!r}"
     assert len(lines) == 3 * WORKERS * ROUNDS
     inversions = check(lines, rows, toggled, parent, reader.seen)
     print(f"processes: {inversions} diff(s) of a row arrived after a later commit's")

@@ -44,7 +44,7 @@ def get(api: APIClient, url: str, status: int = 200, **params: object) -> dict:
 def walk(api: APIClient, url: str, **params: object) -> tuple[list[dict], list[dict]]:
     """Read every page; return (results, pages)."""
     results, pages, cursor = [], [], None
-    while True:
+    for _ in range(100):
         body = get(api, url, **params, **({"since": cursor} if cursor else {}))
         pages.append(body)
         results.extend(body["results"])
@@ -52,7 +52,7 @@ def walk(api: APIClient, url: str, **params: object) -> tuple[list[dict], list[d
         cursor = body["cursor"]
         if not body["has_more"]:
             return results, pages
-        assert len(pages) < 100, "the cursor does not move forward"
+    raise AssertionError("still more after 100 pages: the cursor does not move forward")
 
 
 def texts(results: list[dict]) -> list[str]:

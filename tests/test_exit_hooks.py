@@ -78,16 +78,17 @@ class Child:
     def expect(self, prefix: str) -> list[str]:
         """Wait for a line starting with ``prefix``; return the words after it."""
         deadline = time.monotonic() + BOUND
-        while True:
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = self.lines.get(timeout=left)
             except queue.Empty:
-                line = None
-            if line is None:
-                self.stop()
-                pytest.fail(f"no line {prefix!r} from the child; its stderr:\n{self.stderr}")
+                break
+            if line is None:  # the child closed its stdout
+                break
             if line.startswith(prefix):
                 return line[len(prefix) :].split()
+        self.stop()
+        pytest.fail(f"no line {prefix!r} from the child; its stderr:\n{self.stderr}")
 
     def send(self, line: str) -> None:
         assert self.process.stdin is not None

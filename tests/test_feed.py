@@ -11,6 +11,7 @@ from diffs import Diff
 from diffs.exceptions import CursorExpired, InvalidCursor
 from diffs.feed import MAX_LIMIT
 from tests.conftest import diffs_settings
+from tests.support.paging import follow, follow_diffs
 from tests.support.writing import open_horizon
 from tests.testapp.models import Choice, CodeItem, Question, UUIDItem
 
@@ -61,14 +62,7 @@ def test_scores_strictly_increase_within_one_transaction():
     diffs = question.diffs
     assert texts(diffs) == [str(i) for i in range(50)]
     assert len({d.timestamp for d in diffs}) == 50
-    cursor = None
-    seen = []
-    while True:
-        page = Question.diffs.object_since(question.pk, cursor, limit=7)
-        seen.extend(page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            break
+    seen = follow_diffs(lambda cursor: Question.diffs.object_since(question.pk, cursor, limit=7))
     assert texts(seen) == [str(i) for i in range(50)]
 
 
@@ -77,15 +71,9 @@ def test_model_feed_pages_across_objects_with_no_gap_or_repeat():
     for question in questions:
         question.question_text += "!"
         question.save()
-    cursor, seen, pages = None, [], 0
-    while True:
-        page = Question.diffs.since(cursor, limit=3)
-        pages += 1
-        seen.extend(page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            break
-    assert pages == 4
+    read, cursor = follow(lambda cursor: Question.diffs.since(cursor, limit=3))
+    seen = [diff for page in read for diff in page.diffs]
+    assert len(read) == 4
     assert [(d.pk, d.created) for d in seen] == [(q.pk, True) for q in questions] + [
         (q.pk, False) for q in questions
     ]
@@ -278,13 +266,7 @@ def test_a_cursor_in_the_future_is_refused():
 def test_diffs_with_the_same_fixed_timestamp_keep_distinct_scores():
     fixed = time.time() * 1000 - 1000
     written = [Question.diffs.create(data={"n": n}, pk=1, timestamp=fixed).id for n in range(3)]
-    seen, cursor = [], None
-    while True:
-        page = Question.diffs.since(cursor, limit=1)
-        seen.extend(d.id for d in page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            break
+    seen = [d.id for d in follow_diffs(lambda cursor: Question.diffs.since(cursor, limit=1))]
     assert seen == written
 
 

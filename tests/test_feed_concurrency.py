@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from tests.support.paging import follow
 from tests.testapp.models import Question
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,13 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def drain(cursor):
     """Read every page after ``cursor``; return (ids, last cursor)."""
-    ids = []
-    while True:
-        page = Question.diffs.since(cursor, limit=50)
-        ids.extend(d.id for d in page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            return ids, cursor
+    pages, cursor = follow(lambda after: Question.diffs.since(after, limit=50), cursor)
+    return [d.id for page in pages for d in page.diffs], cursor
 
 
 def follow_while(running, cursor=None):

@@ -21,6 +21,7 @@ import diffs
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key, object_key
+from tests.support.paging import follow_diffs
 from tests.support.writing import write_at
 from tests.testapp.models import CodeItem, Question
 
@@ -69,13 +70,7 @@ def test_every_hostile_pk_has_its_own_key_and_reads_back_only_its_diffs():
 def test_the_feed_names_each_hostile_pk_exactly():
     for pk in HOSTILE_PKS:
         CodeItem.objects.create(code=pk, name="n")
-    seen, cursor = [], None
-    while True:
-        page = CodeItem.diffs.since(cursor, limit=7)
-        seen.extend(d.pk for d in page.diffs)
-        cursor = page.cursor
-        if not page.has_more:
-            break
+    seen = [d.pk for d in follow_diffs(lambda cursor: CodeItem.diffs.since(cursor, limit=7))]
     assert seen == HOSTILE_PKS
 
 
@@ -144,14 +139,9 @@ def test_foreign_feed_entries_do_not_break_paging(redis_client, caplog):
         },
     )
     CodeItem.diffs.create(data={"n": 5}, pk="p5")
-    seen, cursor = [], None
     with caplog.at_level(logging.WARNING, logger="diffs"):
-        while True:
-            page = CodeItem.diffs.since(cursor, limit=2)
-            seen.extend(d.data["n"] for d in page.diffs)
-            cursor = page.cursor
-            if not page.has_more:
-                break
+        read = follow_diffs(lambda cursor: CodeItem.diffs.since(cursor, limit=2))
+    seen = [d.data["n"] for d in read]
     assert seen == [0, 1, 2, 3, 4, 5]
     skipped = [r for r in caplog.records if "did not write" in r.getMessage()]
     assert len(skipped) == 2  # the short one and the undecodable one; the third looks
