@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from diffs.contrib.drf import DiffsViewSetMixin
 from tests.conftest import diffs_settings
 from tests.support.keynames import object_key
+from tests.support.writing import open_horizon, write_at
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
 from tests.testapp.views import QuestionSerializer
 
@@ -306,27 +307,53 @@ def test_limits_follow_the_viewsets_page_size_and_maximum(user_client):
     assert "from 1 to 50" in body["detail"]
 
 
+#: The retention window (seconds) of the expiry tests: long enough that nothing a test
+#: does between two requests moves a diff or a cursor across it.
+WINDOW = 3600
+
+
+def windows_ago(windows: float) -> int:
+    """A Unix-millisecond cursor ``windows`` retention windows old."""
+    return int(time.time() * 1000 - windows * WINDOW * 1000)
+
+
 def test_expired_cursor_is_a_410(client):
     question = Question.objects.create(question_text="old")
-    cursor = get(client, "/questions/diffs/")["cursor"]
-    object_cursor = get(client, f"/questions/{question.pk}/diffs/")["cursor"]
-    # A window of a second: the restart cursor must still be inside it four requests
-    # later, on a loaded machine too (50 ms was not always enough).
-    with diffs_settings(max_element_age=1):
-        time.sleep(1.2)
-        body = get(client, "/questions/diffs/", status=410, since=cursor)
+    with diffs_settings(max_element_age=WINDOW):
+        open_horizon(Question)  # the model's history is complete: only the window decides
+        score = write_at(Question, question.pk, {"age": "old"}, windows_ago(2))
+        [old] = [d for d in Question.diffs.get_sortedset(question.pk) if d.timestamp == score]
+        body = get(client, "/questions/diffs/", status=410, since=old.cursor)
         assert_error(body, "cursor_expired")
         assert "Keep 'cursor', fetch the objects again" in body["detail"]
         restart = body["cursor"]
-        body = get(client, f"/questions/{question.pk}/diffs/", status=410, since=object_cursor)
+        body = get(client, f"/questions/{question.pk}/diffs/", status=410, since=old.cursor)
         assert_error(body, "cursor_expired")
-        # starting over works, and old diffs are no longer served
-        assert get(client, "/questions/diffs/")["results"] == []
+        # starting over works, and the expired diff is no longer served
+        assert texts(get(client, "/questions/diffs/")["results"]) == ["old"]  # the creation
+        [creation] = get(client, f"/questions/{question.pk}/diffs/")["results"]
+        assert creation["created"] is True
         # the restart cursor picks up what changes after the client re-fetched
         question.question_text = "new"
         question.save()
         [result] = get(client, "/questions/diffs/", since=restart)["results"]
         assert result["data"][0]["fields"] == {"question_text": "new"}
+
+
+@pytest.mark.parametrize(
+    ("windows", "status"), [(1.5, 410), (0.5, 200)], ids=["1.5 windows", "0.5 windows"]
+)
+def test_a_cursor_older_than_one_window_is_a_410(client, windows, status):
+    question = Question.objects.create(question_text="recent")
+    with diffs_settings(max_element_age=WINDOW):
+        open_horizon(Question)
+        cursor = windows_ago(windows)
+        for url in ("/questions/diffs/", f"/questions/{question.pk}/diffs/"):
+            body = get(client, url, status=status, since=cursor)
+            if status == 410:
+                assert_error(body, "cursor_expired")
+            else:
+                assert texts(body["results"]) == ["recent"]
 
 
 def test_a_cursor_in_the_future_is_a_400(client):

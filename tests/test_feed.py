@@ -12,7 +12,7 @@ from diffs.exceptions import CursorExpired, InvalidCursor
 from diffs.feed import MAX_LIMIT
 from tests.conftest import diffs_settings
 from tests.support.paging import follow, follow_diffs
-from tests.support.writing import open_horizon
+from tests.support.writing import open_horizon, write_at
 from tests.testapp.models import Choice, CodeItem, Question, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,19 +124,54 @@ def test_feed_works_for_uuid_and_hostile_pks():
     assert [d.pk for d in CodeItem.diffs.since().diffs] == codes
 
 
-def test_expired_cursor_raises_and_reads_hide_expired_diffs(redis_client):
-    question = Question.objects.create(question_text="old")
-    old_cursor = question.diffs[0].cursor
-    with diffs_settings(max_element_age=0.05):
-        time.sleep(0.1)
+#: The retention window (seconds) of the expiry tests: long enough that nothing a test
+#: does between two reads moves a diff or a cursor across it.
+WINDOW = 3600
+
+
+def old_diff(pk: int, windows: float) -> str:
+    """Write a diff of question ``pk`` scored ``windows`` retention windows ago; its cursor.
+
+    The model's horizon is opened first, so only the window can make the cursor expire.
+    """
+    open_horizon(Question)
+    score = write_at(Question, pk, {"age": "old"}, time.time() * 1000 - windows * WINDOW * 1000)
+    [diff] = [d for d in Question.diffs.get_sortedset(pk) if d.timestamp == score]
+    return diff.cursor
+
+
+def test_expired_cursor_raises_and_reads_hide_expired_diffs():
+    with diffs_settings(max_element_age=WINDOW):
+        old_cursor = old_diff(1, windows=2)
         with pytest.raises(CursorExpired, match="max_element_age"):
-            Question.diffs.get_by_object_id(question.pk, since=old_cursor)
-        with pytest.raises(CursorExpired):
+            Question.diffs.get_by_object_id(1, since=old_cursor)
+        with pytest.raises(CursorExpired, match="max_element_age"):
             Question.diffs.since(old_cursor)
         # not pruned yet, but never returned
-        assert len(Question.diffs.get_sortedset(question.pk)) == 1
-        assert question.diffs == []
+        assert len(Question.diffs.get_sortedset(1)) == 1
+        assert Question.diffs.get_by_object_id(1) == []
         assert Question.diffs.since().diffs == []
+
+
+@pytest.mark.parametrize(
+    ("windows", "expired"), [(1.5, True), (0.5, False)], ids=["1.5 windows", "0.5 windows"]
+)
+def test_a_cursor_expires_once_it_is_older_than_one_window(windows, expired):
+    with diffs_settings(max_element_age=WINDOW):
+        open_horizon(Question)  # the model's history is complete: only the window decides
+        cursor = time.time() * 1000 - windows * WINDOW * 1000
+        recent = Question.objects.create(question_text="recent")
+        reads = [
+            lambda: Question.diffs.since(cursor).diffs,
+            lambda: Question.diffs.get_by_object_id(recent.pk, since=cursor),
+            lambda: Question.diffs.object_since(recent.pk, cursor).diffs,
+        ]
+        for read in reads:
+            if expired:
+                with pytest.raises(CursorExpired, match="max_element_age"):
+                    read()
+            else:
+                assert texts(read()) == ["recent"]
 
 
 @pytest.mark.parametrize("bad", ["abc", "", "nan", "-5", "inf", True, None])
@@ -241,10 +276,9 @@ def test_a_feed_page_costs_two_round_trips_whatever_the_number_of_objects(monkey
 
 
 def test_expired_cursor_carries_a_restart_cursor():
-    question = Question.objects.create(question_text="old")
-    old_cursor = question.diffs[0].cursor
-    with diffs_settings(max_element_age=0.05):
-        time.sleep(0.1)
+    question = Question.objects.create(question_text="before")
+    with diffs_settings(max_element_age=WINDOW):
+        old_cursor = old_diff(question.pk, windows=2)
         with pytest.raises(CursorExpired) as info:
             Question.diffs.since(old_cursor)
         restart = info.value.restart_cursor

@@ -51,12 +51,13 @@ def test_a_key_of_another_type_does_not_block_the_queue(redis_client, caplog):
 def test_an_outbox_row_whose_fixed_score_aged_out_is_set_aside_and_the_rest_written(caplog):
     with diffs_settings(durable=True, url=unreachable_url(), test_mode=False, socket_timeout=0.5):
         old = Question(question_text="old fixed time")
-        old._last_save_at = time.time() * 1000 - 1000
+        old._last_save_at = time.time() * 1000 - 1800 * 1000  # half the default window
         old.save()  # Redis is down: the row waits in the outbox
         behind = Question.objects.create(question_text="behind it")
     delivery.clear()  # the process went away; the rows did not
-    with diffs_settings(durable=True, max_element_age=0.5), caplog.at_level(logging.ERROR):
-        time.sleep(0.6)  # the fixed score is now older than the window
+    # A window of ten minutes: the old row's fixed time (half an hour ago) lies outside it,
+    # "behind it" (saved a moment ago) well inside, however slow the machine.
+    with diffs_settings(durable=True, max_element_age=600), caplog.at_level(logging.ERROR):
         report = diffs.flush_diffs()
         assert (report.from_outbox, report.set_aside) == (1, 1)
         assert texts(behind) == ["behind it"]
