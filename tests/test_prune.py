@@ -331,3 +331,47 @@ def test_a_feed_is_pruned_with_the_cutoff_and_raises_the_horizon_once(redis_clie
     assert report.horizons == {horizon}
     assert float(redis_client.hget(horizon, "from")) == cutoff
     assert redis_client.zcard(object_key("testapp.question", 1)) == 0
+
+
+# --- the cutoff: kept at it, removed a step before it ------------------------------------
+
+
+#: The smallest step between two scores near the present (the write script's step).
+SCORE_STEP = 0.001
+
+
+@pytest.fixture
+def at_the_cutoff(redis_client, monkeypatch):
+    """The cutoff of ``prune_diffs`` under a Redis clock the test holds still, a diff of
+    question 1 scored exactly at it and one of question 2 scored a step before it."""
+    now = time.time() * 1000
+    monkeypatch.setattr("diffs.management.commands.prune_diffs.redis_time_ms", lambda _: now)
+    cutoff = now - get_settings().max_element_age * 1000  # as the command computes it
+    create_old(Question, 1, {"at": "cutoff"}, cutoff)
+    create_old(Question, 2, {"at": "a step before"}, cutoff - SCORE_STEP)
+    assert (
+        redis_client.zrange(object_key("testapp.question", 1), 0, -1, withscores=True)[0][1]
+        == cutoff
+    )
+    return cutoff
+
+
+def feed_scores(redis_client):
+    return [
+        score
+        for _, score in redis_client.zrange(feed_key("testapp.question"), 0, -1, withscores=True)
+    ]
+
+
+def test_a_diff_at_the_cutoff_is_kept_and_one_a_step_older_is_removed(at_the_cutoff, redis_client):
+    cutoff = at_the_cutoff
+    out, _ = run("--dry-run")
+    assert out.strip() == "Would remove 1 diff(s) from 1 of 2 key(s) under 'diffs:'."
+    report = pruning.prune(redis_client, "diffs:", cutoff, dry_run=True)
+    assert (report.diffs_removed, report.feed_entries_removed) == (1, 1)
+    assert feed_scores(redis_client) == [cutoff - SCORE_STEP, cutoff]  # a dry run keeps all
+    out, _ = run()
+    assert out.strip() == "Removed 1 diff(s) from 1 of 2 key(s) under 'diffs:'."
+    assert [d.data for d in Question.diffs.get_sortedset(1)] == [{"at": "cutoff"}]
+    assert len(Question.diffs.get_sortedset(2)) == 0
+    assert feed_scores(redis_client) == [cutoff]  # the feed's trim draws the same line
