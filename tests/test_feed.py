@@ -305,7 +305,11 @@ def test_diffs_with_the_same_fixed_timestamp_keep_distinct_scores():
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), time.time() * 1000 + 86_400_000])
+@pytest.mark.parametrize(
+    "bad",
+    [float("nan"), float("inf"), time.time() * 1000 + 86_400_000],
+    ids=["nan", "inf", "a day ahead"],
+)
 def test_fixed_timestamps_must_be_finite_and_not_in_the_future(bad, caplog):
     with pytest.raises(ValueError, match=r"Question.diffs.create\(pk=1, timestamp=.*refused"):
         Question.diffs.create(data={}, pk=1, timestamp=bad)
