@@ -26,8 +26,9 @@ from diffs.exit_hooks import write_waiting_diffs
 from diffs.feed import FeedPage
 from diffs.flushing import FlushReport, flush_diffs
 from diffs.managers import DiffModelDescriptor, DiffModelManager
-from diffs.registry import is_registered, register, registered_models, unregister
+from diffs.registry import is_registered, registered_models
 from diffs.sortedset import DiffSortedSet
+from diffs.wiring import register, unregister
 
 __version__ = "1.0.0.dev0"
 

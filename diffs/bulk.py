@@ -53,6 +53,7 @@ from django.db.models.functions import Now
 
 from diffs import expressions, tracking
 from diffs.payload import PendingDiff, build_pending
+from diffs.registry import is_registered
 from diffs.settings import get_settings
 from diffs.writer import schedule_chunk
 
@@ -221,8 +222,6 @@ def _install_base_manager(model: type[models.Model]) -> None:
 
 
 def _records(model: type[models.Model]) -> bool:
-    from diffs.registry import is_registered
-
     return is_registered(model)
 
 

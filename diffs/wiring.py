@@ -1,0 +1,111 @@
+"""``@diffs.register`` and ``diffs.unregister``: wiring a model up, and undoing it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
+
+from django.db import models
+from django.db.models.signals import class_prepared
+from django.dispatch import receiver
+
+from diffs import bulk, recording, registry, tracking
+from diffs.exceptions import RegistrationError
+from diffs.managers import DiffModelDescriptor, DiffModelManager
+from diffs.registry import DESCRIPTOR_NAME, is_registered, raw_attribute
+
+_M = TypeVar("_M", bound=type[models.Model])
+
+
+@overload
+def register(model: _M) -> _M: ...
+
+
+@overload
+def register(model: None = None) -> Callable[[_M], _M]: ...
+
+
+def register(model: _M | None = None) -> _M | Callable[[_M], _M]:
+    """Record every change to ``model`` in Redis; returns the class, so it decorates.
+
+    Works at import time (in ``models.py``, before the app registry is ready) and
+    later, as ``@diffs.register`` or ``@diffs.register()``; registering a model twice
+    is harmless. The model gains django-dirtyfields' ``get_dirty_fields()``/``is_dirty()``
+    if it has no ``get_dirty_fields`` of its own, and a ``diffs`` attribute:
+    ``Model.diffs`` is a :class:`DiffModelManager`, ``instance.diffs`` the object's list
+    of :class:`~diffs.Diff`, oldest first. Saves through proxy models of a registered
+    model are recorded too, under the same key.
+
+    Raises:
+        RegistrationError: (a ``TypeError``) for a non-model, an abstract model, or a
+            model whose ``diffs`` attribute is already something else.
+    """
+    if model is None:
+        return register
+    _validate(model)
+    with registry.lock:
+        setattr(model, DESCRIPTOR_NAME, DiffModelDescriptor(DiffModelManager(model)))
+        registry.add(model)
+        for tracked in _with_proxies(model):
+            _wire(tracked)
+    return model
+
+
+def unregister(model: type[models.Model]) -> None:
+    """Stop recording changes to ``model`` (mostly for tests); unknown models are ignored."""
+    with registry.lock:
+        if not registry.remove(model):
+            return
+        for tracked in _with_proxies(model):
+            if not is_registered(tracked):
+                recording.disconnect(tracked)
+                tracking.uninstall_receivers(tracked)
+        if isinstance(vars(model).get(DESCRIPTOR_NAME), DiffModelDescriptor):
+            delattr(model, DESCRIPTOR_NAME)
+
+
+def _wire(model: type[models.Model]) -> None:
+    # Recording first: its post_save receiver must run before the snapshot is reset,
+    # so that hooks calling self.get_dirty_fields() still see this save's changes.
+    recording.connect(model)
+    tracking.install(model)
+    bulk.install(model)
+
+
+def _with_proxies(model: type[models.Model]) -> Iterator[type[models.Model]]:
+    yield model
+    for subclass in model.__subclasses__():
+        if getattr(subclass, "_meta", None) is not None and subclass._meta.proxy:
+            yield from _with_proxies(subclass)
+
+
+@receiver(class_prepared, dispatch_uid="diffs.wiring.proxies")
+def _wire_new_proxy(sender: type[models.Model], **kwargs: Any) -> None:
+    """A proxy declared after its concrete model was registered is recorded too."""
+    if sender._meta.proxy and is_registered(sender):
+        with registry.lock:
+            _wire(sender)
+
+
+def _validate(model: Any) -> None:
+    if not (
+        isinstance(model, type) and issubclass(model, models.Model) and hasattr(model, "_meta")
+    ):
+        msg = (
+            f"@diffs.register expects a Django model class, got {model!r}. "
+            "Put the decorator directly above a 'class ...(models.Model):' statement."
+        )
+        raise RegistrationError(msg)
+    if model._meta.abstract:
+        msg = (
+            f"@diffs.register cannot track the abstract model {model.__name__}: abstract "
+            "models have no rows. Register each concrete subclass instead."
+        )
+        raise RegistrationError(msg)
+    existing = raw_attribute(model, DESCRIPTOR_NAME)
+    if existing is not None and not isinstance(existing, DiffModelDescriptor):
+        msg = (
+            f"{model.__name__} already has an attribute {DESCRIPTOR_NAME!r} "
+            f"({type(existing).__name__}), which @diffs.register would replace. Rename it."
+        )
+        raise RegistrationError(msg)
