@@ -167,16 +167,15 @@ def test_an_unreachable_redis_is_e013_only():
 
 
 def test_deploy_checks_are_bounded_when_socket_timeout_is_none(monkeypatch):
-    import diffs.connection
-
     seen = []
-    real = diffs.connection.build_client
+    real = checks.build_client
 
     def build_client(conf):
         seen.append(conf.socket_timeout)
         return real(conf)
 
-    monkeypatch.setattr(diffs.connection, "build_client", build_client)
+    # diffs.checks builds its clients with the build_client it imported
+    monkeypatch.setattr(checks, "build_client", build_client)
     with override_settings(DIFFS_SETTINGS={"url": unreachable_url(), "socket_timeout": None}):
         check_redis_reachable()
     assert seen and set(seen) == {checks.DEPLOY_CHECK_TIMEOUT}
