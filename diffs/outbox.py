@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
 from django.db import DatabaseError, connections, router
 
 from diffs.clock import now_ms
@@ -31,13 +32,13 @@ logger = logging.getLogger("diffs")
 
 
 def outbox_model() -> type[OutboxEntry]:
-    """The outbox table's model."""
-    # Imported here: diffs.models defines a Django model, which cannot be imported
-    # before the app registry is ready, and this module is imported before that
-    # (diffs/__init__ -> flushing -> outbox).
-    from diffs.models import OutboxEntry
+    """The outbox table's model.
 
-    return OutboxEntry
+    Looked up in the app registry rather than imported: this module is imported before
+    the registry is ready (diffs/__init__ -> flushing -> outbox), and diffs.models also
+    re-exports the read API, which reaches back to delivery.
+    """
+    return apps.get_model("diffs", "OutboxEntry")
 
 
 def record(pending: PendingDiff, using: str) -> int:
