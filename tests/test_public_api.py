@@ -51,7 +51,8 @@ def readme_top_level_names() -> set[str]:
     used = {name for name in _DOTTED.findall(text) if not _CHECK_ID.fullmatch(name)}
     for groups in _FROM_DIFFS.findall(text):
         used.update(names_in(*groups))
-    return used - submodules() - REMOVED
+    dunders = {name for name in used if name.startswith("__") and name.endswith("__")}
+    return used - submodules() - REMOVED - (dunders - {"__version__"})
 
 
 def test_the_readme_scan_finds_the_names_it_should():
