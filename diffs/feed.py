@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from django.db import models
 
 from diffs.connection import cached_script
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
@@ -272,7 +273,7 @@ def read_object(
 def object_page(
     client: redis.Redis,
     keys: ObjectKeys,
-    label: str,
+    model: type[models.Model],
     pk: Any,
     since: Since,
     *,
@@ -285,13 +286,13 @@ def object_page(
     page = read_object(
         client, keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
     )
-    diffs = decode_entries(keys.key, page.entries, label, pk, eager=True)
+    diffs = decode_entries(keys.key, page.entries, model._meta.label_lower, pk, eager=True)
     return FeedPage(diffs, page.cursor(), page.has_more)
 
 
 def model_page(
     client: redis.Redis,
-    model: Any,
+    model: type[models.Model],
     prefix: str,
     keys: ModelKeys,
     since: Since,

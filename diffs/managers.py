@@ -11,7 +11,7 @@ import redis
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from diffs import availability, store
+from diffs import reads, store
 from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.connection import cached_script, get_connection
 from diffs.cursors import Since, encode_cursor
@@ -111,7 +111,6 @@ class DiffModelManager(Generic[_M]):
             InvalidCursor: ``since`` is malformed.
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
         """
-        flush_before_read()
         conf = get_settings()
         keys = self._object_keys(pk)
         label, pk_python = model_label(self.model), pk_value(self.model, pk)
@@ -119,7 +118,7 @@ class DiffModelManager(Generic[_M]):
         diffs: list[Diff] = []
         cursor = since
         while True:
-            page = availability.read(
+            page = reads.read(
                 functools.partial(
                     read_object,
                     client,
@@ -152,15 +151,14 @@ class DiffModelManager(Generic[_M]):
             ValueError: ``limit`` is not between 1 and 1000.
         """
         check_limit(limit)
-        flush_before_read()
         conf = get_settings()
         label, pk_python = model_label(self.model), pk_value(self.model, pk)
-        return availability.read(
+        return reads.read(
             functools.partial(
                 object_page,
                 get_connection(),
                 self._object_keys(pk),
-                label,
+                self.model,
                 pk_python,
                 cursor,
                 limit=limit,
@@ -187,14 +185,13 @@ class DiffModelManager(Generic[_M]):
             ValueError: ``limit`` is not between 1 and 1000.
         """
         check_limit(limit)
-        flush_before_read()
         conf = get_settings()
         keys = ModelKeys(
             feed=feed_key(conf.prefix, self.model),
             horizon=horizon_key(conf.prefix, self.model),
             key_base=object_key_base(conf.prefix, self.model),
         )
-        return availability.read(
+        return reads.read(
             functools.partial(
                 model_page,
                 get_connection(),
@@ -220,12 +217,11 @@ class DiffModelManager(Generic[_M]):
         Raises:
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
         """
-        flush_before_read()
         keys = self._object_keys(pk)
         client = get_connection()
         script = cached_script(client, _RESTART_SCRIPT)
         ttl_ms = max(1, round(get_settings().max_element_age * 1000))
-        availability.read(
+        reads.read(
             lambda: script(keys=[keys.key, keys.birth], args=[ttl_ms]),
             f"the history of {model_label(self.model)} pk={pk!r}",
         )

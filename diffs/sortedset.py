@@ -16,9 +16,8 @@ from typing import Any, overload
 
 import redis
 
-from diffs import availability
+from diffs import reads
 from diffs.connection import cached_script
-from diffs.delivery import flush_before_read
 from diffs.diff import Diff, decode_members
 from diffs.keys import birth_key_for
 from diffs.settings import get_settings
@@ -229,20 +228,18 @@ class DiffSortedSet:
         return decode_entries(self.key, entries, self.model, self.pk)
 
     def _ranks(self, op: str, start: int, stop: int) -> Any:
-        flush_before_read()
         script = cached_script(self.client, _RANK_SCRIPT)
         keys = [self.key, self.birth_key]
-        return availability.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
+        return reads.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
 
     def _by_score(
         self, low: Score, high: Score, start: int | None, num: int | None, direction: str
     ) -> Any:
-        flush_before_read()
         script = cached_script(self.client, _SCORE_SCRIPT)
         args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
         args.append(direction)
         keys = [self.key, self.birth_key]
-        return availability.read(lambda: script(keys=keys, args=args), self.key)
+        return reads.read(lambda: script(keys=keys, args=args), self.key)
 
 
 def _birth_key_of(key: str) -> str:
