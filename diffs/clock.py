@@ -1,41 +1,30 @@
-"""Timestamps: Unix epoch milliseconds, the score of every diff.
+"""Clocks, and which one gives what.
 
-0.1.16 read a UTC time tuple as local time, so its scores were off by the UTC offset
-whenever TIME_ZONE was not UTC. Here the clock is ``time.time_ns()``: true epoch
-milliseconds whatever TIME_ZONE or USE_TZ say.
+* Every diff's score comes from the Redis server's clock: the write script reads
+  ``TIME`` itself, so diffs written by any process sort in the order they reached
+  Redis, and cursors never skip one. :func:`redis_time_ms` reads that clock from
+  Python (``prune_diffs``' cutoff).
+* :func:`now_ms` is this process's wall clock, in Unix epoch milliseconds whatever
+  TIME_ZONE or USE_TZ say: when a change committed (a late diff's ``"t"``, an outbox
+  row), and the check that refuses a fixed score before it reaches Redis. No ordering
+  rests on it.
+* ``time.monotonic()`` measures durations: the pause after Redis failed
+  (:mod:`diffs.availability`), how long an exit waits, the deadlines of checks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
 import time
 from typing import Any
 
 from django.utils import timezone
 
-# One microsecond, in milliseconds: the finest step a score keeps (a double holds
-# about 16 significant digits, and 13 of them are taken by the milliseconds).
-_STEP_MS = 0.001
-
-_lock = threading.Lock()
-_last_ms = 0.0
-
 
 def now_ms() -> float:
-    """Return the current epoch time in milliseconds, strictly increasing per process.
-
-    Two diffs taken in the same microsecond would otherwise share a score, and Redis
-    orders equal scores by member bytes, which would lose their order.
-    """
-    global _last_ms
-    with _lock:
-        current = round(time.time_ns() / 1_000_000, 3)
-        if current <= _last_ms:
-            current = round(_last_ms + _STEP_MS, 3)
-        _last_ms = current
-        return current
+    """Return the current Unix epoch time in milliseconds (to the microsecond)."""
+    return round(time.time_ns() / 1_000_000, 3)
 
 
 def datetime_to_ms(value: dt.datetime) -> float:

@@ -348,7 +348,7 @@ def write_now(batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
     Raises what the write raised when Redis is out of reach: the caller keeps the batch
     (writes are idempotent, so what did reach Redis is stored once when retried).
     """
-    now = time.time() * 1000
+    now = now_ms()
     refused = [(item, why) for item in batch if (why := refusal(item, now)) is not None]
     set_aside = {id(item) for item, _ in refused}
     writes = [item for item in batch if id(item) not in set_aside]
