@@ -14,8 +14,9 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -28,25 +29,8 @@ from redis.connection import parse_url
 
 SETTING_NAME = "DIFFS_SETTINGS"
 
-DEFAULTS: Mapping[str, Any] = {
-    "redis": {"host": "localhost", "port": 6379, "db": 0},
-    "url": None,
-    "max_element_age": 3600,
-    "use_transactions": True,
-    "test_mode": False,
-    "prefix": "diffs:",
-    "on_redis_error": "retry",
-    "socket_timeout": 1.0,
-    "retry_buffer_size": 10_000,
-    "durable": False,
-    "max_diff_bytes": 1_048_576,
-    "cluster": False,
-    "write_behind": False,
-    "write_batch_bytes": 1_048_576,
-    "page_bytes": 1_048_576,
-    "queue_bytes": 67_108_864,
-    "spill_after_bytes": 8_388_608,
-}
+#: A key's check: its problems with ``value`` (none when it is fine).
+Check = Callable[[str, Any], list["Problem"]]
 
 #: What to do with diffs Redis did not take (see ``diffs.delivery``).
 ON_REDIS_ERROR_CHOICES = ("retry", "log", "raise")
@@ -66,37 +50,6 @@ class Problem:
     is_error: bool = True
 
 
-@dataclass(frozen=True)
-class DiffsSettings:
-    """The merged, validated settings. Build it with :func:`get_settings`."""
-
-    redis: dict[str, Any] = field(default_factory=dict)
-    #: The ``redis`` dict exactly as the user gave it (no defaults merged in).
-    user_redis: dict[str, Any] = field(default_factory=dict)
-    url: str | None = None
-    max_element_age: float = 3600
-    use_transactions: bool = True
-    test_mode: bool = False
-    prefix: str = "diffs:"
-    on_redis_error: str = "retry"
-    socket_timeout: float | None = 1.0
-    retry_buffer_size: int = 10_000
-    durable: bool = False
-    max_diff_bytes: int = 1_048_576
-    #: True to use Redis Cluster (``cluster: True``, or a ``redis+cluster://`` URL).
-    cluster: bool = False
-    #: True to write to Redis from a background thread (see ``diffs.delivery``).
-    write_behind: bool = False
-    #: About how many bytes of diffs one write script call may carry.
-    write_batch_bytes: int = 1_048_576
-    #: About how many bytes of diffs one page (feed, object page) may hold.
-    page_bytes: int = 1_048_576
-    #: Most bytes of diffs waiting in one process's memory for Redis.
-    queue_bytes: int = 67_108_864
-    #: Bytes of bulk-write diffs a transaction keeps in memory; beyond, the outbox.
-    spill_after_bytes: int = 8_388_608
-
-
 def _raw_settings() -> Any:
     # A falsy value (None, {}) means "all defaults", as in 0.1.16.
     return getattr(django_settings, SETTING_NAME, None) or {}
@@ -113,9 +66,9 @@ def find_problems(raw: Any) -> list[Problem]:
             )
         ]
     problems = _unknown_key_problems(raw)
-    for key, validate in _VALIDATORS.items():
+    for key, check in _CHECKS.items():
         if key in raw:
-            problems.extend(validate(raw[key]))
+            problems.extend(check(key, raw[key]))
     problems.extend(_combination_problems(raw))
     return problems
 
@@ -137,7 +90,7 @@ def _unknown_key_problems(raw: Mapping[str, Any]) -> list[Problem]:
     ]
 
 
-def _check_redis(value: Any) -> list[Problem]:
+def _check_redis(key: str, value: Any) -> list[Problem]:
     if isinstance(value, Mapping):
         return _unknown_redis_options(value)
     return [
@@ -172,7 +125,7 @@ def _redis_client_options() -> tuple[str, ...]:
     return tuple(name for name in parameters if name != "self")
 
 
-def _check_max_element_age(value: Any) -> list[Problem]:
+def _check_max_element_age(key: str, value: Any) -> list[Problem]:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if number and math.isfinite(value) and value > 0:
         return []
@@ -186,8 +139,8 @@ def _check_max_element_age(value: Any) -> list[Problem]:
     ]
 
 
-def _bool_check(key: str, check_id: str) -> Any:
-    def check(value: Any) -> list[Problem]:
+def _bool_check(check_id: str) -> Check:
+    def check(key: str, value: Any) -> list[Problem]:
         if isinstance(value, bool):
             return []
         return [
@@ -201,7 +154,7 @@ def _bool_check(key: str, check_id: str) -> Any:
     return check
 
 
-def _check_prefix(value: Any) -> list[Problem]:
+def _check_prefix(key: str, value: Any) -> list[Problem]:
     if isinstance(value, str) and value:
         return []
     return [
@@ -213,7 +166,7 @@ def _check_prefix(value: Any) -> list[Problem]:
     ]
 
 
-def _check_url(value: Any) -> list[Problem]:
+def _check_url(key: str, value: Any) -> list[Problem]:
     if value is None:
         return []
     if isinstance(value, str) and urlsplit(value).scheme in URL_SCHEMES + CLUSTER_URL_SCHEMES:
@@ -257,7 +210,7 @@ def _unparsable_url(value: str) -> list[Problem]:
     return []
 
 
-def _check_on_redis_error(value: Any) -> list[Problem]:
+def _check_on_redis_error(key: str, value: Any) -> list[Problem]:
     if value in ON_REDIS_ERROR_CHOICES:
         return []
     return [
@@ -271,7 +224,7 @@ def _check_on_redis_error(value: Any) -> list[Problem]:
     ]
 
 
-def _check_socket_timeout(value: Any) -> list[Problem]:
+def _check_socket_timeout(key: str, value: Any) -> list[Problem]:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if value is None or (number and math.isfinite(value) and value > 0):
         return []
@@ -286,8 +239,8 @@ def _check_socket_timeout(value: Any) -> list[Problem]:
     ]
 
 
-def _positive_int_check(key: str, check_id: str, example: str) -> Any:
-    def check(value: Any) -> list[Problem]:
+def _positive_int_check(check_id: str, example: str) -> Check:
+    def check(key: str, value: Any) -> list[Problem]:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return []
         return [
@@ -407,33 +360,70 @@ def _overlap_problems(raw: Mapping[str, Any]) -> list[Problem]:
     ]
 
 
-_VALIDATORS = {
-    "redis": _check_redis,
-    "max_element_age": _check_max_element_age,
-    "use_transactions": _bool_check("use_transactions", "diffs.E005"),
-    "test_mode": _bool_check("test_mode", "diffs.E006"),
-    "prefix": _check_prefix,
-    "url": _check_url,
-    "on_redis_error": _check_on_redis_error,
-    "socket_timeout": _check_socket_timeout,
-    "retry_buffer_size": _positive_int_check("retry_buffer_size", "diffs.E018", "10000"),
-    "durable": _bool_check("durable", "diffs.E016"),
-    "max_diff_bytes": _positive_int_check("max_diff_bytes", "diffs.E017", "1048576 (1 MiB)"),
-    "cluster": _bool_check("cluster", "diffs.E020"),
-    "write_behind": _bool_check("write_behind", "diffs.E022"),
-    "write_batch_bytes": _positive_int_check(
-        "write_batch_bytes", "diffs.E024", "1048576 (1 MiB of diffs per Redis call)"
-    ),
-    "page_bytes": _positive_int_check(
-        "page_bytes", "diffs.E025", "1048576 (1 MiB of diffs per page)"
-    ),
-    "queue_bytes": _positive_int_check(
-        "queue_bytes", "diffs.E026", "67108864 (64 MiB of diffs waiting in memory)"
-    ),
-    "spill_after_bytes": _positive_int_check(
-        "spill_after_bytes", "diffs.E028", "8388608 (8 MiB of bulk-write diffs per transaction)"
-    ),
-}
+def _option(default: Any, check: Check) -> Any:
+    """A key of ``DIFFS_SETTINGS``: its default and its check, in one place."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class DiffsSettings:
+    """The merged, validated settings. Build it with :func:`get_settings`.
+
+    Each key of ``DIFFS_SETTINGS`` is declared here once, with its default and its
+    check (the check's id is the one the README lists); ``DEFAULTS``, the validation
+    and :func:`build_settings` are derived from these fields.
+    """
+
+    # _option gives a dict default a default_factory, as field() would.
+    redis: dict[str, Any] = _option({"host": "localhost", "port": 6379, "db": 0}, _check_redis)  # noqa: RUF009
+    max_element_age: float = _option(3600, _check_max_element_age)
+    use_transactions: bool = _option(True, _bool_check("diffs.E005"))
+    test_mode: bool = _option(False, _bool_check("diffs.E006"))
+    prefix: str = _option("diffs:", _check_prefix)
+    url: str | None = _option(None, _check_url)
+    on_redis_error: str = _option("retry", _check_on_redis_error)
+    socket_timeout: float | None = _option(1.0, _check_socket_timeout)
+    retry_buffer_size: int = _option(10_000, _positive_int_check("diffs.E018", "10000"))
+    durable: bool = _option(False, _bool_check("diffs.E016"))
+    max_diff_bytes: int = _option(1_048_576, _positive_int_check("diffs.E017", "1048576 (1 MiB)"))
+    #: True to use Redis Cluster (``cluster: True``, or a ``redis+cluster://`` URL).
+    cluster: bool = _option(False, _bool_check("diffs.E020"))
+    #: True to write to Redis from a background thread (see ``diffs.delivery``).
+    write_behind: bool = _option(False, _bool_check("diffs.E022"))
+    #: About how many bytes of diffs one write script call may carry.
+    write_batch_bytes: int = _option(
+        1_048_576, _positive_int_check("diffs.E024", "1048576 (1 MiB of diffs per Redis call)")
+    )
+    #: About how many bytes of diffs one page (feed, object page) may hold.
+    page_bytes: int = _option(
+        1_048_576, _positive_int_check("diffs.E025", "1048576 (1 MiB of diffs per page)")
+    )
+    #: Most bytes of diffs waiting in one process's memory for Redis.
+    queue_bytes: int = _option(
+        67_108_864,
+        _positive_int_check("diffs.E026", "67108864 (64 MiB of diffs waiting in memory)"),
+    )
+    #: Bytes of bulk-write diffs a transaction keeps in memory; beyond, the outbox.
+    spill_after_bytes: int = _option(
+        8_388_608,
+        _positive_int_check("diffs.E028", "8388608 (8 MiB of bulk-write diffs per transaction)"),
+    )
+    #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
+    user_redis: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_of(option: Field[Any]) -> Any:
+    if option.default_factory is not MISSING:
+        return option.default_factory()
+    return option.default
+
+
+_KEYS = [f for f in fields(DiffsSettings) if "check" in f.metadata]
+#: Every key of ``DIFFS_SETTINGS`` and its default (never mutated).
+DEFAULTS: Mapping[str, Any] = MappingProxyType({f.name: _default_of(f) for f in _KEYS})
+_CHECKS: dict[str, Check] = {f.name: f.metadata["check"] for f in _KEYS}
 
 
 def build_settings(raw: Any) -> DiffsSettings:
@@ -446,27 +436,10 @@ def build_settings(raw: Any) -> DiffsSettings:
     # Fresh dicts, so neither DEFAULTS nor the user's dict is ever mutated by us. Not
     # deep copies: values such as a connection_pool hold locks and must be shared.
     user_redis = dict(raw.get("redis") or {})
-    merged_redis = {**DEFAULTS["redis"], **user_redis}
-    return DiffsSettings(
-        redis=merged_redis,
-        user_redis=user_redis,
-        url=raw.get("url", DEFAULTS["url"]),
-        max_element_age=raw.get("max_element_age", DEFAULTS["max_element_age"]),
-        use_transactions=raw.get("use_transactions", DEFAULTS["use_transactions"]),
-        test_mode=raw.get("test_mode", DEFAULTS["test_mode"]),
-        prefix=raw.get("prefix", DEFAULTS["prefix"]),
-        on_redis_error=raw.get("on_redis_error", DEFAULTS["on_redis_error"]),
-        socket_timeout=raw.get("socket_timeout", DEFAULTS["socket_timeout"]),
-        retry_buffer_size=raw.get("retry_buffer_size", DEFAULTS["retry_buffer_size"]),
-        durable=raw.get("durable", DEFAULTS["durable"]),
-        max_diff_bytes=raw.get("max_diff_bytes", DEFAULTS["max_diff_bytes"]),
-        cluster=wants_cluster(raw),
-        write_behind=raw.get("write_behind", DEFAULTS["write_behind"]),
-        write_batch_bytes=raw.get("write_batch_bytes", DEFAULTS["write_batch_bytes"]),
-        page_bytes=raw.get("page_bytes", DEFAULTS["page_bytes"]),
-        queue_bytes=raw.get("queue_bytes", DEFAULTS["queue_bytes"]),
-        spill_after_bytes=raw.get("spill_after_bytes", DEFAULTS["spill_after_bytes"]),
-    )
+    values = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
+    values["redis"] = {**DEFAULTS["redis"], **user_redis}
+    values["cluster"] = wants_cluster(raw)
+    return DiffsSettings(user_redis=user_redis, **values)
 
 
 _cache_lock = threading.Lock()

@@ -114,3 +114,24 @@ def test_cache_is_filled_once(monkeypatch):
     get_settings()
     get_settings()
     assert len(calls) == 1
+
+
+def test_each_setting_is_declared_once_with_its_default_and_its_check():
+    """DiffsSettings' fields are the keys: DEFAULTS and the checks come from them, and
+    the README's settings table and check list name the same keys and ids."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from diffs.settings import DiffsSettings, find_problems
+
+    keys = [f.name for f in dataclasses.fields(DiffsSettings) if f.name != "user_redis"]
+    assert list(DEFAULTS) == keys
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    table = readme.split("\nSettings\n========\n", 1)[1].split("\nRedis Cluster\n", 1)[0]
+    assert set(re.findall(r"^``(\w+)``  ", table, re.MULTILINE)) == set(keys)
+    listed_ids = set(re.findall(r"^``(diffs\.[EW]\d{3})``", readme, re.MULTILINE))
+    for key in keys:
+        problems = find_problems({key: object()})  # no key accepts a bare object
+        assert problems, key
+        assert {p.check_id for p in problems} <= listed_ids, key
