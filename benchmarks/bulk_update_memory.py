@@ -249,12 +249,11 @@ def _status(field: str) -> int:
 
 def _diffs_in_redis(model: Any) -> int:
     import diffs
-    from diffs.keys import feed_key
-    from diffs.settings import get_settings
+    from diffs.layout import current_layout
 
     if not diffs.is_registered(model):
         return 0
-    return int(diffs.get_connection().zcard(feed_key(get_settings().prefix, model)))
+    return int(diffs.get_connection().zcard(current_layout().feed_key(model)))
 
 
 if __name__ == "__main__":

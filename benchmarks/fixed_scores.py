@@ -118,14 +118,13 @@ def measure(rows: list[Any], scores_for: Any) -> dict[str, float]:
     from django.db import transaction
 
     import diffs
-    from diffs.keys import horizon_key
-    from diffs.settings import get_settings
+    from diffs.layout import current_layout
 
     client = diffs.get_connection()
     client.flushdb()
     # A model with a long history: fixed scores in the past are placed at their own
     # score (a new model's horizon would send them to the clock, which costs nothing).
-    client.hset(horizon_key(get_settings().prefix, type(rows[0])), mapping={"from": -1e300})
+    client.hset(current_layout().horizon_key(type(rows[0])), mapping={"from": -1e300})
     client.slowlog_reset()
     client.config_set("slowlog-log-slower-than", 0)
     before = script_usec(client)
@@ -140,7 +139,7 @@ def measure(rows: list[Any], scores_for: Any) -> dict[str, float]:
     used = script_usec(client) - before
     longest = max((entry["duration"] for entry in client.slowlog_get(128)), default=0)
     client.config_set("slowlog-log-slower-than", 10_000)
-    stored = client.zcard(f"{get_settings().prefix}feed:bench_app.trackedarticle")
+    stored = client.zcard(current_layout().feed_key(type(rows[0])))
     assert stored == len(rows), f"{stored} of {len(rows)} diffs stored"
     return {"redis_ms": used / 1000, "longest_ms": longest / 1000, "commit_ms": commit * 1000}
 

@@ -38,13 +38,15 @@ def main() -> None:
 
     from diffs import get_connection
     from diffs.diff import build_member, encode_data, new_diff_id
-    from diffs.keys import feed_key, feed_member, object_key
+    from diffs.keys import feed_member
+    from diffs.layout import current_layout
     from diffs.store import add
 
     client = get_connection()
     if client.connection_pool.connection_kwargs.get("db", 0) == 0:
         sys.exit("Refusing to use db 0: pass --url redis://host:port/<another db>.")
     client.flushdb()
+    layout = current_layout()
     total = args.objects * args.diffs_per_object
     for n in range(args.diffs_per_object):
         for pk in range(1, args.objects + 1):
@@ -59,16 +61,16 @@ def main() -> None:
             member = build_member(diff_id, encode_data(data), False, False)
             add(
                 client,
-                object_key("diffs:", Group, pk),
-                feed_key("diffs:", Group),
+                layout.object_key(Group, pk),
+                layout.feed_key(Group),
                 member,
                 feed_member(diff_id, str(pk)),
             )
     sets = sum(
-        client.memory_usage(object_key("diffs:", Group, pk), samples=0) or 0
+        client.memory_usage(layout.object_key(Group, pk), samples=0) or 0
         for pk in range(1, args.objects + 1)
     )
-    feed = client.memory_usage(feed_key("diffs:", Group), samples=0) or 0
+    feed = client.memory_usage(layout.feed_key(Group), samples=0) or 0
     sample = member
     client.flushdb()
     print(

@@ -52,6 +52,7 @@ from django.db.models.expressions import (
 from django.db.models.functions import Now
 
 from diffs import expressions, tracking
+from diffs.layout import current_layout
 from diffs.payload import PendingDiff, build_pending
 from diffs.registry import is_registered
 from diffs.settings import get_settings
@@ -288,7 +289,7 @@ def _build(
     """The diff of one changed row, through the model's hooks (None: nothing to record)."""
     conf = get_settings()
     return build_pending(
-        instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
+        instance, changes, layout=current_layout(), created=created, max_bytes=conf.max_diff_bytes
     )
 
 

@@ -34,7 +34,7 @@ from diffs.connection import (
     lupa_installed,
     underlying_error,
 )
-from diffs.keys import prefix_pattern
+from diffs.keys import KeyLayout
 from diffs.managers import DiffModelDescriptor
 from diffs.pruning import installed_models, printable_key, shape_of_ours
 from diffs.registry import DESCRIPTOR_NAME, raw_attribute, registered_models
@@ -270,7 +270,7 @@ def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[check
     django-diffs did not write for this project: another site's prefix starts with ours."""
     deadline = time.monotonic() + (conf.socket_timeout or DEPLOY_CHECK_TIMEOUT)
     try:
-        example = _first_foreign_key(client, conf.prefix, conf.cluster, deadline)
+        example = _first_foreign_key(client, KeyLayout.from_settings(conf), deadline)
     except REDIS_ERRORS:
         return []  # Redis stopped answering: E012/E013 say so on the next run
     if example is None:
@@ -292,12 +292,10 @@ def _keys_of_other_sites(client: redis.Redis, conf: DiffsSettings) -> list[check
     ]
 
 
-def _first_foreign_key(
-    client: redis.Redis, prefix: str, cluster: bool, deadline: float
-) -> RedisKey | None:
+def _first_foreign_key(client: redis.Redis, layout: KeyLayout, deadline: float) -> RedisKey | None:
     installed = installed_models()
-    for key in _sample_keys(client, prefix_pattern(prefix), cluster, deadline):
-        if shape_of_ours(prefix, key, installed) is None:
+    for key in _sample_keys(client, layout.pattern(), layout.cluster, deadline):
+        if shape_of_ours(layout, key, installed) is None:
             return key
     return None
 

@@ -17,7 +17,7 @@ gets a higher score (see ``diffs.store``), so a client that keeps polling keeps 
 cursor even while nothing changes. A cursor older than ``max_element_age``, or than
 the model's horizon (``diffs.horizon``), raises ``CursorExpired``.
 
-Reads of one object start at its birth (``diffs.keys.birth_key``): diffs of an earlier
+Reads of one object start at its birth (``diffs.keys.KeyLayout.birth_key``): diffs of an earlier
 row with the same pk are never returned for it. The feed returns them, marked
 ``superseded``: they are the model's history, but not this row's.
 """
@@ -36,7 +36,7 @@ from diffs.connection import cached_script
 from diffs.cursors import Since, check_fresh, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.horizon import READ_HORIZON_LUA
-from diffs.keys import DIFF_ID_LENGTH, birth_key_for, parse_feed_member, pk_value
+from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries, pairs
 
 logger = logging.getLogger("diffs")
@@ -188,16 +188,6 @@ class _Window:
 
 
 @dataclass(frozen=True)
-class ObjectKeys:
-    """The keys one object's read needs (all in one hash slot on Redis Cluster)."""
-
-    key: str
-    feed: str
-    horizon: str
-    birth: str
-
-
-@dataclass(frozen=True)
 class Page:
     """Entries ``(member, score)`` read after a cursor, and where the read stands."""
 
@@ -293,7 +283,6 @@ def object_page(
 def model_page(
     client: redis.Redis,
     model: type[models.Model],
-    prefix: str,
     keys: ModelKeys,
     since: Since,
     *,
@@ -313,7 +302,7 @@ def model_page(
     has_more = len(listed) > limit
     listed = listed[:limit]
     pointers = _pointers(keys.feed, listed)
-    diffs, taken = _fetch(client, model, prefix, keys.key_base, pointers, max_bytes)
+    diffs, taken = _fetch(client, model, keys, pointers, max_bytes)
     if taken < len(pointers):
         # The byte budget ended the page early: it resumes right after the last diff taken.
         page = Page([(None, pointers[taken - 1][2])], True, window)
@@ -322,20 +311,10 @@ def model_page(
     return FeedPage(diffs, page.cursor(), page.has_more)
 
 
-@dataclass(frozen=True)
-class ModelKeys:
-    """The keys a feed page needs: the feed, the horizon, and what object keys start with."""
-
-    feed: str
-    horizon: str
-    key_base: str
-
-
 def _fetch(
     client: redis.Redis,
     model: Any,
-    prefix: str,
-    key_base: str,
+    keys: ModelKeys,
     pointers: list[tuple[str, str, float]],
     max_bytes: int,
 ) -> tuple[list[Diff], int]:
@@ -343,23 +322,25 @@ def _fetch(
     if not pointers:
         return [], 0
     label = model._meta.label_lower
+    # One script key per object (its set, and its birth key after all the sets), by pk.
     sets: dict[str, int] = {}
     args: list[Any] = [max_bytes]
     for diff_id, pk_text, score in pointers:
-        index = sets.setdefault(key_base + pk_text, len(sets) + 1)
+        index = sets.setdefault(pk_text, len(sets) + 1)
         args += (index, repr(score), diff_id)
-    keys = [*sets, *(birth_key_for(key, prefix) for key in sets)]
-    raw = cached_script(client, _FETCH_SCRIPT)(keys=keys, args=args)
+    script_keys = [keys.key_base + pk_text for pk_text in sets]
+    script_keys += [keys.birth_base + pk_text for pk_text in sets]
+    raw = cached_script(client, _FETCH_SCRIPT)(keys=script_keys, args=args)
     taken = int(raw[0])
-    births = {key: _score_or_none(raw[index]) for key, index in sets.items()}
+    births = {pk_text: _score_or_none(raw[index]) for pk_text, index in sets.items()}
     members = raw[1 + len(sets) :]
     diffs: list[Diff] = []
     for (_, pk_text, score), member in zip(pointers[:taken], members, strict=True):
         if not member:
             continue  # pruned (or its key deleted) since the feed was read
-        key = key_base + pk_text
+        key = keys.key_base + pk_text
         found = decode_entries(key, [(member, score)], label, pk_value(model, pk_text), eager=True)
-        birth = births[key]
+        birth = births[pk_text]
         for diff in found:
             if birth is not None and score < birth:
                 diff.__dict__["superseded"] = True

@@ -20,24 +20,29 @@ may trust (see ``diffs.horizon``):
   ``restart_history()``. Reads of the object start there.
 
 ``feed``, ``horizon`` and ``born`` hold no ``.``, so none of these can look like an object
-key, and :func:`parse_key` tells every kind apart.
+key, and :meth:`KeyLayout.parse` tells every kind apart.
 
 With Redis Cluster the model part is wrapped in braces, a hash tag
 (``diffs:{polls.question}:42``, ``diffs:feed:{polls.question}``): every key of a model
 lives in one hash slot, so one script call can write an object's set and its model's
 feed atomically, and a feed page can fetch its diffs in one script call. Models spread
 over the primaries; one model's diffs stay on one.
+
+A :class:`KeyLayout` (the prefix, and whether the keys are for a cluster) builds every
+key; ``diffs.layout.current_layout()`` is the one built from the settings in use. This
+module reads no settings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from diffs.settings import get_settings
+if TYPE_CHECKING:
+    from diffs.settings import DiffsSettings
 
 _GLOB_SPECIALS = frozenset("*?[]\\")
 FEED_MARKER = "feed:"
@@ -70,21 +75,121 @@ def pk_value(model: type[models.Model], pk: Any) -> Any:
         return pk
 
 
-def object_key(prefix: str, model: type[models.Model], pk: Any) -> str:
-    """Return the key of the sorted set that holds the diffs of one object."""
-    return object_key_base(prefix, model) + normalize_pk(model, pk)
-
-
-def object_key_base(prefix: str, model: type[models.Model]) -> str:
-    """Return what every object key of ``model`` starts with (the pk text follows)."""
-    return f"{prefix}{model_part(model_label(model))}:"
-
-
-def model_part(label: str, cluster: bool | None = None) -> str:
+def model_part(label: str, cluster: bool) -> str:
     """The model part of a key: the label, as a hash tag on Redis Cluster."""
-    if cluster is None:
-        cluster = get_settings().cluster
     return f"{{{label}}}" if cluster else label
+
+
+@dataclass(frozen=True)
+class ObjectKeys:
+    """The keys one object's read needs (all in one hash slot on Redis Cluster)."""
+
+    key: str
+    feed: str
+    horizon: str
+    birth: str
+
+
+@dataclass(frozen=True)
+class ModelKeys:
+    """The keys a feed page needs: the feed, the horizon, and what the object keys and
+    birth keys of the model start with (the pk text follows)."""
+
+    feed: str
+    horizon: str
+    key_base: str
+    birth_base: str
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Where django-diffs keeps its keys: under ``prefix``, with the model part as a
+    hash tag when ``cluster`` is true. Every key name is built here, from these two
+    values alone."""
+
+    prefix: str
+    cluster: bool
+
+    @classmethod
+    def from_settings(cls, conf: DiffsSettings) -> KeyLayout:
+        """The layout the settings ``conf`` ask for."""
+        return cls(prefix=conf.prefix, cluster=conf.cluster)
+
+    def model_part(self, model: type[models.Model]) -> str:
+        """The part of every key of ``model`` that names it (``{label}`` on a cluster)."""
+        return model_part(model_label(model), self.cluster)
+
+    def object_key(self, model: type[models.Model], pk: Any) -> str:
+        """The key of the sorted set that holds the diffs of one object."""
+        return self.object_key_base(model) + normalize_pk(model, pk)
+
+    def object_key_base(self, model: type[models.Model]) -> str:
+        """What every object key of ``model`` starts with (the pk text follows)."""
+        return f"{self.prefix}{self.model_part(model)}:"
+
+    def feed_key(self, model: type[models.Model]) -> str:
+        """The key of the model-wide feed of ``model``."""
+        return f"{self.prefix}{FEED_MARKER}{self.model_part(model)}"
+
+    def horizon_key(self, model: type[models.Model]) -> str:
+        """The key of the hash that says from when ``model``'s diffs are complete."""
+        return f"{self.prefix}{HORIZON_MARKER}{self.model_part(model)}"
+
+    def birth_key_base(self, model: type[models.Model]) -> str:
+        """What every birth key of ``model`` starts with (the pk text follows)."""
+        return f"{self.prefix}{BIRTH_MARKER}{self.model_part(model)}:"
+
+    def birth_key(self, model: type[models.Model], pk: Any) -> str:
+        """The key holding the score of the latest creation of object ``pk``."""
+        return self.birth_key_base(model) + normalize_pk(model, pk)
+
+    def birth_key_for(self, object_key_text: str) -> str:
+        """The birth key of the object whose sorted set is ``object_key_text`` (a key
+        under this layout's prefix)."""
+        return _birth_key_for(object_key_text, self.prefix)
+
+    def object_keys(self, model: type[models.Model], pk: Any) -> ObjectKeys:
+        """Every key a read of one object touches."""
+        return ObjectKeys(
+            key=self.object_key(model, pk),
+            feed=self.feed_key(model),
+            horizon=self.horizon_key(model),
+            birth=self.birth_key(model, pk),
+        )
+
+    def model_keys(self, model: type[models.Model]) -> ModelKeys:
+        """Every key a feed page of ``model`` touches, or starts."""
+        return ModelKeys(
+            feed=self.feed_key(model),
+            horizon=self.horizon_key(model),
+            key_base=self.object_key_base(model),
+            birth_base=self.birth_key_base(model),
+        )
+
+    def pattern(self) -> str:
+        """The SCAN pattern matching every key under the prefix and nothing else."""
+        return f"{escape_glob(self.prefix)}*"
+
+    def parse(self, key: bytes | str) -> KeyShape | None:
+        """Return the shape of ``key`` if it is exactly one django-diffs writes under
+        the prefix, else None (another site's key, another prefix's, anything else).
+
+        Both layouts are recognised, plain labels and hash-tagged ``{label}`` parts,
+        whichever this one is: keys written before a move to (or from) Redis Cluster
+        are still ours.
+        """
+        if isinstance(key, bytes):
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if not key.startswith(self.prefix):
+            return None
+        rest = key[len(self.prefix) :]
+        for marker, kind in _MARKERS.items():
+            if rest.startswith(marker):
+                return _shape(kind, rest[len(marker) :], with_pk=kind == "born")
+        return _shape("object", rest, with_pk=True)
 
 
 def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
@@ -93,7 +198,8 @@ def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
 
     Durable mode's outbox keeps the keys a diff was built with; a row written before a
     move to (or from) Redis Cluster is written to the keys readers use now. The prefix
-    is the row's own. A pair that is not an object key and its feed is returned as is.
+    is the row's own (so this takes no :class:`KeyLayout`). A pair that is not an
+    object key and its feed is returned as is.
     """
     split = split_feed_key(feed)
     if split is None:
@@ -120,24 +226,19 @@ def split_feed_key(feed: str) -> tuple[str, str] | None:
 
 def guard_keys(key: str, feed: str) -> tuple[str, str]:
     """The model's horizon key and the object's birth key, from its set's key and its
-    model's feed key (the prefix and the model part are the feed's)."""
+    model's feed key (the prefix and the model part are the feed's: a diff carries its
+    keys, so no :class:`KeyLayout` is needed)."""
     prefix, part = split_feed_key(feed) or ("", feed)
-    return f"{prefix}{HORIZON_MARKER}{part}", birth_key_for(key, prefix)
+    return f"{prefix}{HORIZON_MARKER}{part}", _birth_key_for(key, prefix)
+
+
+def _birth_key_for(object_key_text: str, prefix: str) -> str:
+    return f"{prefix}{BIRTH_MARKER}{object_key_text[len(prefix) :]}"
 
 
 def escape_glob(text: str) -> str:
     """Escape ``text`` so that a Redis MATCH pattern matches it literally."""
     return "".join(f"\\{char}" if char in _GLOB_SPECIALS else char for char in text)
-
-
-def prefix_pattern(prefix: str) -> str:
-    """Return the SCAN pattern matching every key under ``prefix`` and nothing else."""
-    return f"{escape_glob(prefix)}*"
-
-
-def feed_key(prefix: str, model: type[models.Model]) -> str:
-    """Return the key of the model-wide feed of ``model``."""
-    return f"{prefix}{FEED_MARKER}{model_part(model_label(model))}"
 
 
 def feed_member(diff_id: str, pk_text: str) -> str:
@@ -149,21 +250,6 @@ def parse_feed_member(member: bytes | str) -> tuple[str, str]:
     """Split a feed member into ``(diff id, pk text)``."""
     text = member.decode("utf-8") if isinstance(member, bytes) else member
     return text[:DIFF_ID_LENGTH], text[DIFF_ID_LENGTH:]
-
-
-def horizon_key(prefix: str, model: type[models.Model]) -> str:
-    """Return the key of the hash that says from when ``model``'s diffs are complete."""
-    return f"{prefix}{HORIZON_MARKER}{model_part(model_label(model))}"
-
-
-def birth_key(prefix: str, model: type[models.Model], pk: Any) -> str:
-    """Return the key holding the score of the latest creation of object ``pk``."""
-    return f"{prefix}{BIRTH_MARKER}{model_part(model_label(model))}:{normalize_pk(model, pk)}"
-
-
-def birth_key_for(object_key_text: str, prefix: str) -> str:
-    """Return the birth key of the object whose sorted set is ``object_key_text``."""
-    return f"{prefix}{BIRTH_MARKER}{object_key_text[len(prefix) :]}"
 
 
 @dataclass(frozen=True)
@@ -186,26 +272,6 @@ def _is_label(text: str) -> bool:
 
 
 _MARKERS = {FEED_MARKER: "feed", HORIZON_MARKER: "horizon", BIRTH_MARKER: "born"}
-
-
-def parse_key(prefix: str, key: bytes | str) -> KeyShape | None:
-    """Return the shape of ``key`` if it is exactly one django-diffs writes under
-    ``prefix``, else None (another site's key, another prefix's, anything else).
-
-    Both layouts are recognised: plain labels and hash-tagged ``{label}`` parts.
-    """
-    if isinstance(key, bytes):
-        try:
-            key = key.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if not key.startswith(prefix):
-        return None
-    rest = key[len(prefix) :]
-    for marker, kind in _MARKERS.items():
-        if rest.startswith(marker):
-            return _shape(kind, rest[len(marker) :], with_pk=kind == "born")
-    return _shape("object", rest, with_pk=True)
 
 
 def _shape(kind: str, rest: str, *, with_pk: bool) -> KeyShape | None:

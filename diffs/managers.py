@@ -20,24 +20,13 @@ from diffs.diff import Diff, new_diff_id
 from diffs.feed import (
     MAX_LIMIT,
     FeedPage,
-    ModelKeys,
-    ObjectKeys,
     check_limit,
     model_page,
     object_page,
     read_object,
 )
-from diffs.keys import (
-    birth_key,
-    feed_key,
-    feed_member,
-    horizon_key,
-    model_label,
-    normalize_pk,
-    object_key,
-    object_key_base,
-    pk_value,
-)
+from diffs.keys import ObjectKeys, feed_member, model_label, normalize_pk, pk_value
+from diffs.layout import current_layout
 from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet, decode_entries
 
@@ -81,7 +70,7 @@ class DiffModelManager(Generic[_M]):
 
     def get_key(self, pk: Any, model_cls: type[models.Model] | None = None) -> str:
         """Return the Redis key of the object ``pk`` (of ``model_cls``, default this model)."""
-        return object_key(self.prefix, model_cls or self.model, pk)
+        return current_layout().object_key(model_cls or self.model, pk)
 
     #: 0.1.16's name for :meth:`get_key` (the key now carries the app label).
     _generate_key = get_key
@@ -94,7 +83,7 @@ class DiffModelManager(Generic[_M]):
             get_connection(),
             model_label(model),
             pk_value(model, pk),
-            birth_key(self.prefix, model, pk),
+            current_layout().birth_key(model, pk),
         )
 
     def get_by_object_id(self, pk: Any, since: Since = None) -> list[Diff]:
@@ -186,18 +175,12 @@ class DiffModelManager(Generic[_M]):
         """
         check_limit(limit)
         conf = get_settings()
-        keys = ModelKeys(
-            feed=feed_key(conf.prefix, self.model),
-            horizon=horizon_key(conf.prefix, self.model),
-            key_base=object_key_base(conf.prefix, self.model),
-        )
         return reads.read(
             functools.partial(
                 model_page,
                 get_connection(),
                 self.model,
-                conf.prefix,
-                keys,
+                current_layout().model_keys(self.model),
                 cursor,
                 limit=limit,
                 max_bytes=conf.page_bytes,
@@ -227,13 +210,7 @@ class DiffModelManager(Generic[_M]):
         )
 
     def _object_keys(self, pk: Any) -> ObjectKeys:
-        prefix = self.prefix
-        return ObjectKeys(
-            key=object_key(prefix, self.model, pk),
-            feed=feed_key(prefix, self.model),
-            horizon=horizon_key(prefix, self.model),
-            birth=birth_key(prefix, self.model, pk),
-        )
+        return current_layout().object_keys(self.model, pk)
 
     def create(
         self,
@@ -258,12 +235,11 @@ class DiffModelManager(Generic[_M]):
         _check_pk(model, pk)
         diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
         flush_before_read()  # with write_behind: after the diffs this process saved
-        prefix = self.prefix
         fixed = _fixed_score(model, pk, timestamp)
         score = store.add(
             get_connection(),
             self.get_key(pk, model),
-            feed_key(prefix, model),
+            current_layout().feed_key(model),
             diff.to_member(),
             feed_member(diff.id or "", normalize_pk(model, pk)),
             fixed,

@@ -27,7 +27,7 @@ from django.utils.encoding import is_protected_type
 from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
-from diffs.keys import feed_key, feed_member, model_label, normalize_pk, object_key_base
+from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -51,14 +51,15 @@ def build_pending(
     instance: models.Model,
     changes: dict[str, Any],
     *,
-    prefix: str,
+    layout: KeyLayout,
     created: bool,
     deleted: bool = False,
     max_bytes: int | None = None,
 ) -> PendingDiff | None:
     """Run the hooks for one change and return what to write, or None to skip it.
 
-    A diff whose member exceeds ``max_bytes`` is refused: logged as an error naming
+    The diff goes to the keys of ``layout`` (see ``diffs.layout.current_layout``). A
+    diff whose member exceeds ``max_bytes`` is refused: logged as an error naming
     the model, pk and size, and not written (the save itself goes on). When the diff of
     a creation is skipped or refused, what is returned records the object's birth only
     (:data:`BIRTH_ONLY`): a row created on the pk of a deleted one must never show that
@@ -67,22 +68,22 @@ def build_pending(
     model = type(instance)
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
-        return _birth_only(instance, prefix) if created else None
+        return _birth_only(instance, layout) if created else None
     data = _data_for(instance, changes, created=created)
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
-        return _birth_only(instance, prefix) if created else None
+        return _birth_only(instance, layout) if created else None
     fixed = _fixed_timestamp(instance)
     if _unreadable_score(instance, fixed):
-        return _birth_only(instance, prefix) if created else None
+        return _birth_only(instance, layout) if created else None
     target = _target_for(instance)
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
     member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
     if _too_large(instance, member, max_bytes):
-        return _birth_only(instance, prefix) if created else None
-    object_base, feed = _keys_of(type(target), prefix, get_settings().cluster)
+        return _birth_only(instance, layout) if created else None
+    object_base, feed = _keys_of(type(target), layout)
     return PendingDiff(
         key=object_base + target_pk,
         member=member,
@@ -99,14 +100,14 @@ def build_pending(
 BIRTH_ONLY = ""
 
 
-def _birth_only(instance: models.Model, prefix: str) -> PendingDiff | None:
+def _birth_only(instance: models.Model, layout: KeyLayout) -> PendingDiff | None:
     """The write that records ``instance``'s creation without a diff (None for a child
     whose diffs go to a parent: it has no history of its own to hide)."""
     if _target_for(instance) is not instance:
         return None
     model = type(instance)
     pk = normalize_pk(model, instance.pk)
-    object_base, feed = _keys_of(model, prefix, get_settings().cluster)
+    object_base, feed = _keys_of(model, layout)
     return PendingDiff(
         key=object_base + pk,
         member=BIRTH_ONLY,
@@ -119,9 +120,9 @@ def _birth_only(instance: models.Model, prefix: str) -> PendingDiff | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _keys_of(model: type[models.Model], prefix: str, cluster: bool) -> tuple[str, str]:
+def _keys_of(model: type[models.Model], layout: KeyLayout) -> tuple[str, str]:
     # (object key without the pk, feed key): the same for every diff of a model.
-    return object_key_base(prefix, model), feed_key(prefix, model)
+    return layout.object_key_base(model), layout.feed_key(model)
 
 
 def _too_large(instance: models.Model, member: str, max_bytes: int | None) -> bool:

@@ -11,7 +11,7 @@ so pruning is safe while the site keeps writing.
 Only keys django-diffs writes are touched. Several sites may share one Redis db, each
 with its own prefix, and one prefix may be the start of another (``diffs:`` and
 ``diffs:siteb:``): a prefix-matched SCAN returns the other site's keys too. So a key is
-pruned only when :func:`diffs.keys.parse_key` reads it as an object's set or a model
+pruned only when :meth:`diffs.keys.KeyLayout.parse` reads it as an object's set or a model
 feed under our prefix, its label is a model installed in this project, and (for an
 object's set) its pk text is one the model's pk field accepts. Anything else under the
 prefix is left alone and only counted. Horizon hashes and birth strings are ours but
@@ -39,7 +39,7 @@ from django.db import models
 
 from diffs.connection import cached_script
 from diffs.horizon import raise_to
-from diffs.keys import FEED_MARKER, HORIZON_MARKER, KeyShape, parse_key, prefix_pattern
+from diffs.keys import FEED_MARKER, HORIZON_MARKER, KeyLayout, KeyShape
 
 SCAN_BATCH = 500
 #: Most feed entries one trimming step removes (a few milliseconds of Redis time).
@@ -88,14 +88,14 @@ def installed_models() -> dict[str, type[models.Model]]:
 
 
 def shape_of_ours(
-    prefix: str, key: RedisKey, installed: Mapping[str, type[models.Model]]
+    layout: KeyLayout, key: RedisKey, installed: Mapping[str, type[models.Model]]
 ) -> KeyShape | None:
-    """The shape of ``key`` when it is a key django-diffs writes under ``prefix`` for a
-    model in ``installed`` (see :func:`installed_models`), else None.
+    """The shape of ``key`` when it is a key django-diffs writes under the prefix of
+    ``layout`` for a model in ``installed`` (see :func:`installed_models`), else None.
 
     When in doubt the answer is None: the key is left alone.
     """
-    shape = parse_key(prefix, key)
+    shape = layout.parse(key)
     if shape is None:
         return None
     model = installed.get(shape.label)
@@ -122,7 +122,7 @@ def _pk_text_fits(model: type[models.Model], pk_text: str) -> bool:
 
 def prune(
     client: redis.Redis,
-    prefix: str,
+    layout: KeyLayout,
     cutoff_ms: float,
     *,
     dry_run: bool = False,
@@ -130,20 +130,21 @@ def prune(
     batch_size: int = SCAN_BATCH,
 ) -> PruneReport:
     """Remove (or count, with ``dry_run``) members scored below ``cutoff_ms`` from the
-    object sets and model feeds under ``prefix``, and (unless ``dry_run``) raise the
-    horizon of every model met to ``cutoff_ms``.
+    object sets and model feeds under the prefix of ``layout`` (plain or hash-tagged:
+    keys written before a move to or from Redis Cluster are pruned too), and (unless
+    ``dry_run``) raise the horizon of every model met to ``cutoff_ms``.
 
     Redis errors other than a key's wrong type propagate (``diffs.connection.REDIS_ERRORS``).
     """
     report = PruneReport(cutoff_ms=cutoff_ms)
     installed = installed_models()
     feeds: list[RedisKey] = []
-    for keys in _batches(client, prefix, batch_size):
-        ours = _keys_of_ours(prefix, keys, installed, report)
+    for keys in _batches(client, layout, batch_size):
+        ours = _keys_of_ours(layout, keys, installed, report)
         if not ours:
             continue
         if not dry_run:
-            _raise_horizons(client, prefix, ours, report)
+            _raise_horizons(client, layout, ours, report)
         _prune_batch(client, ours, report, dry_run=dry_run, on_key=on_key, feeds=feeds)
     for feed in feeds:
         report.feed_entries_removed += _trim_feed(client, feed, cutoff_ms)
@@ -151,7 +152,7 @@ def prune(
 
 
 def _keys_of_ours(
-    prefix: str,
+    layout: KeyLayout,
     keys: list[RedisKey],
     installed: Mapping[str, type[models.Model]],
     report: PruneReport,
@@ -159,7 +160,7 @@ def _keys_of_ours(
     """The keys of ``keys`` that hold our diffs, with their shapes; counts the others."""
     ours: list[tuple[RedisKey, KeyShape]] = []
     for key in keys:
-        shape = shape_of_ours(prefix, key, installed)
+        shape = shape_of_ours(layout, key, installed)
         if shape is None:
             report.keys_left_alone += 1
         elif shape.kind in PRUNED_KINDS:
@@ -169,22 +170,23 @@ def _keys_of_ours(
 
 def _raise_horizons(
     client: redis.Redis,
-    prefix: str,
+    layout: KeyLayout,
     ours: list[tuple[RedisKey, KeyShape]],
     report: PruneReport,
 ) -> None:
     """Raise the horizon of each model of ``ours`` not raised yet by this prune."""
     for key, shape in ours:
-        horizon = horizon_key_of(prefix, key, shape)
+        horizon = horizon_key_of(layout, key, shape)
         if horizon not in report.horizons:
             raise_to(client, horizon, report.cutoff_ms)
             report.horizons.add(horizon)
 
 
-def horizon_key_of(prefix: str, key: RedisKey, shape: KeyShape) -> str:
+def horizon_key_of(layout: KeyLayout, key: RedisKey, shape: KeyShape) -> str:
     """The horizon key of the model of ``key`` (an object set or feed of ``shape``),
     in the key's own layout: ``{label}`` if the key has it so, else the plain label."""
-    text = key.decode("utf-8") if isinstance(key, bytes) else key  # parse_key decoded it
+    prefix = layout.prefix
+    text = key.decode("utf-8") if isinstance(key, bytes) else key  # parse() decoded it
     after = text[len(prefix) :]
     if shape.kind == "feed":
         after = after[len(FEED_MARKER) :]
@@ -264,11 +266,11 @@ def printable_key(key: RedisKey) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _batches(client: redis.Redis, prefix: str, size: int) -> Iterator[list[RedisKey]]:
+def _batches(client: redis.Redis, layout: KeyLayout, size: int) -> Iterator[list[RedisKey]]:
     # Keys stay as Redis returned them, so a key that is not valid UTF-8 is still
     # addressed exactly; they are decoded only for display.
     batch: list[RedisKey] = []
-    for key in client.scan_iter(match=prefix_pattern(prefix), count=size):
+    for key in client.scan_iter(match=layout.pattern(), count=size):
         batch.append(key)
         if len(batch) >= size:
             yield batch

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
 from diffs import expressions, tracking
+from diffs.layout import current_layout
 from diffs.payload import build_pending
 from diffs.settings import get_settings
 from diffs.writer import schedule
@@ -99,13 +100,17 @@ def on_post_save(
             pending = build_pending(
                 instance,
                 changes,
-                prefix=conf.prefix,
+                layout=current_layout(),
                 created=created,
                 max_bytes=conf.max_diff_bytes,
             )
     else:
         pending = build_pending(
-            instance, changes, prefix=conf.prefix, created=created, max_bytes=conf.max_diff_bytes
+            instance,
+            changes,
+            layout=current_layout(),
+            created=created,
+            max_bytes=conf.max_diff_bytes,
         )
     token = None if pending is None else schedule(pending, using)
     if previous is not None:
@@ -139,7 +144,7 @@ def on_post_delete(
         pending = build_pending(
             instance,
             tracking.current_state(instance),
-            prefix=conf.prefix,
+            layout=current_layout(),
             created=False,
             deleted=True,
             max_bytes=conf.max_diff_bytes,

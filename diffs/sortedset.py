@@ -19,8 +19,7 @@ import redis
 from diffs import reads
 from diffs.connection import cached_script
 from diffs.diff import Diff, decode_members
-from diffs.keys import birth_key_for
-from diffs.settings import get_settings
+from diffs.layout import current_layout
 
 logger = logging.getLogger("diffs")
 
@@ -107,7 +106,7 @@ class DiffSortedSet:
     This is the raw view: it shows what the set holds, including diffs older than
     ``max_element_age`` that ``prune_diffs`` has not removed yet (the manager's reads
     leave those out), but never the diffs of an earlier row with the same pk (see
-    ``diffs.keys.birth_key``). Reads are bounded by the ranks or scores asked for;
+    ``diffs.keys.KeyLayout.birth_key``). Reads are bounded by the ranks or scores asked for;
     iterating reads ``ITERATION_STEP`` diffs per round trip.
     """
 
@@ -243,5 +242,5 @@ class DiffSortedSet:
 
 
 def _birth_key_of(key: str) -> str:
-    prefix = get_settings().prefix
-    return birth_key_for(key, prefix) if key.startswith(prefix) else f"{key}:born"
+    layout = current_layout()
+    return layout.birth_key_for(key) if key.startswith(layout.prefix) else f"{key}:born"

@@ -12,7 +12,7 @@ miss a diff that was written later with a smaller score, and never see one twice
 Every write also sets both keys to expire ``max_element_age`` after it, brings the
 model's horizon up to date (``diffs.horizon``) and, for the creation of an object whose
 pk already has diffs (a deleted row's pk used again), records the object's birth
-(``diffs.keys.birth_key``) so that reads of the new row start there.
+(``diffs.keys.KeyLayout.birth_key``) so that reads of the new row start there.
 
 Writes are idempotent: a diff whose feed entry (diff id + pk) is already there is
 left alone, so a write retried after a timeout, or recovered twice from the outbox,

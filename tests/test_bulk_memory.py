@@ -26,6 +26,7 @@ from django.test.utils import CaptureQueriesContext
 import diffs
 from diffs import bulk, delivery, store, writer
 from diffs.exceptions import DiffsWriteError
+from diffs.layout import current_layout
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key
@@ -601,7 +602,7 @@ def test_the_outbox_takes_many_diffs_in_order_on_every_kind_of_backend(backend, 
         monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
     questions = Question.objects.bulk_create([Question(question_text="x") for _ in range(3)])
     pendings = [
-        diffs.payload.build_pending(q, {"votes": 0}, prefix="diffs:", created=False)
+        diffs.payload.build_pending(q, {"votes": 0}, layout=current_layout(), created=False)
         for q in questions
     ]
     with transaction.atomic():

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from diffs.contrib.drf import DiffsViewSetMixin
 from tests.conftest import diffs_settings
-from tests.support.keynames import object_key
+from tests.support.keynames import feed_key, object_key
 from tests.support.writing import open_horizon, write_at
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
 from tests.testapp.views import QuestionSerializer
@@ -369,7 +369,7 @@ def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
     from diffs import get_connection, store
     from diffs.contrib.drf import DiffsViewSetMixin
     from diffs.diff import Diff
-    from diffs.keys import feed_key, feed_member
+    from diffs.keys import feed_member
 
     shown = Question.objects.create(question_text="first")
     Question.objects.create(question_text="second")
@@ -378,7 +378,7 @@ def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
     store.add(
         get_connection(),
         object_key("testapp.question", huge),
-        feed_key("diffs:", Question),
+        feed_key("testapp.question"),
         diff.to_member(),
         feed_member(diff.id, huge),
     )
@@ -413,14 +413,14 @@ def test_a_diff_whose_pk_cannot_be_a_row_is_hidden_not_a_500(client):
     # create() refuses such pks; another writer of the same keys might not
     from diffs import get_connection, store
     from diffs.diff import Diff
-    from diffs.keys import feed_key, feed_member
+    from diffs.keys import feed_member
 
     for text, deleted in (("not-a-number", False), ("gone", True)):
         diff = Diff(data={"x": text}, deleted=deleted, created=False, id=f"{len(text):016d}")
         store.add(
             get_connection(),
             object_key("testapp.question", text),
-            feed_key("diffs:", Question),
+            feed_key("testapp.question"),
             diff.to_member(),
             feed_member(diff.id, text),
         )

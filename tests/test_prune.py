@@ -15,7 +15,8 @@ import redis
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from diffs import get_connection, keys, pruning
+from diffs import get_connection, pruning
+from diffs.layout import current_layout
 from diffs.settings import get_settings
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key, model_part, object_key
@@ -37,9 +38,8 @@ def create_old(model, pk, data, timestamp):
     model's horizon open since long ago, as on a site that has kept diffs that long.
     """
     with diffs_settings(max_element_age=OLD_WINDOW):
-        conf = get_settings()
         get_connection().hset(
-            keys.horizon_key(conf.prefix, model), mapping={"from": -1e300, "age": OLD_WINDOW}
+            current_layout().horizon_key(model), mapping={"from": -1e300, "age": OLD_WINDOW}
         )
         return model.diffs.create(data=data, pk=pk, timestamp=timestamp)
 
@@ -139,7 +139,9 @@ def test_many_keys_are_scanned_in_batches(redis_client):
     old = time.time() * 1000 - HOUR_MS - 1000
     for pk in range(25):
         redis_client.zadd(object_key("testapp.question", pk), {"a": old, "b": old + 1})
-    report = pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=4)
+    report = pruning.prune(
+        redis_client, current_layout(), time.time() * 1000 - HOUR_MS, batch_size=4
+    )
     assert (report.keys_scanned, report.keys_pruned, report.diffs_removed) == (25, 25, 50)
     # empty sorted sets vanish by themselves; the model's horizon hash stays
     horizon = f"diffs:horizon:{model_part('testapp.question')}"
@@ -196,11 +198,13 @@ def test_prune_is_safe_while_the_site_writes(redis_client):
     thread.start()
     try:
         for _ in range(3):
-            pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS, batch_size=16)
+            pruning.prune(
+                redis_client, current_layout(), time.time() * 1000 - HOUR_MS, batch_size=16
+            )
     finally:
         stop.set()
         thread.join()
-    pruning.prune(redis_client, "diffs:", time.time() * 1000 - HOUR_MS)
+    pruning.prune(redis_client, current_layout(), time.time() * 1000 - HOUR_MS)
     total = sum(redis_client.zcard(object_key("testapp.question", pk)) for pk in range(200))
 
     assert total == len(written)  # every fresh diff survived, every old one is gone
@@ -294,7 +298,7 @@ def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monke
     for pk in range(1, 9):
         create_old(Question, pk, {"old": pk}, old + pk)
     Question.diffs.create(data={"new": 1}, pk=1)
-    report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000)
+    report = pruning.prune(redis_client, current_layout(), (time.time() - 3600) * 1000)
     assert report.diffs_removed == 8
     assert report.feed_entries_removed == 8 and steps == [8]
     assert redis_client.zcard(feed_key("testapp.question")) == 1
@@ -304,7 +308,9 @@ def test_a_feed_is_trimmed_in_steps_and_keeps_what_is_recent(redis_client, monke
 def test_a_dry_run_counts_feed_entries_without_removing_them(redis_client):
     old = (time.time() - 7200) * 1000
     create_old(Question, 1, {"old": 1}, old)
-    report = pruning.prune(redis_client, "diffs:", (time.time() - 3600) * 1000, dry_run=True)
+    report = pruning.prune(
+        redis_client, current_layout(), (time.time() - 3600) * 1000, dry_run=True
+    )
     assert report.feed_entries_removed == 1
     assert redis_client.zcard(feed_key("testapp.question")) == 1
 
@@ -312,7 +318,7 @@ def test_a_dry_run_counts_feed_entries_without_removing_them(redis_client):
 def test_a_feed_key_of_another_type_is_reported_and_left_alone(redis_client):
     feed = feed_key("testapp.question")
     redis_client.set(feed, "not ours")
-    report = pruning.prune(redis_client, "diffs:", time.time() * 1000)
+    report = pruning.prune(redis_client, current_layout(), time.time() * 1000)
     assert report.feed_entries_removed == 0
     assert redis_client.get(feed) in (b"not ours", "not ours")
     [(key, error)] = report.skipped
@@ -326,7 +332,7 @@ def test_a_feed_is_pruned_with_the_cutoff_and_raises_the_horizon_once(redis_clie
     horizon = feed_key("testapp.question").replace("feed:", "horizon:")
     redis_client.hset(horizon, "from", repr(old))  # complete since the first old diff
     cutoff = (time.time() - 3600) * 1000
-    report = pruning.prune(redis_client, "diffs:", cutoff)
+    report = pruning.prune(redis_client, current_layout(), cutoff)
     assert report.feed_entries_removed == 2
     assert report.horizons == {horizon}
     assert float(redis_client.hget(horizon, "from")) == cutoff
@@ -367,7 +373,7 @@ def test_a_diff_at_the_cutoff_is_kept_and_one_a_step_older_is_removed(at_the_cut
     cutoff = at_the_cutoff
     out, _ = run("--dry-run")
     assert out.strip() == "Would remove 1 diff(s) from 1 of 2 key(s) under 'diffs:'."
-    report = pruning.prune(redis_client, "diffs:", cutoff, dry_run=True)
+    report = pruning.prune(redis_client, current_layout(), cutoff, dry_run=True)
     assert (report.diffs_removed, report.feed_entries_removed) == (1, 1)
     assert feed_scores(redis_client) == [cutoff - SCORE_STEP, cutoff]  # a dry run keeps all
     out, _ = run()

@@ -16,22 +16,15 @@ from django.core.management import call_command
 
 from diffs import pruning
 from diffs.clock import redis_time_ms
-from diffs.keys import KeyShape
+from diffs.keys import KeyLayout, KeyShape
+from diffs.layout import current_layout
 from tests.conftest import diffs_settings
-from tests.support.keynames import feed_key, model_part, object_key
+from tests.support.keynames import birth_key, feed_key, horizon_key, object_key
 from tests.test_prune import create_old
 from tests.testapp.models import Choice, Question
 
 HOUR_MS = 3600 * 1000
 SITE_B = "diffs:siteb:"
-
-
-def horizon_key(label: str, prefix: str = "diffs:") -> str:
-    return f"{prefix}horizon:{model_part(label)}"
-
-
-def birth_key(label: str, pk: object, prefix: str = "diffs:") -> str:
-    return f"{prefix}born:{model_part(label)}:{pk}"
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -114,7 +107,7 @@ def test_contrived_prefixes_that_look_like_our_keys_are_left_alone(redis_client,
     theirs = {k: v for k, v in snapshot(redis_client, other_prefix).items() if k not in ours}
     assert len(theirs) >= 4
 
-    report = pruning.prune(redis_client, "diffs:", now - HOUR_MS)
+    report = pruning.prune(redis_client, current_layout(), now - HOUR_MS)
 
     after = snapshot(redis_client, other_prefix)
     assert {k: v for k, v in after.items() if k in theirs} == theirs
@@ -182,7 +175,7 @@ def test_a_prune_raises_the_horizon_of_each_model_to_its_cutoff(redis_client):
     write_site("diffs:", now)
     old_horizons(redis_client, now, "testapp.question", "testapp.choice")
     cutoff = now - HOUR_MS
-    report = pruning.prune(redis_client, "diffs:", cutoff)
+    report = pruning.prune(redis_client, current_layout(), cutoff)
     assert horizon_from(redis_client, "testapp.question") == cutoff
     assert horizon_from(redis_client, "testapp.choice") == cutoff
     assert report.horizons == {horizon_key("testapp.question"), horizon_key("testapp.choice")}
@@ -207,7 +200,7 @@ def test_the_horizon_never_moves_down(redis_client):
     write_site("diffs:", now)
     old_horizons(redis_client, now, "testapp.choice")
     redis_client.hset(horizon_key("testapp.question"), "from", repr(now))
-    pruning.prune(redis_client, "diffs:", now - HOUR_MS)
+    pruning.prune(redis_client, current_layout(), now - HOUR_MS)
     assert horizon_from(redis_client, "testapp.question") == now  # above the cutoff: kept
     assert horizon_from(redis_client, "testapp.choice") == now - HOUR_MS  # below: raised
 
@@ -217,7 +210,7 @@ def test_a_dry_run_leaves_every_horizon_alone(redis_client):
     write_site("diffs:", now)
     old_horizons(redis_client, now, "testapp.question")
     redis_client.delete(horizon_key("testapp.choice"))
-    report = pruning.prune(redis_client, "diffs:", now - HOUR_MS, dry_run=True)
+    report = pruning.prune(redis_client, current_layout(), now - HOUR_MS, dry_run=True)
     assert horizon_from(redis_client, "testapp.question") == now - 2 * HOUR_MS
     assert not redis_client.exists(horizon_key("testapp.choice"))
     assert report.horizons == set()
@@ -255,7 +248,7 @@ def test_the_horizon_moves_before_any_diff_of_its_model_is_removed(redis_client,
 
     monkeypatch.setattr(pruning, "raise_to", raise_to)
     monkeypatch.setattr(pruning, "_prune_batch", prune_batch)
-    pruning.prune(redis_client, "diffs:", now - HOUR_MS)
+    pruning.prune(redis_client, current_layout(), now - HOUR_MS)
     assert events == ["horizon", "horizon", "prune"]
 
 
@@ -270,4 +263,6 @@ def test_the_horizon_moves_before_any_diff_of_its_model_is_removed(redis_client,
 )
 def test_the_horizon_key_keeps_the_layout_of_the_key_found(key, shape, expected):
     part = "testapp.question" if expected == "plain" else "{testapp.question}"
-    assert pruning.horizon_key_of("diffs:", key, shape) == f"diffs:horizon:{part}"
+    for cluster in (False, True):  # the key decides, not the layout of the settings
+        layout = KeyLayout("diffs:", cluster=cluster)
+        assert pruning.horizon_key_of(layout, key, shape) == f"diffs:horizon:{part}"

@@ -10,7 +10,7 @@ import pytest
 from django.db.models import F
 
 from diffs import HookError
-from diffs.keys import object_key
+from tests.support.keynames import object_key
 from tests.testapp.models import (
     Article,
     Choice,
@@ -312,7 +312,7 @@ def test_multi_table_child_uses_its_own_key(committed):
         place.name = "Mario's"
         place.save()
     assert [d.data[0]["fields"] for d in place.diffs][-1] == {"name": "Mario's"}
-    assert Restaurant.diffs.get_key(place.pk) == object_key("diffs:", Restaurant, place.pk)
+    assert Restaurant.diffs.get_key(place.pk) == object_key("testapp.restaurant", place.pk)
 
 
 def test_raw_save_from_fixture_is_recorded(committed):

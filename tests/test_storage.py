@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from diffs import store
 from diffs.diff import new_diff_id
-from diffs.keys import escape_glob, normalize_pk, object_key, prefix_pattern
+from diffs.keys import KeyLayout, escape_glob, normalize_pk
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key as expected_feed_key
 from tests.support.keynames import horizon_key as expected_horizon_key
@@ -49,7 +49,10 @@ def test_prefix_setting_is_honoured(committed, redis_client):
 
 def test_pk_forms_normalise_to_one_key():
     item = UUIDItem(name="x")
-    assert object_key("p:", UUIDItem, item.pk) == object_key("p:", UUIDItem, str(item.pk).upper())
+    layout = KeyLayout("p:", cluster=False)
+    assert layout.object_key(UUIDItem, item.pk) == layout.object_key(
+        UUIDItem, str(item.pk).upper()
+    )
     assert normalize_pk(Question, "7") == normalize_pk(Question, 7) == "7"
     # a value the pk field rejects is kept as it is rather than raising
     assert normalize_pk(Question, "not-a-number") == "not-a-number"
@@ -67,7 +70,8 @@ def test_keys_with_hostile_pks_stay_distinct(committed):
 
 def test_glob_escaping():
     assert escape_glob("a*b?c[d]e\\f") == "a\\*b\\?c\\[d\\]e\\\\f"
-    assert prefix_pattern("diffs:") == "diffs:*"
+    assert KeyLayout("diffs:", cluster=False).pattern() == "diffs:*"
+    assert KeyLayout("d*[x]:", cluster=True).pattern() == "d\\*\\[x\\]:*"
 
 
 def test_score_is_true_epoch_milliseconds_whatever_the_time_zone(committed, settings):

@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from diffs import availability, delivery, exit_hooks, store
+from diffs.layout import current_layout
 from diffs.settings import build_settings, find_problems
 from tests.conftest import diffs_settings
 from tests.testapp.models import Question
@@ -270,4 +271,6 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
 def _pending_of(question):
     from diffs.payload import build_pending
 
-    return [build_pending(question, {"question_text": "x"}, prefix="diffs:", created=False)]
+    return [
+        build_pending(question, {"question_text": "x"}, layout=current_layout(), created=False)
+    ]

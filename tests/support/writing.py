@@ -13,7 +13,8 @@ from django.db import models
 
 from diffs import get_connection, store
 from diffs.diff import Diff, new_diff_id
-from diffs.keys import feed_key, feed_member, horizon_key, normalize_pk, object_key
+from diffs.keys import feed_member, normalize_pk
+from diffs.layout import current_layout
 from diffs.settings import get_settings
 
 
@@ -23,13 +24,13 @@ def write_at(model: type[models.Model], pk: Any, data: Any, score: float) -> flo
     The model's horizon is opened first when it has none, so the score is kept even in
     a freshly flushed Redis (see :func:`open_horizon`).
     """
-    prefix = get_settings().prefix
-    if not get_connection().exists(horizon_key(prefix, model)):
+    layout = current_layout()
+    if not get_connection().exists(layout.horizon_key(model)):
         open_horizon(model)
     diff = Diff(data=data, created=False, id=new_diff_id())
     write = store.Write(
-        object_key(prefix, model, pk),
-        feed_key(prefix, model),
+        layout.object_key(model, pk),
+        layout.feed_key(model),
         diff.to_member(),
         feed_member(diff.id or "", normalize_pk(model, pk)),
         score,
@@ -48,5 +49,5 @@ def open_horizon(model: type[models.Model]) -> None:
     """
     conf = get_settings()
     get_connection().hset(
-        horizon_key(conf.prefix, model), mapping={"from": -1e300, "age": conf.max_element_age}
+        current_layout().horizon_key(model), mapping={"from": -1e300, "age": conf.max_element_age}
     )

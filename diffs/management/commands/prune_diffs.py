@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from diffs.checks import SHOWN_ERROR_CHARS, describe_server, redis_problem, shorten
 from diffs.clock import redis_time_ms
 from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
+from diffs.keys import KeyLayout
 from diffs.pruning import PruneReport, prune
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings
 
@@ -71,7 +72,8 @@ class Command(BaseCommand):
             client = get_connection()  # a cluster client connects here
             # The cutoff comes from the Redis server's clock, which gave every score.
             cutoff = redis_time_ms(client) - age * 1000
-            report = prune(client, conf.prefix, cutoff, dry_run=dry_run, on_key=on_key)
+            layout = KeyLayout.from_settings(conf)
+            report = prune(client, layout, cutoff, dry_run=dry_run, on_key=on_key)
         except REDIS_ERRORS as error:
             # One line naming the server and the fix, not a traceback from deep in redis-py.
             problem = self._problem(error, conf, client)
