@@ -4,7 +4,7 @@ A member is compact JSON: ``{"id":"…","created":false,"data":…}``, with
 ``"deleted":true`` added for deletions only, and ``"m"``/``"pk"`` (the model label and
 pk of the object the diff describes) only when that is not the key's own object, as
 for a child whose ``get_diff_parent()`` sent it to its parent. ``id`` is random and
-unique, so two identical changes are two members (0.1.16 collapsed them into one).
+unique, so two identical changes are two members, never merged into one.
 ``data`` comes last so the encoder can splice in data that was already encoded once.
 
 A diff that reached Redis late (retried after an outage, or recovered from the

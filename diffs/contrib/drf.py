@@ -1,74 +1,13 @@
 """Django REST Framework endpoints that serve a registered model's diffs.
 
-Install the extra (``pip install 'django-diffs[drf]'``), add ``"rest_framework"`` to
-``INSTALLED_APPS`` and put the mixin first in a viewset whose queryset's model is
-registered with django-diffs::
-
-    from rest_framework import viewsets
-
-    from diffs.contrib.drf import DiffsViewSetMixin
-
-
-    class QuestionViewSet(DiffsViewSetMixin, viewsets.ModelViewSet):
-        queryset = Question.objects.all()
-        serializer_class = QuestionSerializer
-        # the choices' diffs reach the questions' feed (Choice.get_diff_parent())
-        diffs_child_serializers = {"polls.choice": ChoiceSerializer}
-
-Registered with a router (say at ``questions``), the viewset gains two GET endpoints:
-
-* ``questions/diffs/?since=<cursor>&limit=<n>`` (action ``diffs_feed``): the model's
-  feed, ``Question.diffs.since()``: the diffs of every object, oldest first, with the
-  diffs that children sent to a question with ``get_diff_parent()``;
-* ``questions/<pk>/diffs/?since=<cursor>&limit=<n>`` (action ``object_diffs``): one
-  object's diffs, ``Question.diffs.object_since()``.
-
-Both answer::
-
-    {"results": [{"model": "polls.question", "pk": 1, "data": [...], "created": true,
-                  "deleted": false, "timestamp": 1795342808609.766,
-                  "cursor": "1795342808609.766"}],
-     "cursor": "1795342808609.766", "has_more": false}
-
-A client keeps the page's ``cursor`` and passes it back as ``since``; while
-``has_more`` is true another page is waiting. ``since`` may also be Unix milliseconds;
-without it (or empty) reading starts at the oldest diff kept. ``limit`` defaults to
-``diffs_page_size`` (100) and may not exceed ``diffs_max_limit`` (1000).
-
-Errors never cause a 500; the body is ``{"detail": "...", "code": "..."}``, and it
-echoes at most a short excerpt of a bad parameter:
-
-* 400 ``invalid_limit``: ``limit`` is not a whole number from 1 to ``diffs_max_limit``;
-* 400 ``invalid_cursor``: ``since`` is not a cursor;
-* 410 ``cursor_expired``: ``since`` is older than ``max_element_age``, so diffs after it
-  may be gone. The body also has a ``cursor`` for the present moment: the client keeps
-  it, fetches the objects again, then reads diffs since it;
-* 503 ``redis_unavailable``, with a ``Retry-After`` header (whole seconds): Redis could
-  not be read. Nothing is wrong with the request; the client tries again later.
-
-Who sees what:
-
-* Authentication, permissions and throttling are the viewset's own. While a diffs action
-  runs, ``self.action`` reads ``"list"`` (the feed) or ``"retrieve"`` (one object's diffs),
-  so a ``get_permissions()``, ``get_queryset()`` or ``get_serializer_class()`` that
-  branches on the action treats them as it treats those two (see
-  ``diffs_action_aliases``).
-* The detail endpoint calls ``get_object()`` first: a row the user may not see is a 404,
-  and object permissions apply.
-* The feed shows a diff only when the object whose sorted set holds it (the object it
-  describes, or the parent a child sent it to) is in ``filter_queryset(get_queryset())``:
-  one query per page checks this. A deleted row is in no queryset, so a deletion whose
-  object is gone is shown only when :meth:`DiffsViewSetMixin.deleted_diff_visible` says
-  so (by default: when the deleted row, as the diff holds it, passes the queryset's
-  filter; see ``diffs.contrib.rowmatch``). A diff of an earlier row (``superseded``: its
-  pk was deleted and used again) is shown only if it is that row's deletion and
-  ``deleted_diff_visible()`` says so: the row in the queryset now is another one.
-* A diff's ``data`` shows only the columns the viewset's serializer shows
-  (:meth:`DiffsViewSetMixin.diff_data`); data it cannot filter is ``null``.
-* Hidden diffs are left out of ``results``, but the page's ``cursor`` still moves past
-  them: nothing leaks and a client never loops. So does a diff that cannot be served
-  (its stored member is not valid JSON, or its data is not strict JSON): it is skipped
-  with a warning on the ``diffs`` logger instead of failing the page.
+:class:`DiffsViewSetMixin`, first in a viewset's bases, adds ``<prefix>/diffs/`` (the
+model's feed) and ``<prefix>/<pk>/diffs/`` (one object's diffs), both paged by
+``since`` and ``limit``. They show no more than the viewset would: its authentication,
+permissions and throttling, ``get_object()`` for one object, only rows of
+``filter_queryset(get_queryset())`` in the feed (a deletion only when the deleted row
+certainly passed the filter: ``diffs.contrib.rowmatch``), and only the columns its
+serializer shows. Errors are 400, 410 (expired cursor, with a fresh one) or 503 with
+``Retry-After``, never a 500. The README's "REST endpoint" section is the full guide.
 """
 
 from __future__ import annotations
