@@ -65,24 +65,42 @@ def build_pending(
     (:data:`BIRTH_ONLY`): a row created on the pk of a deleted one must never show that
     row's history, with or without a diff of its own.
     """
+    pending = _diff_of(
+        instance, changes, layout=layout, created=created, deleted=deleted, max_bytes=max_bytes
+    )
+    if pending is None and created:
+        return _birth_only(instance, layout)
+    return pending
+
+
+def _diff_of(
+    instance: models.Model,
+    changes: dict[str, Any],
+    *,
+    layout: KeyLayout,
+    created: bool,
+    deleted: bool = False,
+    max_bytes: int | None = None,
+) -> PendingDiff | None:
+    # What build_pending returns when the hooks give a diff to write, else None.
     model = type(instance)
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
-        return _birth_only(instance, layout) if created else None
+        return None
     data = _data_for(instance, changes, created=created)
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
-        return _birth_only(instance, layout) if created else None
+        return None
     fixed = _fixed_timestamp(instance)
     if _unreadable_score(instance, fixed):
-        return _birth_only(instance, layout) if created else None
+        return None
     target = _target_for(instance)
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
     member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
     if _too_large(instance, member, max_bytes):
-        return _birth_only(instance, layout) if created else None
+        return None
     object_base, feed = _keys_of(type(target), layout)
     return PendingDiff(
         key=object_base + target_pk,

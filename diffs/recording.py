@@ -7,6 +7,7 @@ is built in ``post_save`` and written on commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -95,16 +96,13 @@ def on_post_save(
         # INSERT was rolled back becomes an INSERT again), except a pk the database chose.
         changes = tracking.creation_fields(instance, changes, assigned)
     conf = get_settings()
-    if expressions.expression_fields(instance):
-        with expressions.resolved(instance, using):
-            pending = build_pending(
-                instance,
-                changes,
-                layout=current_layout(),
-                created=created,
-                max_bytes=conf.max_diff_bytes,
-            )
-    else:
+    # Fields saved from expressions hold the values the database computed meanwhile.
+    resolving = (
+        expressions.resolved(instance, using)
+        if expressions.expression_fields(instance)
+        else contextlib.nullcontext()
+    )
+    with resolving:
         pending = build_pending(
             instance,
             changes,
