@@ -37,10 +37,10 @@ def main() -> None:
     from django.contrib.auth.models import Group
 
     from diffs import get_connection
+    from diffs.delivery import OutgoingDiff, write_one
     from diffs.diff import build_member, encode_data, new_diff_id
     from diffs.keys import feed_member
     from diffs.layout import current_layout
-    from diffs.store import add
 
     client = get_connection()
     if client.connection_pool.connection_kwargs.get("db", 0) == 0:
@@ -59,13 +59,16 @@ def main() -> None:
             ]
             diff_id = new_diff_id()
             member = build_member(diff_id, encode_data(data), False, False)
-            add(
-                client,
-                layout.object_key(Group, pk),
-                layout.feed_key(Group),
-                member,
-                feed_member(diff_id, str(pk)),
+            diff = OutgoingDiff(
+                key=layout.object_key(Group, pk),
+                member=member,
+                feed_key=layout.feed_key(Group),
+                feed_member=feed_member(diff_id, str(pk)),
+                score=None,
+                label="auth.group",
+                object_pk=str(pk),
             )
+            write_one(client, diff)
     sets = sum(
         client.memory_usage(layout.object_key(Group, pk), samples=0) or 0
         for pk in range(1, args.objects + 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from diffs.bulk import DiffsQuerySet, DiffsQuerySetMixin
 from diffs.connection import get_connection, reset_connection
+from diffs.delivery import FlushReport, flush_diffs, write_waiting_diffs
 from diffs.diff import Diff
 from diffs.exceptions import (
     CursorExpired,
@@ -22,9 +23,7 @@ from diffs.exceptions import (
     RedisUnavailable,
     RegistrationError,
 )
-from diffs.exit_hooks import write_waiting_diffs
 from diffs.feed import FeedPage
-from diffs.flushing import FlushReport, flush_diffs
 from diffs.managers import DiffModelDescriptor, DiffModelManager
 from diffs.registry import is_registered, registered_models
 from diffs.sortedset import DiffSortedSet

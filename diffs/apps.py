@@ -21,11 +21,11 @@ class DiffsConfig(AppConfig):
         # connects their signals on the spot), so ready() has the checks to load and
         # the exit hooks to install: a process that stops normally writes the diffs
         # still waiting for Redis, and with write_behind so does one stopped by SIGTERM
-        # or ending as a multiprocessing child (diffs.exit_hooks).
+        # or ending as a multiprocessing child (diffs.delivery.exit_hooks).
         # Imported here: importing diffs.checks registers the checks, which should
         # happen only in a project that installs the app, once its registry is ready.
         from diffs import checks  # noqa: F401
-        from diffs.exit_hooks import at_exit, install_exit_hooks
+        from diffs.delivery import at_exit, install_exit_hooks
 
         atexit.register(at_exit)
         if _write_behind_configured():

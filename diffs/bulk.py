@@ -24,8 +24,8 @@ Database cost per call:
   return (``ignore_conflicts=True``, or a backend without ``RETURNING``) get no diff,
   and a warning says how many.
 
-The diffs go to ``diffs.writer`` a chunk at a time, which bounds what waits in memory
-for the commit.
+The diffs go to delivery a chunk at a time (``diffs.recording.Batch``), which bounds
+what waits in memory for the commit.
 """
 
 from __future__ import annotations
@@ -52,11 +52,8 @@ from django.db.models.expressions import (
 from django.db.models.functions import Now
 
 from diffs import expressions, tracking
-from diffs.layout import current_layout
-from diffs.payload import PendingDiff, build_pending
+from diffs.recording import Batch, record
 from diffs.registry import is_registered
-from diffs.settings import get_settings
-from diffs.writer import schedule_chunk
 
 if TYPE_CHECKING:
     _QuerySetBase = models.QuerySet[Any]
@@ -77,9 +74,6 @@ MAX_CHUNK_ROWS = 2000
 #: About how many bytes of rows, as read back, one chunk of an ``update()`` holds; the
 #: next chunk is sized from the rows of the last one.
 CHUNK_BYTES = 4 * 1_048_576
-
-#: Diffs of ``bulk_update()`` and ``bulk_create()`` handed to the writer at a time.
-_DIFFS_PER_HANDOVER = 1000
 
 #: Rows whose size is measured to size the next chunk.
 _SAMPLED_ROWS = 16
@@ -133,12 +127,11 @@ class DiffsQuerySetMixin(_QuerySetBase):
                 _suspended.reset(token)
             # A row deleted meanwhile was not updated: no diff may bring it back.
             present = _existing_pks(objs, using) if rows < len(objs) else None
-            written = (
-                _build(obj, changes, created=False)
-                for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True)
-                if present is None or obj.pk in present
-            )
-            _hand_over(written, using)
+            batch = Batch(using)
+            for obj, changes in zip(_with_db_values(objs, using), old_values, strict=True):
+                if present is None or obj.pk in present:
+                    record(obj, changes, using=using, batch=batch)
+            batch.hand_over()
             for obj in objs:
                 _resnapshot(obj, names, using)
         return rows
@@ -160,17 +153,11 @@ class DiffsQuerySetMixin(_QuerySetBase):
                 if obj.pk is not None and (inserted is None or obj.pk in inserted)
             ]
             missing = len(created) - len(recorded)
-            _hand_over(
-                (
-                    _build(
-                        obj,
-                        tracking.creation_fields(obj, {}, assigned.get(id(obj), ())),
-                        created=True,
-                    )
-                    for obj in recorded
-                ),
-                using,
-            )
+            batch = Batch(using)
+            for obj in recorded:
+                changes = tracking.creation_fields(obj, {}, assigned.get(id(obj), ()))
+                record(obj, changes, using=using, created=True, batch=batch)
+            batch.hand_over()
             for obj in recorded:
                 _resnapshot(obj, None, using)
         if missing:
@@ -283,28 +270,6 @@ def _same(field: Any, one: models.Model, other: models.Model) -> bool:
         return False
 
 
-def _build(
-    instance: models.Model, changes: dict[str, Any], *, created: bool
-) -> PendingDiff | None:
-    """The diff of one changed row, through the model's hooks (None: nothing to record)."""
-    conf = get_settings()
-    return build_pending(
-        instance, changes, layout=current_layout(), created=created, max_bytes=conf.max_diff_bytes
-    )
-
-
-def _hand_over(diffs: Iterable[PendingDiff | None], using: str) -> None:
-    """Schedule ``diffs`` (None: no diff) with the writer, a chunk at a time."""
-    chunk: list[PendingDiff] = []
-    for pending in diffs:
-        if pending is not None:
-            chunk.append(pending)
-        if len(chunk) >= _DIFFS_PER_HANDOVER:
-            schedule_chunk(chunk, using)
-            chunk = []
-    schedule_chunk(chunk, using)
-
-
 def _resnapshot(instance: models.Model, fields: list[str] | None, using: str) -> None:
     # Like a save: what was just written is no longer a pending change (until the
     # transaction rolls back, see tracking.settle()).
@@ -382,7 +347,7 @@ class _RowUpdate:
         moved = self.base.filter(pk=new_pk).first() if old_rows else None
         if moved is not None:
             changes = dict(zip(self.names, old_rows[0][1:], strict=True))
-            _hand_over([_build(moved, changes, created=False)], self.using)
+            record(moved, changes, using=self.using)
         return self.updated
 
     def _lock_head(self) -> list[tuple[Any, ...]] | None:
@@ -429,12 +394,16 @@ class _RowUpdate:
         """Read ``old_rows`` back and schedule their diffs; size the next chunk."""
         old = {row[0]: row[1:] for row in old_rows}
         rows = list(self._rows(list(old)).order_by("pk"))
-        diffs = (
-            _build(row, dict(zip(self.names, old[row.pk], strict=True)), created=False)
-            for row in rows
-            if row.pk in old
-        )
-        _hand_over(diffs, self.using)
+        batch = Batch(self.using)
+        for row in rows:
+            if row.pk in old:
+                record(
+                    row,
+                    dict(zip(self.names, old[row.pk], strict=True)),
+                    batch=batch,
+                    using=self.using,
+                )
+        batch.hand_over()
         per_row = _bytes_per_row(rows)
         self.chunk_rows = max(1, min(MAX_CHUNK_ROWS, 2 * self.chunk_rows, CHUNK_BYTES // per_row))
 

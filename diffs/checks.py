@@ -22,7 +22,6 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from redis.cluster import RedisCluster
 
-from diffs.advice import connection_advice
 from diffs.bulk import DiffsQuerySetMixin
 from diffs.connection import (
     FAKEREDIS_HINT,
@@ -31,6 +30,7 @@ from diffs.connection import (
     LUPA_MISSING,
     REDIS_ERRORS,
     build_client,
+    connection_advice,
     lupa_installed,
     underlying_error,
 )

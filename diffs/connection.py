@@ -44,6 +44,62 @@ def underlying_error(error: BaseException) -> BaseException:
     return error
 
 
+def may_have_reached_redis(error: Exception) -> bool:
+    """False when ``error`` says a call never left this process (no connection could be
+    made); True when Redis may have run it before the failure (a timeout)."""
+    cause = underlying_error(error)
+    if isinstance(cause, redis.ConnectionError) and "connecting" in str(cause):
+        return False
+    return not (isinstance(error, REDIS_ERRORS) and "cannot be connected" in str(error))
+
+
+def describe_redis_error(error: Exception) -> str:
+    """``error``, met while writing, in words that name what to check."""
+    # On a cluster, the node's error (a ConnectionError, say) names the problem and the
+    # cluster client's message says the whole cluster is out of reach.
+    cause = underlying_error(error)
+    if isinstance(cause, redis.AuthenticationError):
+        return (
+            f"Redis refused the credentials in {SETTING_NAME}: check the user name and "
+            "password in ['url'] or ['redis']"
+        )
+    if isinstance(error, REDIS_ERRORS):
+        advice = connection_advice(error, get_settings().url or "")
+        return f"{type(cause).__name__}: {error}" + (f" {advice}" if advice else "")
+    return (
+        f"{type(error).__name__}: {error}; the Redis client failed before reaching Redis, "
+        f"check {SETTING_NAME}['redis'] and ['url']"
+    )
+
+
+# redis-py reports TLS problems as plain connection errors ("certificate verify failed",
+# or a reset connection when a redis:// client meets a TLS-only port).
+_CERTIFICATE_TROUBLE = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "certificate verify failed",
+    "Hostname mismatch",
+)
+_DROPPED = ("Connection reset by peer", "Connection closed by server")
+
+
+def connection_advice(error: BaseException, url: str) -> str | None:
+    """A sentence on how to fix ``error`` met while connecting to ``url`` (naming the
+    setting that fixes it), or None."""
+    text = str(error)
+    if any(marker in text for marker in _CERTIFICATE_TROUBLE):
+        return (
+            "Redis answered with a TLS certificate this client does not trust: give the "
+            f"CA that signed it as {SETTING_NAME}['redis']['ssl_ca_certs'], and connect "
+            "by a host name the certificate names."
+        )
+    if url.startswith("redis://") and any(marker in text for marker in _DROPPED):
+        return (
+            "The server closed the connection at once: if it only accepts TLS, use a "
+            f"rediss:// URL in {SETTING_NAME}['url']."
+        )
+    return None
+
+
 _lock = threading.Lock()
 
 # One Script object per client and script source: it keeps the script's SHA and falls

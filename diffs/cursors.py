@@ -2,7 +2,7 @@
 
 A cursor is the exact score of the last diff a client saw (or a watermark: a point
 in time every later diff is certain to come after). Scores are assigned in Redis, in
-write order, strictly increasing per model feed (see ``diffs.store``), so "every diff
+write order, strictly increasing per model feed (see ``diffs.delivery.store``), so "every diff
 scored above the cursor" is exactly "every diff the client has not seen yet".
 """
 

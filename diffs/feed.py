@@ -13,7 +13,7 @@ waiting, and the cursor resumes exactly there).
 
 The cursor of a page is the score of its last diff or, when the page reaches the end,
 a watermark just below the server time at which it was read: any diff written later
-gets a higher score (see ``diffs.store``), so a client that keeps polling keeps a fresh
+gets a higher score (see ``diffs.delivery.store``), so a client that keeps polling keeps a fresh
 cursor even while nothing changes. A cursor older than ``max_element_age``, or than
 the model's horizon (``diffs.horizon``), raises ``CursorExpired``.
 
@@ -82,7 +82,7 @@ _OBJECT_PAGE_SCRIPT = (
     + """
 local from = read_horizon(KEYS[3], KEYS[2], now_ms, ARGV[2])
 local low = lower_bound(from)
--- The birth: "<score>" or "<score>|<id>" (see diffs.store).
+-- The birth: "<score>" or "<score>|<id>" (see diffs.delivery.store).
 local birth = redis.call('GET', KEYS[4])
 birth = birth and tonumber(string.match(birth, '^[^|]+'))
 if birth then

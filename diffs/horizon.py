@@ -12,7 +12,7 @@ dropped under the old window. Each model therefore has a small hash,
 
 A read with a cursor older than ``from`` raises ``CursorExpired``, as for a cursor
 older than ``max_element_age``. The hash has no expiry. It is kept up to date inside
-the scripts that write and read (Lua below, shared by ``diffs.store`` and
+the scripts that write and read (Lua below, shared by ``diffs.delivery.store`` and
 ``diffs.feed``), so every process of every site agrees:
 
 Readers respect the horizon and never move it (they drop no data, whatever their own

@@ -11,11 +11,11 @@ import redis
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from diffs import reads, store
+from diffs import reads
 from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.connection import cached_script, get_connection
 from diffs.cursors import Since, encode_cursor
-from diffs.delivery import flush_before_read
+from diffs.delivery import OutgoingDiff, write_before_read, write_one
 from diffs.diff import Diff, new_diff_id
 from diffs.feed import (
     MAX_LIMIT,
@@ -234,16 +234,19 @@ class DiffModelManager(Generic[_M]):
         model = model_cls or self.model
         _check_pk(model, pk)
         diff = Diff(data=data, created=created, deleted=deleted, id=new_diff_id())
-        flush_before_read()  # with write_behind: after the diffs this process saved
+        write_before_read()  # with write_behind: after the diffs this process saved
         fixed = _fixed_score(model, pk, timestamp)
-        score = store.add(
-            get_connection(),
-            self.get_key(pk, model),
-            current_layout().feed_key(model),
-            diff.to_member(),
-            feed_member(diff.id or "", normalize_pk(model, pk)),
-            fixed,
+        object_pk = normalize_pk(model, pk)
+        outgoing = OutgoingDiff(
+            key=self.get_key(pk, model),
+            member=diff.to_member(),
+            feed_key=current_layout().feed_key(model),
+            feed_member=feed_member(diff.id or "", object_pk),
+            score=fixed,
+            label=model_label(model),
+            object_pk=object_pk,
         )
+        score = write_one(get_connection(), outgoing)
         return Diff.stored(
             diff.data,
             created=created,

@@ -18,13 +18,13 @@ import json
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
 from django.utils.encoding import is_protected_type
 
 from diffs.clock import datetime_to_ms, fixed_score_problem
+from diffs.delivery import BIRTH_ONLY, OutgoingDiff
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk
@@ -33,21 +33,7 @@ from diffs.settings import get_settings
 logger = logging.getLogger("diffs")
 
 
-@dataclass(slots=True)
-class PendingDiff:
-    """A diff ready to be written: its keys, members and (optional) fixed score."""
-
-    key: str
-    member: str
-    feed_key: str
-    feed_member: str
-    timestamp: float | None
-    #: ``app_label.model_name`` and pk of the object the diff describes (for logs).
-    label: str
-    pk: str
-
-
-def build_pending(
+def build_diff(
     instance: models.Model,
     changes: dict[str, Any],
     *,
@@ -55,7 +41,7 @@ def build_pending(
     created: bool,
     deleted: bool = False,
     max_bytes: int | None = None,
-) -> PendingDiff | None:
+) -> OutgoingDiff | None:
     """Run the hooks for one change and return what to write, or None to skip it.
 
     The diff goes to the keys of ``layout`` (see ``diffs.layout.current_layout``). A
@@ -65,12 +51,12 @@ def build_pending(
     (:data:`BIRTH_ONLY`): a row created on the pk of a deleted one must never show that
     row's history, with or without a diff of its own.
     """
-    pending = _diff_of(
+    diff = _diff_of(
         instance, changes, layout=layout, created=created, deleted=deleted, max_bytes=max_bytes
     )
-    if pending is None and created:
+    if diff is None and created:
         return _birth_only(instance, layout)
-    return pending
+    return diff
 
 
 def _diff_of(
@@ -81,8 +67,8 @@ def _diff_of(
     created: bool,
     deleted: bool = False,
     max_bytes: int | None = None,
-) -> PendingDiff | None:
-    # What build_pending returns when the hooks give a diff to write, else None.
+) -> OutgoingDiff | None:
+    # What build_diff returns when the hooks give a diff to write, else None.
     model = type(instance)
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
@@ -102,23 +88,18 @@ def _diff_of(
     if _too_large(instance, member, max_bytes):
         return None
     object_base, feed = _keys_of(type(target), layout)
-    return PendingDiff(
+    return OutgoingDiff(
         key=object_base + target_pk,
         member=member,
         feed_key=feed,
         feed_member=feed_member(diff_id, target_pk),
-        timestamp=fixed,
+        score=fixed,
         label=model_label(model),
-        pk=target_pk if target is instance else normalize_pk(model, instance.pk),
+        object_pk=target_pk if target is instance else normalize_pk(model, instance.pk),
     )
 
 
-#: The member of a PendingDiff that records its object's birth and no diff. Its
-#: ``feed_member`` is a fresh id, so a write retried after a timeout sets it once.
-BIRTH_ONLY = ""
-
-
-def _birth_only(instance: models.Model, layout: KeyLayout) -> PendingDiff | None:
+def _birth_only(instance: models.Model, layout: KeyLayout) -> OutgoingDiff | None:
     """The write that records ``instance``'s creation without a diff (None for a child
     whose diffs go to a parent: it has no history of its own to hide)."""
     if _target_for(instance) is not instance:
@@ -126,14 +107,14 @@ def _birth_only(instance: models.Model, layout: KeyLayout) -> PendingDiff | None
     model = type(instance)
     pk = normalize_pk(model, instance.pk)
     object_base, feed = _keys_of(model, layout)
-    return PendingDiff(
+    return OutgoingDiff(
         key=object_base + pk,
         member=BIRTH_ONLY,
         feed_key=feed,
         feed_member=new_diff_id(),
-        timestamp=None,
+        score=None,
         label=model_label(model),
-        pk=pk,
+        object_pk=pk,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from diffs import availability
-from diffs.delivery import flush_before_read
+from diffs.delivery import write_before_read
 
 _T = TypeVar("_T")
 
@@ -26,5 +26,5 @@ def read(call: Callable[[], _T], what: str) -> _T:
         RedisUnavailable: Redis failed less than a moment ago, or ``call`` found it out
             of reach now.
     """
-    flush_before_read()
+    write_before_read()
     return availability.read(call, what)

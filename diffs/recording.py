@@ -1,8 +1,10 @@
-"""Signal receivers that record a diff for every save and delete of a registered model.
+"""Recording a diff for every save, delete and bulk write of a registered model.
 
-The changed fields are computed in ``pre_save``, before the fields' own ``pre_save``
-runs, so ``auto_now`` timestamps do not make every save look like a change; the diff
-is built in ``post_save`` and written on commit.
+:func:`record` is the one way a change becomes a diff on its way to Redis: saves and
+deletes (the signal receivers below) and bulk writes (``diffs.bulk``) all call it. The
+changed fields of a save are computed in ``pre_save``, before the fields' own
+``pre_save`` runs, so ``auto_now`` timestamps do not make every save look like a
+change; the diff is built in ``post_save`` and written on commit.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-from diffs import expressions, tracking
+from diffs import delivery, expressions, tracking
 from diffs.layout import current_layout
-from diffs.payload import build_pending
+from diffs.payload import build_diff
 from diffs.settings import get_settings
-from diffs.writer import schedule
+from diffs.transactions import CommitToken
 
 logger = logging.getLogger("diffs")
 
@@ -31,6 +33,62 @@ PREVIOUS_ATTRIBUTE = "_diffs_previous_snapshot"
 ASSIGNED_PK_ATTRIBUTE = "_diffs_database_assigned_pk"
 #: Instance attribute set by pre_delete when the row to delete does not exist.
 ABSENT_ATTRIBUTE = "_diffs_delete_absent_row"
+
+#: Diffs of a bulk write handed to delivery at a time.
+DIFFS_PER_HANDOVER = 1000
+
+
+class Batch:
+    """The diffs of one bulk write on database ``using``, handed to delivery
+    ``DIFFS_PER_HANDOVER`` at a time (so a large write never holds them all)."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.diffs: list[delivery.OutgoingDiff] = []
+
+    def add(self, diff: delivery.OutgoingDiff) -> None:
+        """Add one diff; hand the batch over once it is full."""
+        self.diffs.append(diff)
+        if len(self.diffs) >= DIFFS_PER_HANDOVER:
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Schedule the diffs added since the last hand-over."""
+        diffs, self.diffs = self.diffs, []
+        delivery.schedule_many(diffs, self.using)
+
+
+def record(
+    instance: models.Model,
+    changes: dict[str, Any],
+    *,
+    using: str | None,
+    created: bool = False,
+    deleted: bool = False,
+    batch: Batch | None = None,
+) -> CommitToken | None:
+    """Build the diff of one change through the model's hooks and schedule its write
+    for when database ``using`` commits.
+
+    ``changes`` maps each changed field to its old value. With ``batch`` (a bulk
+    write's), the diff joins it and goes with the others. Returns the on-commit callback
+    of the diff, when it waits for a commit (``diffs.tracking`` undoes a snapshot by it).
+    """
+    diff = build_diff(
+        instance,
+        changes,
+        layout=current_layout(),
+        created=created,
+        deleted=deleted,
+        max_bytes=get_settings().max_diff_bytes,
+    )
+    if diff is None:
+        return None
+    if batch is not None:
+        batch.add(diff)
+        return None
+    return delivery.schedule(diff, using)
+
 
 _RECEIVERS = (
     (pre_save, "pre_save"),
@@ -95,7 +153,6 @@ def on_post_save(
         # Every field is new, even when the instance thought otherwise (a save after its
         # INSERT was rolled back becomes an INSERT again), except a pk the database chose.
         changes = tracking.creation_fields(instance, changes, assigned)
-    conf = get_settings()
     # Fields saved from expressions hold the values the database computed meanwhile.
     resolving = (
         expressions.resolved(instance, using)
@@ -103,14 +160,7 @@ def on_post_save(
         else contextlib.nullcontext()
     )
     with resolving:
-        pending = build_pending(
-            instance,
-            changes,
-            layout=current_layout(),
-            created=created,
-            max_bytes=conf.max_diff_bytes,
-        )
-    token = None if pending is None else schedule(pending, using)
+        token = record(instance, changes, using=using, created=created)
     if previous is not None:
         tracking.remember(instance, previous, using or "default", token, inserted=created)
 
@@ -137,15 +187,5 @@ def on_post_delete(
     if instance.__dict__.pop(ABSENT_ATTRIBUTE, False):
         logger.debug("Skipped diff of %s pk=%s: no row was deleted.", sender.__name__, instance.pk)
         return
-    conf = get_settings()
     with tracking.saved_values(instance):
-        pending = build_pending(
-            instance,
-            tracking.current_state(instance),
-            layout=current_layout(),
-            created=False,
-            deleted=True,
-            max_bytes=conf.max_diff_bytes,
-        )
-    if pending is not None:
-        schedule(pending, using)
+        record(instance, tracking.current_state(instance), using=using, deleted=True)

@@ -122,18 +122,6 @@ UNDO_ATTRIBUTE = "_diffs_snapshot_undo"
 UNINSERTED_ATTRIBUTE = "_diffs_insert_rolled_back"
 
 
-class CommitToken:
-    """Registered with ``on_commit``: ``ran`` turns True if the transaction commits."""
-
-    __slots__ = ("ran",)
-
-    def __init__(self) -> None:
-        self.ran = False
-
-    def __call__(self) -> None:
-        self.ran = True
-
-
 #: Stands for "the instance had no snapshot" in an undo entry.
 NO_SNAPSHOT: dict[str, Any] = {}
 
@@ -162,7 +150,7 @@ def remember(
     INSERT of the instance's row.
     """
     if token is None:
-        token = CommitToken()
+        token = transactions.CommitToken()
         transaction.on_commit(token, using=using, robust=True)
     instance.__dict__.setdefault(UNDO_ATTRIBUTE, []).append((token, previous, using, inserted))
 

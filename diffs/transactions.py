@@ -4,11 +4,12 @@ Why: two things diffs needs are not in Django's public ``on_commit`` API.
 
 * Whether a callback registered earlier is still waiting, i.e. the savepoints around it
   have not rolled back (Django drops a rolled-back savepoint's callbacks from the
-  list). ``diffs.tracking`` asks this to undo a snapshot; ``diffs.writer`` to tell
-  whether a transaction's bulk-write state is still current.
-* A callback that no savepoint's rollback removes: the flush that ``diffs.writer``
-  keeps last in the transaction. ``on_commit`` ties every callback to the savepoints
-  open when it is registered, so this module appends that entry itself.
+  list). ``diffs.tracking`` asks this to undo a snapshot; ``diffs.delivery.on_commit``
+  to tell whether a transaction's bulk-write state is still current.
+* A callback that no savepoint's rollback removes: the write that
+  ``diffs.delivery.on_commit`` keeps last in the transaction. ``on_commit`` ties every
+  callback to the savepoints open when it is registered, so this module appends that
+  entry itself.
 
 What it relies on (Django 5.2 to 6.x, ``django/db/backends/base/base.py``):
 ``run_on_commit`` is a list, oldest first, of ``(savepoint ids, callable, robust)``
@@ -28,6 +29,22 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: Where the callable sits in an entry of ``run_on_commit``.
 CALLBACK_INDEX = 1
+
+
+class CommitToken:
+    """An on-commit callback whose ``ran`` turns True if the transaction commits.
+
+    Capture keeps one per change made inside a transaction (``diffs.tracking``), to undo
+    a snapshot whose change rolled back; delivery's own callbacks are tokens too.
+    """
+
+    __slots__ = ("ran",)
+
+    def __init__(self) -> None:
+        self.ran = False
+
+    def __call__(self) -> None:
+        self.ran = True
 
 
 def callbacks(connection: BaseDatabaseWrapper) -> Iterator[Any]:

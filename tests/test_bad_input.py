@@ -110,7 +110,7 @@ def test_a_client_that_cannot_be_built_never_breaks_a_save(caplog, monkeypatch):
     def rejected_by_redis_py():
         raise TypeError("'str' object cannot be interpreted as an integer")
 
-    monkeypatch.setattr("diffs.delivery.get_connection", rejected_by_redis_py)
+    monkeypatch.setattr("diffs.delivery.queue.get_connection", rejected_by_redis_py)
     later = []
     with caplog.at_level(logging.ERROR, "diffs"), transaction.atomic():
         question = Question.objects.create(question_text="saved")

@@ -24,7 +24,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import diffs
-from diffs import bulk, delivery, store, writer
+from diffs import bulk, delivery
+from diffs.delivery import on_commit, queue, store
 from diffs.exceptions import DiffsWriteError
 from diffs.layout import current_layout
 from diffs.models import OutboxEntry
@@ -45,7 +46,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     per transaction: a few dozen rows take every path."""
     monkeypatch.setattr(bulk, "FIRST_CHUNK_ROWS", 4, raising=False)
     monkeypatch.setattr(bulk, "MAX_CHUNK_ROWS", 16, raising=False)
-    monkeypatch.setattr(writer, "PIECE_DIFFS", 8, raising=False)
+    monkeypatch.setattr(on_commit, "PIECE_DIFFS", 8, raising=False)
     with diffs_settings(spill_after_bytes=2048):
         yield
 
@@ -431,7 +432,7 @@ def no_outbox_table() -> Iterator[None]:
 
 @pytest.mark.usefixtures("small_chunks", "no_outbox_table")
 def test_a_missing_outbox_table_keeps_diffs_in_memory_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(writer, "_warned_no_outbox", set(), raising=False)
+    monkeypatch.setattr(on_commit, "_warned_no_outbox", set(), raising=False)
     pks = make_questions(40)
     with caplog.at_level(logging.WARNING, logger="diffs"):
         for votes in (1, 2):
@@ -506,7 +507,7 @@ def test_an_outbox_that_fails_at_commit_never_breaks_the_update(monkeypatch, cap
     def broken(alias: str, ids: Any) -> Any:
         raise DatabaseError("connection lost")
 
-    monkeypatch.setattr(writer.outbox, "read", broken)
+    monkeypatch.setattr(on_commit.outbox, "read", broken)
     with caplog.at_level(logging.ERROR, logger="diffs"), transaction.atomic():
         Question.objects.update(votes=8)
     assert set(stored_votes().values()) == {8}
@@ -520,7 +521,7 @@ def test_a_callback_that_fails_is_logged_and_the_next_ones_still_run(monkeypatch
     def broken(items: Any) -> None:
         raise RuntimeError("queue broken")
 
-    monkeypatch.setattr(delivery, "enqueue", broken)
+    monkeypatch.setattr(queue, "enqueue", broken)
     ran = []
     with caplog.at_level(logging.ERROR), transaction.atomic():
         Question.objects.create(question_text="saved")
@@ -578,7 +579,7 @@ class NoDiffsTablesHere:
 
 @pytest.mark.usefixtures("small_chunks")
 def test_a_router_keeping_the_outbox_elsewhere_keeps_diffs_in_memory(monkeypatch, caplog):
-    monkeypatch.setattr(writer, "_warned_no_outbox", set(), raising=False)
+    monkeypatch.setattr(on_commit, "_warned_no_outbox", set(), raising=False)
     pks = make_questions(40)
     routed = override_settings(DATABASE_ROUTERS=[NoDiffsTablesHere()])
     with caplog.at_level(logging.WARNING, logger="diffs"), routed, transaction.atomic():
@@ -592,7 +593,7 @@ def test_a_router_keeping_the_outbox_elsewhere_keeps_diffs_in_memory(monkeypatch
 def test_the_outbox_takes_many_diffs_in_order_on_every_kind_of_backend(backend, monkeypatch):
     # this_one: COPY on PostgreSQL, INSERT ... RETURNING on SQLite; then what other
     # backends get: Django's bulk_create(), or one INSERT per diff.
-    from diffs import outbox
+    from diffs.delivery import outbox
 
     if backend != "this_one":
         monkeypatch.setattr(outbox, "_RETURNING_VENDORS", ())
@@ -601,15 +602,15 @@ def test_the_outbox_takes_many_diffs_in_order_on_every_kind_of_backend(backend, 
         features = type(connection.features)
         monkeypatch.setattr(features, "can_return_rows_from_bulk_insert", False)
     questions = Question.objects.bulk_create([Question(question_text="x") for _ in range(3)])
-    pendings = [
-        diffs.payload.build_pending(q, {"votes": 0}, layout=current_layout(), created=False)
+    outgoing = [
+        diffs.payload.build_diff(q, {"votes": 0}, layout=current_layout(), created=False)
         for q in questions
     ]
     with transaction.atomic():
-        ids = outbox.record_many(pendings, "default")
+        ids = outbox.insert_many(outgoing, "default")
         back = outbox.read("default", list(reversed(ids)))
-    assert [row_id for row_id, _, _ in back] == list(reversed(ids))
-    assert [pending.member for _, pending, _ in back] == [p.member for p in reversed(pendings)]
+    assert [diff.outbox_row for diff in back] == [("default", i) for i in reversed(ids)]
+    assert [diff.member for diff in back] == [d.member for d in reversed(outgoing)]
 
 
 def test_an_unknown_field_keeps_djangos_error():

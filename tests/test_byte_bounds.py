@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from diffs import store
+from diffs.delivery import OutgoingDiff, store
 from tests.conftest import diffs_settings
+from tests.support.writing import outgoing
 from tests.testapp.models import Article
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,8 +98,8 @@ def test_one_transaction_of_large_diffs_is_written_in_several_bounded_calls(monk
 
 
 def test_write_calls_are_cut_by_size_and_by_count():
-    def write(n: int, body: int) -> store.Write:
-        return store.Write("k", "f", "x" * body, f"{n:016x}1")
+    def write(n: int, body: int) -> OutgoingDiff:
+        return outgoing("k", "f", "x" * body, f"{n:016x}1")
 
     small = [write(n, 10) for n in range(1200)]
     assert [len(c) for c in store.chunks(small, 10**9)] == [500, 500, 200]

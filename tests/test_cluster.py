@@ -24,8 +24,9 @@ from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
 import diffs
-from diffs import delivery, keys, store
+from diffs import delivery, keys
 from diffs.connection import build_client
+from diffs.delivery import store
 from diffs.models import OutboxEntry
 from diffs.settings import build_settings, find_problems
 from tests.support.paging import follow

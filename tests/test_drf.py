@@ -366,17 +366,16 @@ def test_sliced_and_combined_querysets_and_huge_pks_are_no_500(client):
     from rest_framework import viewsets
     from rest_framework.test import APIRequestFactory
 
-    from diffs import get_connection, store
     from diffs.contrib.drf import DiffsViewSetMixin
     from diffs.diff import Diff
     from diffs.keys import feed_member
+    from tests.support.writing import write_raw
 
     shown = Question.objects.create(question_text="first")
     Question.objects.create(question_text="second")
     huge = str(10**20)
     diff = Diff(data={"x": 1}, created=True, id="f" * 16)
-    store.add(
-        get_connection(),
+    write_raw(
         object_key("testapp.question", huge),
         feed_key("testapp.question"),
         diff.to_member(),
@@ -411,14 +410,13 @@ def test_uuid_pks_are_strings_in_json(client):
 
 def test_a_diff_whose_pk_cannot_be_a_row_is_hidden_not_a_500(client):
     # create() refuses such pks; another writer of the same keys might not
-    from diffs import get_connection, store
     from diffs.diff import Diff
     from diffs.keys import feed_member
+    from tests.support.writing import write_raw
 
     for text, deleted in (("not-a-number", False), ("gone", True)):
         diff = Diff(data={"x": text}, deleted=deleted, created=False, id=f"{len(text):016d}")
-        store.add(
-            get_connection(),
+        write_raw(
             object_key("testapp.question", text),
             feed_key("testapp.question"),
             diff.to_member(),

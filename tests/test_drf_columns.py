@@ -11,11 +11,11 @@ from rest_framework import permissions, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
-from diffs import get_connection, store
 from diffs.contrib.drf import DiffsViewSetMixin, serializer_columns
 from diffs.diff import Diff
 from diffs.keys import feed_member
 from tests.support.keynames import feed_key, object_key
+from tests.support.writing import write_raw
 from tests.testapp.models import (
     Badge,
     Choice,
@@ -197,8 +197,7 @@ def write_diff(holder_pk: int, member_data: str, describes: str = "") -> None:
     """Store a member written by someone else in a question's set and the feed."""
     diff_id = f"{abs(hash((holder_pk, member_data, describes))):016x}"[:16]
     member = f'{{"id":"{diff_id}","created":false{describes},"data":{member_data}}}'
-    store.add(
-        get_connection(),
+    write_raw(
         object_key("testapp.question", holder_pk),
         feed_key("testapp.question"),
         member,

@@ -11,6 +11,7 @@ from django.db import transaction
 
 import diffs
 from diffs import delivery
+from diffs.delivery import queue
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key, object_key
@@ -83,7 +84,7 @@ def test_rows_outlive_an_outage_and_flush_diffs_writes_them_once():
 
 def test_a_process_that_dies_after_commit_loses_nothing(monkeypatch):
     # The process "dies" between the commit and the Redis write: nothing is flushed.
-    monkeypatch.setattr(delivery, "flush", lambda force=False: delivery.FlushResult(0, 0))
+    monkeypatch.setattr(queue, "write_queued", lambda force=False: queue.Written(0, 0))
     with transaction.atomic():
         question = Question.objects.create(question_text="committed")
     assert question.diffs == []
@@ -154,7 +155,7 @@ def test_flush_diffs_command_fails_while_redis_cannot_take_the_outbox():
 def test_a_failed_outbox_cleanup_is_only_a_warning(monkeypatch, caplog):
     from django.db import DatabaseError
 
-    from diffs import outbox
+    from diffs.delivery import outbox
 
     def broken(self):
         raise DatabaseError("connection lost")
@@ -168,7 +169,7 @@ def test_a_failed_outbox_cleanup_is_only_a_warning(monkeypatch, caplog):
 def test_a_missing_outbox_table_is_a_warning(monkeypatch, caplog):
     from django.db import DatabaseError
 
-    from diffs import outbox
+    from diffs.delivery import outbox
 
     def missing(alias, batch_size=500):
         raise DatabaseError("no such table: diffs_outbox")

@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from diffs import delivery, exit_hooks, store
+from diffs import delivery
+from diffs.delivery import background, exit_hooks, store
+from diffs.delivery import queue as delivery_queue
 from tests.conftest import diffs_settings
 from tests.support.redis_server import RedisServer, redis_server
 from tests.testapp.models import Question
@@ -310,7 +312,7 @@ def sigterm_restored() -> Iterator[None]:
 @pytest.fixture
 def queued(monkeypatch) -> Iterator[None]:
     """write_behind with the background writer kept asleep: saved diffs stay queued."""
-    monkeypatch.setattr(delivery._writer, "wake", lambda **kwargs: None)
+    monkeypatch.setattr(background._thread, "wake", lambda **kwargs: None)
     with diffs_settings(write_behind=True):
         yield
     delivery.clear()
@@ -467,7 +469,7 @@ def test_write_waiting_diffs_never_waits_for_a_write_its_own_thread_was_in(queue
     namespace = {"__name__": "diffs.delivery", "exit_hooks": exit_hooks, "result": []}
 
     def interrupted_in_enqueue() -> None:
-        with delivery._queue.lock:
+        with delivery_queue._queue.lock:
             exec("result.append(exit_hooks.write_waiting_diffs())", namespace)
 
     thread = threading.Thread(target=interrupted_in_enqueue, daemon=True)
@@ -515,8 +517,8 @@ def test_without_new_threads_the_exit_writes_in_place(queued, redis_client, monk
 
 
 def test_an_unexpected_error_in_the_exit_write_is_logged(queued, monkeypatch, caplog):
-    monkeypatch.setattr(delivery, "unwritten", lambda: 1)
-    monkeypatch.setattr(delivery, "flush", lambda force=False: None)  # not a FlushResult
+    monkeypatch.setattr(delivery_queue, "unwritten", lambda: 1)
+    monkeypatch.setattr(delivery_queue, "write_queued", lambda force=False: None)  # not a Written
     exit_hooks._write_until_done(time.monotonic() + 1)
     assert "Could not write the diffs waiting for Redis at exit" in caplog.text
 

@@ -233,7 +233,7 @@ django.setup()
 from django.conf import settings
 from django.db import transaction
 import diffs
-from diffs import outbox
+from diffs.delivery import outbox
 from diffs.settings import clear_settings_cache
 from tests.testapp.models import Question
 

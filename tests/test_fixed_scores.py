@@ -17,11 +17,12 @@ import pytest
 import redis
 from django.db import transaction
 
-from diffs import store
+from diffs.delivery import OutgoingDiff, store
 from diffs.diff import Diff
 from tests.conftest import diffs_settings
 from tests.support.keynames import horizon_key
 from tests.support.redis_server import redis_server
+from tests.support.writing import outgoing
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,14 +45,14 @@ def own_client(timeout: float = 5.0) -> Iterator[redis.Redis]:
 
 def open_horizon(client: redis.Redis, key: str = "diffs:horizon:testapp.question") -> None:
     """Say the model's diffs are complete since long ago: fixed scores far in the past are
-    then placed at (or just after) their own score, not by the clock (see store.py)."""
+    then placed at (or just after) their own score, not by the clock (see diffs/delivery/store.py)."""
     # By default the plain layout: most tests here write to a redis-server of their own.
     client.hset(key, mapping={"from": -1e300, "age": 3600})
 
 
-def write(n: int, score: float | None, pk: object = 1) -> store.Write:
+def write(n: int, score: float | None, pk: object = 1) -> OutgoingDiff:
     member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'
-    return store.Write(
+    return outgoing(
         f"diffs:testapp.question:{pk}",
         "diffs:feed:testapp.question",
         member,

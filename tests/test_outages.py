@@ -14,8 +14,8 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 import diffs
-from diffs import availability, delivery, exit_hooks, store
-from diffs.payload import PendingDiff
+from diffs import availability, delivery
+from diffs.delivery import OutgoingDiff, exit_hooks, store
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key
 from tests.test_feed import count_round_trips
@@ -218,19 +218,19 @@ def test_a_raising_user_callback_leaves_the_diffs_before_it_queued():
 def test_writes_are_idempotent(redis_client):
     question = Question.objects.create(question_text="x")
     [diff] = question.diffs
-    pending = PendingDiff(
+    outgoing = OutgoingDiff(
         key=Question.diffs.get_key(question.pk),
         member=json.dumps({"id": diff.id, "created": True, "data": diff.data}),
         feed_key=feed_key("testapp.question"),
         feed_member=f"{diff.id}{question.pk}",
-        timestamp=None,
+        score=None,
         label="testapp.question",
-        pk=str(question.pk),
+        object_pk=str(question.pk),
+        committed_ms=time.time() * 1000,
+        late=True,
     )
-    item = delivery.Queued(pending, late=True)
-    store.write_many(
-        redis_client, [item.write(time.time() * 1000), item.write(time.time() * 1000)]
-    )
+    now = time.time() * 1000
+    store.write_many(redis_client, [outgoing.as_written(now), outgoing.as_written(now)])
     assert len(question.diffs) == 1
 
 
@@ -322,9 +322,9 @@ def test_the_exit_flush_is_installed():
         "import os, django\n"
         "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'\n"
         "django.setup()\n"
-        "from diffs import delivery\n"
-        "delivery.flush = lambda force=False: print('flushed', force)\n"
-        "delivery._queue.items.append(object())\n"
+        "from diffs.delivery import queue\n"
+        "queue.write_queued = lambda force=False: print('flushed', force)\n"
+        "queue._queue.items.append(object())\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60

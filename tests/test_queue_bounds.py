@@ -20,7 +20,8 @@ import redis
 from django.db import transaction
 
 import diffs
-from diffs import availability, delivery, store
+from diffs import availability, delivery
+from diffs.delivery import queue, store
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings, unreachable_url
 from tests.test_fault_injection import FaultyRedis
@@ -47,7 +48,7 @@ def test_the_retry_buffer_is_bounded_in_bytes(caplog):
     with settings, caplog.at_level(logging.WARNING, logger="diffs"), transaction.atomic():
         for n in range(10):
             Article.objects.create(title=f"a{n}", body="x" * 30 * KIB)
-    assert delivery._queue.bytes <= 100 * KIB
+    assert queue._queue.bytes <= 100 * KIB
     assert 1 <= delivery.waiting() <= 3
     [lost] = lost_lines(caplog)
     assert lost.startswith(f"Lost {10 - delivery.waiting()} diff(s)")
@@ -56,23 +57,23 @@ def test_the_retry_buffer_is_bounded_in_bytes(caplog):
 def test_a_slow_write_behind_write_does_not_let_the_queue_grow_past_its_budget(monkeypatch):
     budget = 60 * KIB
     largest = 0
-    real_enqueue, real_write = delivery.enqueue, store.write_many
+    real_enqueue, real_write = queue.enqueue, store.write_many
 
     def measuring_enqueue(items):
         nonlocal largest
         real_enqueue(items)
-        largest = max(largest, delivery._queue.bytes)
+        largest = max(largest, queue._queue.bytes)
 
     def slow_write(client, writes, **kwargs):
         time.sleep(0.2)  # Redis is slow: every write takes a while
         return real_write(client, writes, **kwargs)
 
-    monkeypatch.setattr(delivery, "enqueue", measuring_enqueue)
+    monkeypatch.setattr(queue, "enqueue", measuring_enqueue)
     monkeypatch.setattr(store, "write_many", slow_write)
     with diffs_settings(write_behind=True, queue_bytes=budget, max_diff_bytes=budget):
         for n in range(40):
             Article.objects.create(title=f"a{n}", body="y" * 5 * KIB)
-        delivery.flush()
+        queue.write_queued()
         seen = []
         cursor = None
         for _ in range(10):

@@ -33,23 +33,23 @@ def test_every_read_writes_the_processs_own_diffs_first(name, monkeypatch):
     with transaction.atomic():
         question = Question.objects.create(question_text="one")
     flushed = []
-    monkeypatch.setattr(reads, "flush_before_read", lambda: flushed.append(name))
+    monkeypatch.setattr(reads, "write_before_read", lambda: flushed.append(name))
     READS[name](question)
     assert flushed, f"{name} read Redis without writing the process's own diffs first"
 
 
 def test_only_the_door_applies_the_read_rules():
-    """No other module calls availability.read or flush_before_read for a read
-    (Model.diffs.create() flushes too, as a write that must come after the process's)."""
+    """No other module calls availability.read or write_before_read for a read
+    (Model.diffs.create() writes them too, as a write that must come after the process's)."""
     callers = {}
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        for call in ("availability.read(", "flush_before_read()"):
+        for call in ("availability.read(", "write_before_read()"):
             for match in re.finditer(r"(?<!def )" + re.escape(call), text):
                 line = text[: match.start()].count("\n") + 1
                 callers.setdefault(call, []).append(f"{path.relative_to(PACKAGE)}:{line}")
     assert [c.split(":")[0] for c in callers["availability.read("]] == ["reads.py"]
-    assert sorted(c.split(":")[0] for c in callers["flush_before_read()"]) == [
+    assert sorted(c.split(":")[0] for c in callers["write_before_read()"]) == [
         "managers.py",  # create(): a write, after the process's own
         "reads.py",
     ]

@@ -11,14 +11,14 @@ import pytest
 from django.core import serializers
 from django.utils import timezone
 
-from diffs import store
+from diffs.delivery import store
 from diffs.diff import new_diff_id
 from diffs.keys import KeyLayout, escape_glob, normalize_pk
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key as expected_feed_key
 from tests.support.keynames import horizon_key as expected_horizon_key
 from tests.support.keynames import object_key as expected_key
-from tests.support.writing import open_horizon
+from tests.support.writing import open_horizon, outgoing
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
 
 pytestmark = pytest.mark.django_db
@@ -160,7 +160,7 @@ def test_one_flush_mixing_fixed_and_clock_scores_keeps_every_score_distinct(redi
 
     def write(n, score=None):
         member = f'{{"id":"{n:016x}","created":false,"data":{n}}}'
-        return store.Write(key, feed, member, f"{n:016x}:1", score)
+        return outgoing(key, feed, member, f"{n:016x}:1", score)
 
     scores = store.write_many(
         redis_client, [write(1), write(2, behind), write(3), write(4, ahead), write(5), write(6)]

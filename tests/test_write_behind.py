@@ -12,7 +12,8 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from diffs import availability, delivery, exit_hooks, store
+from diffs import availability, delivery
+from diffs.delivery import exit_hooks, queue, store
 from diffs.layout import current_layout
 from diffs.settings import build_settings, find_problems
 from tests.conftest import diffs_settings
@@ -27,7 +28,7 @@ WAIT = 10.0  # seconds: generous bounds for the background thread, never reached
 def write_behind():
     with diffs_settings(write_behind=True):
         yield
-    delivery.flush(force=True)
+    queue.write_queued(force=True)
 
 
 @pytest.fixture
@@ -189,7 +190,7 @@ def test_create_comes_after_the_diffs_the_process_already_saved(write_behind):
 def writer_held(monkeypatch):
     """Holds the write-behind thread's sends (only its own) until ``gate`` is set."""
     gate, in_flight = threading.Event(), threading.Event()
-    real_send = delivery.write_now
+    real_send = queue.write_batch
 
     def held(batch):
         if threading.current_thread().name == "diffs-write-behind":
@@ -197,7 +198,7 @@ def writer_held(monkeypatch):
             assert gate.wait(WAIT)
         return real_send(batch)
 
-    monkeypatch.setattr(delivery, "write_now", held)
+    monkeypatch.setattr(queue, "write_batch", held)
     yield gate, in_flight
     gate.set()
 
@@ -245,14 +246,14 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
     monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.05)
     first = Question.objects.create(question_text="first")
     wait_until(lambda: redis_client.zcard(Question.diffs.get_key(first.pk)) == 1)
-    wait_until(lambda: not delivery._queue.send_lock.locked())
+    wait_until(lambda: not queue._queue.send_lock.locked())
     question = Question.objects.create(question_text="t0")
-    delivery.flush(force=True)
+    queue.write_queued(force=True)
     time.sleep(0.1)  # the thread wakes for t0, finds the queue empty, and idles
     key = Question.diffs.get_key(question.pk)
     redis_client.delete(key)
-    [item] = [delivery.Queued(pending) for pending in _pending_of(question)]
-    real_send, failed = delivery.write_now, []
+    [item] = _diffs_of(question)
+    real_send, failed = queue.write_batch, []
 
     def send_failing_once(batch):
         if not failed:
@@ -260,17 +261,18 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
             raise redis.ConnectionError("a blip")
         return real_send(batch)
 
-    monkeypatch.setattr(delivery, "write_now", send_failing_once)
-    delivery.enqueue([item])  # queued without waking the thread
-    delivery.flush_before_read()
+    monkeypatch.setattr(queue, "write_batch", send_failing_once)
+    queue.enqueue([item])  # queued without waking the thread
+    delivery.write_before_read()
     assert failed and delivery.waiting() == 1
 
     wait_until(lambda: redis_client.zcard(key) == 1)
 
 
-def _pending_of(question):
-    from diffs.payload import build_pending
+def _diffs_of(question):
+    from diffs.clock import now_ms
+    from diffs.payload import build_diff
 
-    return [
-        build_pending(question, {"question_text": "x"}, layout=current_layout(), created=False)
-    ]
+    diff = build_diff(question, {"question_text": "x"}, layout=current_layout(), created=False)
+    diff.committed_ms = now_ms()
+    return [diff]

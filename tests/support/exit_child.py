@@ -140,7 +140,7 @@ def chain(previous: object, signum: int, frame: FrameType | None) -> None:
 
 
 def app_handler_calling_the_helper(signum: int, frame: FrameType | None) -> None:
-    from diffs.exit_hooks import write_waiting_diffs
+    from diffs import write_waiting_diffs
 
     say("app handler, unwritten:", write_waiting_diffs())
     os._exit(7)
@@ -150,12 +150,13 @@ def sigterm_mid_write() -> int:
     """SIGTERM while the main thread itself writes (flush_diffs()) to the stopped Redis."""
     import diffs
     from diffs import delivery
+    from diffs.delivery import background
 
     prepare()
     say("up")
     expect_go()
     # The write-behind thread waits this long before its next write: this thread writes.
-    delivery.WRITE_BEHIND_WINDOW_SECONDS = BOUND
+    background.WRITE_BEHIND_WINDOW_SECONDS = BOUND
     pks = [save("main thread writes")]
 
     def meanwhile() -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db import models
 
-from diffs import get_connection, store
+from diffs import get_connection
+from diffs.delivery import OutgoingDiff, store
 from diffs.diff import Diff, new_diff_id
 from diffs.keys import feed_member, normalize_pk
 from diffs.layout import current_layout
@@ -28,15 +29,28 @@ def write_at(model: type[models.Model], pk: Any, data: Any, score: float) -> flo
     if not get_connection().exists(layout.horizon_key(model)):
         open_horizon(model)
     diff = Diff(data=data, created=False, id=new_diff_id())
-    write = store.Write(
+    return write_raw(
         layout.object_key(model, pk),
         layout.feed_key(model),
         diff.to_member(),
         feed_member(diff.id or "", normalize_pk(model, pk)),
         score,
     )
-    [stored] = store.write_many(get_connection(), [write])
-    return stored
+
+
+def outgoing(
+    key: str, feed_key: str, member: str, feed_member: str, score: float | None = None
+) -> OutgoingDiff:
+    """An OutgoingDiff with these keys and members (label and pk only name it in logs)."""
+    return OutgoingDiff(key, member, feed_key, feed_member, score, "test.raw", "?")
+
+
+def write_raw(
+    key: str, feed_key: str, member: str, feed_member: str, score: float | None = None
+) -> float:
+    """Write one member to ``key`` and ``feed_key`` through the write script, as any
+    diff is written (no hooks, no queue); return its score."""
+    return store.write_one(get_connection(), outgoing(key, feed_key, member, feed_member, score))
 
 
 def open_horizon(model: type[models.Model]) -> None:

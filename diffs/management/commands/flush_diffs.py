@@ -7,8 +7,8 @@ from typing import Any
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from diffs.delivery import flush_diffs
 from diffs.exceptions import DiffsWriteError
-from diffs.flushing import flush_diffs
 
 
 class Command(BaseCommand):

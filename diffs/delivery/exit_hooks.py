@@ -1,7 +1,7 @@
 """Exit hooks: the diffs a process holds for Redis are written at every exit but a kill.
 
 With ``write_behind``, a committed diff waits a few milliseconds in this process's memory
-(:mod:`diffs.delivery`) for the background writer. A normal exit writes what waits
+(:mod:`diffs.delivery.queue`) for the background thread. A normal exit writes what waits
 (``atexit``), but two common ends of a process skip ``atexit``:
 
 * SIGTERM, the stop signal of systemd, Docker and Kubernetes, whose default action ends
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from diffs import delivery
+from diffs.delivery import background, queue
 from diffs.settings import get_settings
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def write_waiting_diffs(timeout: float | None = None) -> int:
     """
     if _in_write_path(sys._getframe(1)):  # first: this thread may hold the queue's lock
         return _report_unwritten("a signal interrupted this thread in the middle of a write")
-    if not delivery.unwritten():
+    if not queue.unwritten():
         return 0
     return _write_for_exit(exit_wait_seconds() if timeout is None else timeout)
 
@@ -90,7 +90,7 @@ def write_waiting_diffs(timeout: float | None = None) -> int:
 def at_exit() -> None:
     """The ``atexit`` hook, and the finalizer of a multiprocessing child: write what
     waits, within :func:`exit_wait_seconds`."""
-    if delivery.unwritten():
+    if queue.unwritten():
         _write_for_exit(exit_wait_seconds())
 
 
@@ -140,17 +140,17 @@ def _write_within(seconds: float) -> bool:
 
 def _write_until_done(deadline: float) -> None:
     # A loop, since other threads may commit meanwhile; it ends at the first write that
-    # fails (flush() logged why) or at the deadline.
+    # fails (write_queued() logged why) or at the deadline.
     try:
-        while delivery.unwritten() and time.monotonic() < deadline:
-            if not delivery.flush(force=True).written:
+        while queue.unwritten() and time.monotonic() < deadline:
+            if not queue.write_queued(force=True).written:
                 return
     except Exception:  # the process is ending: report, never raise
         logger.exception("Could not write the diffs waiting for Redis at exit.")
 
 
 def _report_unwritten(why: str) -> int:
-    left = delivery.unwritten()
+    left = queue.unwritten()
     if left:
         logger.error(
             "%d diff(s) committed in this process were not written to Redis: they were "
@@ -284,4 +284,4 @@ def _install_child_finalizer() -> None:
 
 # The write-behind thread calls this at each start: from then on the process holds
 # diffs that these hooks must write at exit.
-delivery.writer_start_callbacks.append(install_exit_hooks)
+background.thread_start_callbacks.append(install_exit_hooks)

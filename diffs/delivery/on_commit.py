@@ -1,17 +1,17 @@
-"""Scheduling diffs: into the delivery queue when their transaction commits.
+"""Scheduling diffs: into the queue when their transaction commits.
 
 Inside a transaction each diff of a ``save()`` or ``delete()`` gets a small on-commit
 callback of its own, registered through Django's ``on_commit``, so a rolled-back
 savepoint discards exactly the diffs made inside it. Those callbacks only queue their
-diff (no I/O). One more callback, kept last in the transaction's list, flushes the
+diff (no I/O). One more callback, kept last in the transaction's list, writes the
 queue: the diffs of a whole transaction reach Redis in one round trip, in the order
 they were made. It is kept out of every savepoint's reach (a rollback of the last
-savepoint must not take the flush with it) by registering it with an empty savepoint
+savepoint must not take the write with it) by registering it with an empty savepoint
 set, which Django's ``on_commit`` cannot express: ``diffs.transactions`` (the one
 module that touches Django's private list of on-commit callbacks) appends it.
 
 Bulk writes (``diffs.bulk``) hand over their diffs a chunk at a time
-(:func:`schedule_chunk`): one callback per piece of at most ``PIECE_DIFFS`` diffs and
+(:func:`schedule_many`): one callback per piece of at most ``PIECE_DIFFS`` diffs and
 about ``PIECE_BYTES``, not one per diff. What the pieces of one transaction hold in
 memory is bounded: once they would hold more than ``spill_after_bytes``, a piece's
 diffs go to the outbox table (durable mode's ``diffs_outbox``) inside the
@@ -22,16 +22,15 @@ it, and deletes them. In durable mode every diff has its row anyway, so a piece 
 the budget just lets go of its copy in memory. Where the table is missing, pieces
 stay in memory and one WARNING names the fix. Spilled pieces are written by the
 thread that commits, even with ``write_behind``: handing them to the background
-writer would put them all back in memory.
+thread would put them all back in memory.
 
 A Redis failure never breaks the ``save()`` whose database write committed (unless
-``on_redis_error`` is ``"raise"``): see ``diffs.delivery``.
+``on_redis_error`` is ``"raise"``): see ``diffs.delivery.queue``.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -39,12 +38,13 @@ from typing import Any
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diffs import availability, delivery, outbox, transactions
+from diffs import availability, transactions
 from diffs.clock import now_ms
+from diffs.delivery import background, losses, outbox, queue
+from diffs.delivery.record import OutgoingDiff
 from diffs.exceptions import DiffsWriteError
-from diffs.payload import PendingDiff
 from diffs.settings import get_settings
-from diffs.tracking import CommitToken
+from diffs.transactions import CommitToken
 
 logger = logging.getLogger("diffs")
 
@@ -58,12 +58,6 @@ PIECE_BYTES = 1_048_576
 #: Past this many bytes of bulk-write diffs waiting in memory for one transaction's
 #: commit, further pieces spill to the outbox table. (To become the setting
 #: ``DIFFS_SETTINGS["spill_after_bytes"]``.)
-
-#: What a waiting diff costs besides its strings: the PendingDiff and list slot.
-_PENDING_OVERHEAD = 120
-
-#: How many models/pks a log line names before it says "and N more".
-_NAMED_IN_LOGS = 10
 
 
 class _Named:
@@ -85,22 +79,22 @@ class _Named:
 class _QueueOnCommit(_Named, CommitToken):
     """Queues one diff when the transaction (and every savepoint around it) commits."""
 
-    __slots__ = ("item",)
+    __slots__ = ("diff",)
 
-    def __init__(self, item: delivery.Queued) -> None:
+    def __init__(self, diff: OutgoingDiff) -> None:
         super().__init__()
-        self.item = item
+        self.diff = diff
 
     def __call__(self) -> None:
         self.ran = True
-        self.item.committed_ms = now_ms()
-        delivery.enqueue((self.item,))
+        self.diff.committed_ms = now_ms()
+        queue.enqueue((self.diff,))
 
 
-class _FlushAfterCommit(_Named):
-    """Flushes the queue once the transaction's diffs are in it; only the newest acts.
+class _WriteAfterCommit(_Named):
+    """Writes the queue once the transaction's diffs are in it; only the newest acts.
 
-    ``bulk`` is the transaction's bulk-write state, when it has one: the flush reports
+    ``bulk`` is the transaction's bulk-write state, when it has one: the write reports
     (and, with ``on_redis_error = "raise"``, raises) what its spilled pieces could not
     write.
     """
@@ -115,14 +109,14 @@ class _FlushAfterCommit(_Named):
         if not self.active:
             return
         try:
-            delivery.flush_soon()
+            background.write_soon()
         finally:
             if self.bulk is not None:
                 self.bulk.finish()
 
 
-def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
-    """Queue ``pending`` for Redis when database ``using`` commits (now, outside one).
+def schedule(diff: OutgoingDiff, using: str | None) -> CommitToken | None:
+    """Queue ``diff`` for Redis when database ``using`` commits (now, outside one).
 
     Returns the callback that runs at commit, or None when the diff was queued now.
     """
@@ -130,24 +124,24 @@ def schedule(pending: PendingDiff, using: str | None) -> CommitToken | None:
     alias = using or "default"
     connection = connections[alias]
     deferred = conf.use_transactions and connection.in_atomic_block
-    # A deferred diff gets its commit time when the commit happens (_QueueOnCommit).
-    item = delivery.Queued(pending, committed_ms=0.0) if deferred else delivery.Queued(pending)
     if conf.durable:
-        item.outbox_row = (alias, outbox.record(pending, alias))
+        diff.outbox_row = (alias, outbox.insert(diff, alias))
     if not deferred:
-        delivery.enqueue((item,))
-        delivery.flush_soon()
+        diff.committed_ms = now_ms()
+        queue.enqueue((diff,))
+        background.write_soon()
         return None
-    callback = _QueueOnCommit(item)
+    # A deferred diff gets its commit time when the commit happens.
+    callback = _QueueOnCommit(diff)
     # Registered on the alias the instance was saved to: a rollback of that
     # transaction, or of a savepoint around the save, discards the diff. (What
     # transaction.on_commit(callback, using=alias) does, without a second lookup.)
     connection.on_commit(callback, robust=True)
-    _keep_flush_last(connection, robust=conf.on_redis_error != "raise")
+    _keep_write_last(connection, robust=conf.on_redis_error != "raise")
     return callback
 
 
-def schedule_chunk(pendings: Sequence[PendingDiff], using: str | None) -> None:
+def schedule_many(diffs: Sequence[OutgoingDiff], using: str | None) -> None:
     """Queue the diffs of one chunk of a bulk write for Redis when database ``using``
     commits (now, outside a transaction), in order.
 
@@ -155,68 +149,62 @@ def schedule_chunk(pendings: Sequence[PendingDiff], using: str | None) -> None:
     ``spill_after_bytes`` of them in the transaction, in the outbox table (see the
     module's docstring).
     """
-    if not pendings:
+    if not diffs:
         return
     conf = get_settings()
     alias = using or "default"
     connection = connections[alias]
     if not (conf.use_transactions and connection.in_atomic_block):
-        for piece, _ in _pieces(pendings):
+        for piece, _ in _pieces(diffs):
             _queue_now(piece, alias, durable=conf.durable)
         return
     bulk = _bulk_commit(connection)
     robust = conf.on_redis_error != "raise"
-    for piece, size in _pieces(pendings):
+    for piece, size in _pieces(diffs):
         callback = _hold(piece, size, alias, bulk, durable=conf.durable)
         connection.on_commit(callback, robust=True)
-        _keep_flush_last(connection, robust=robust, bulk=bulk)
+        _keep_write_last(connection, robust=robust, bulk=bulk)
 
 
-def _queue_now(piece: list[PendingDiff], alias: str, *, durable: bool) -> None:
-    rows = outbox.record_many(piece, alias) if durable else None
-    delivery.enqueue(_queued(piece, alias, rows, now_ms()))
-    delivery.flush_soon()
+def _queue_now(piece: list[OutgoingDiff], alias: str, *, durable: bool) -> None:
+    rows = outbox.insert_many(piece, alias) if durable else None
+    queue.enqueue(_committed(piece, alias, rows, now_ms()))
+    background.write_soon()
 
 
-def _pieces(pendings: Sequence[PendingDiff]) -> Iterator[tuple[list[PendingDiff], int]]:
+def _pieces(diffs: Sequence[OutgoingDiff]) -> Iterator[tuple[list[OutgoingDiff], int]]:
     """Runs of at most ``PIECE_DIFFS`` diffs and about ``PIECE_BYTES``, with the bytes
     each holds."""
-    piece: list[PendingDiff] = []
+    piece: list[OutgoingDiff] = []
     size = 0
-    for pending in pendings:
-        cost = _held_bytes(pending)
+    for diff in diffs:
+        cost = diff.held_bytes
         if piece and (len(piece) >= PIECE_DIFFS or size + cost > PIECE_BYTES):
             yield piece, size
             piece, size = [], 0
-        piece.append(pending)
+        piece.append(diff)
         size += cost
     if piece:
         yield piece, size
 
 
-def _held_bytes(pending: PendingDiff) -> int:
-    # The strings a diff owns; its label and feed key are shared by the model's diffs.
-    owned = (pending.member, pending.key, pending.feed_member, pending.pk)
-    return sum(map(sys.getsizeof, owned)) + _PENDING_OVERHEAD
-
-
-def _queued(
-    piece: Sequence[PendingDiff], alias: str, rows: Sequence[int] | None, committed_ms: float
-) -> list[delivery.Queued]:
-    if rows is None:
-        return [delivery.Queued(pending, committed_ms=committed_ms) for pending in piece]
-    return [
-        delivery.Queued(pending, committed_ms=committed_ms, outbox_row=(alias, row))
-        for pending, row in zip(piece, rows, strict=True)
-    ]
+def _committed(
+    piece: list[OutgoingDiff], alias: str, rows: Sequence[int] | None, committed_ms: float
+) -> list[OutgoingDiff]:
+    """``piece``, each diff given its commit time and, when ``rows`` are given, its row."""
+    for index, diff in enumerate(piece):
+        diff.committed_ms = committed_ms
+        if rows is not None:
+            diff.outbox_row = (alias, rows[index])
+    return piece
 
 
 def _hold(
-    piece: list[PendingDiff], size: int, alias: str, bulk: _BulkCommit, *, durable: bool
+    piece: list[OutgoingDiff], size: int, alias: str, bulk: _BulkCommit, *, durable: bool
 ) -> _PieceOnCommit:
     """The callback that will deliver ``piece`` (``size`` bytes): holding it in memory
     while the transaction's budget allows, else holding the ids of its outbox rows."""
-    rows = outbox.record_many(piece, alias) if durable else None
+    rows = outbox.insert_many(piece, alias) if durable else None
     if bulk.held_bytes + size > get_settings().spill_after_bytes:
         if rows is None:
             rows = bulk.spill(piece, alias)
@@ -236,7 +224,7 @@ class _PieceOnCommit(_Named):
         self,
         bulk: _BulkCommit,
         alias: str,
-        piece: list[PendingDiff] | None,
+        piece: list[OutgoingDiff] | None,
         rows: array[int] | None,
         held: int = 0,
     ) -> None:
@@ -252,7 +240,7 @@ class _PieceOnCommit(_Named):
         piece, self.piece, self.held = self.piece, None, 0
         try:
             if piece is not None:
-                delivery.enqueue(_queued(piece, self.alias, self.rows, committed_ms))
+                queue.enqueue(_committed(piece, self.alias, self.rows, committed_ms))
             elif self.rows is not None:
                 self.bulk.deliver_spilled(self.alias, self.rows, committed_ms)
         except Exception:
@@ -271,16 +259,16 @@ class _PieceOnCommit(_Named):
 class _BulkCommit:
     """What the bulk-write pieces of one transaction share: the bytes they hold in
     memory, whether the outbox can take more, and what went wrong writing spilled
-    pieces at commit (reported by the transaction's flush, which runs last)."""
+    pieces at commit (reported by the transaction's last write, which runs last)."""
 
     def __init__(self, hooks_version: int) -> None:
         #: ``transactions.hooks_version()`` when ``held_bytes`` was last right: it
         #: changes when a savepoint's rollback discards pieces.
         self.hooks_version = hooks_version
         self.held_bytes = 0
-        #: The newest flush entry of this transaction. Flush entries survive savepoint
+        #: The newest write entry of this transaction. Write entries survive savepoint
         #: rollbacks, so it waits for the commit until the transaction ends.
-        self.flush: _FlushAfterCommit | None = None
+        self.last_write: _WriteAfterCommit | None = None
         self.finished = False
         #: When the transaction committed (set by its first piece to run).
         self.committed_ms: float | None = None
@@ -302,7 +290,7 @@ class _BulkCommit:
             self.committed_ms = now_ms()
         return self.committed_ms
 
-    def spill(self, piece: list[PendingDiff], alias: str) -> list[int] | None:
+    def spill(self, piece: list[OutgoingDiff], alias: str) -> list[int] | None:
         """Insert ``piece`` into the outbox of ``alias``; None when it cannot take it."""
         if self.outbox_refused:
             return None
@@ -313,7 +301,7 @@ class _BulkCommit:
         try:
             # In a savepoint of its own: a failed INSERT must not abort the transaction.
             with transaction.atomic(using=alias):
-                return outbox.record_many(piece, alias)
+                return outbox.insert_many(piece, alias)
         except DatabaseError as error:
             _warn_no_outbox(alias, str(error).strip() or type(error).__name__)
             self.outbox_refused = True
@@ -324,23 +312,22 @@ class _BulkCommit:
         its rows. While Redis is out of reach, ``on_redis_error`` decides: ``"retry"``
         queues them behind the diffs waiting in memory; otherwise durable mode leaves
         the rows to ``flush_diffs`` and the default mode drops them."""
-        items = [
-            delivery.Queued(pending, committed_ms=committed_ms, outbox_row=(alias, row_id))
-            for row_id, pending, _ in outbox.read(alias, rows)
-        ]
+        items = outbox.read(alias, rows)
         if not items:
             return
+        for diff in items:
+            diff.committed_ms = committed_ms
         if self.outage is None:
             self.outage = self._write_queue_first()
         if self.outage is None:
             try:
-                # Delivery's write: refusals (set aside) and outages as for any diff.
-                refused = delivery.write_now(items)
+                # The queue's write: refusals (set aside) and outages as for any diff.
+                refused = queue.write_batch(items)
             except Exception as error:  # any client error: the database has committed
                 availability.trip()
                 self.outage = error
             else:
-                delivery.settle_outbox_rows(items, refused)
+                queue.settle_outbox_rows(items, refused)
                 return
             logger.error(
                 "Could not write %d spilled diff(s) of a bulk write to Redis (%s: %s). "
@@ -356,15 +343,15 @@ class _BulkCommit:
         """Write what waits in the queue (this transaction's earlier diffs among them),
         so that spilled diffs go after it; return what keeps it waiting, if anything."""
         try:
-            result = delivery.flush()
-        except DiffsWriteError as error:  # "raise" mode: delivery logged and dropped them
+            result = queue.write_queued()
+        except DiffsWriteError as error:  # "raise" mode: the queue logged and dropped them
             self.raised = error
             return error
         if result.waiting and get_settings().on_redis_error == "retry":
             return _StillWaiting(f"{result.waiting} diff(s) wait in memory for Redis")
         return None
 
-    def _during_outage(self, items: list[delivery.Queued]) -> None:
+    def _during_outage(self, items: list[OutgoingDiff]) -> None:
         conf = get_settings()
         if conf.on_redis_error == "retry":
             self._hand_over(items)
@@ -376,16 +363,16 @@ class _BulkCommit:
             _remember(self.dropped, items)
             self.dropped_count += len(items)
 
-    def _hand_over(self, items: list[delivery.Queued]) -> None:
-        """Queue ``items`` for delivery (whose retry buffer bounds what stays in memory)."""
+    def _hand_over(self, items: list[OutgoingDiff]) -> None:
+        """Queue ``items`` (the queue's retry buffer bounds what stays in memory)."""
         if not get_settings().durable:
             # From here memory is their home, as for any diff of the default mode.
             outbox.forget(_rows_of(items))
             for item in items:
                 item.outbox_row = None
-        delivery.enqueue(items)
+        queue.enqueue(items)
         try:
-            delivery.flush()
+            queue.write_queued()
         except DiffsWriteError as error:
             self.raised = error
 
@@ -426,14 +413,14 @@ class _StillWaiting(Exception):
     """Diffs a failed write left waiting in memory: spilled ones must queue behind."""
 
 
-def _rows_of(items: Sequence[delivery.Queued]) -> list[tuple[str, int]]:
+def _rows_of(items: Sequence[OutgoingDiff]) -> list[tuple[str, int]]:
     return [item.outbox_row for item in items if item.outbox_row is not None]
 
 
-def _remember(named: list[str], items: list[delivery.Queued]) -> None:
+def _remember(named: list[str], items: list[OutgoingDiff]) -> None:
     # The first few by name, for the log line; not the diffs (they can be large).
-    for item in items[: max(0, _NAMED_IN_LOGS - len(named))]:
-        named.append(f"{item.pending.label} pk={item.pending.pk}")
+    for diff in items[: max(0, losses.NAMED_IN_LOGS - len(named))]:
+        named.append(f"{diff.label} pk={diff.object_pk}")
 
 
 def _name(named: list[str], count: int) -> str:
@@ -479,29 +466,29 @@ def _bulk_commit(connection: BaseDatabaseWrapper) -> _BulkCommit:
 
 def _still_open(bulk: _BulkCommit, connection: BaseDatabaseWrapper) -> bool:
     """True while the transaction ``bulk`` belongs to has neither committed nor rolled
-    back: its newest flush entry still waits for the commit (at or near the end)."""
-    if bulk.finished or bulk.flush is None:
+    back: its newest write entry still waits for the commit (at or near the end)."""
+    if bulk.finished or bulk.last_write is None:
         return False
-    return transactions.is_waiting(connection, bulk.flush)
+    return transactions.is_waiting(connection, bulk.last_write)
 
 
-def _keep_flush_last(
+def _keep_write_last(
     connection: BaseDatabaseWrapper, *, robust: bool, bulk: _BulkCommit | None = None
-) -> _FlushAfterCommit:
-    # A new flush goes after the new diff and the previous one stands down, rather than
+) -> _WriteAfterCommit:
+    # A new write goes after the new diff and the previous one stands down, rather than
     # moving entries around: captureOnCommitCallbacks() slices the callbacks by position.
-    previous: _FlushAfterCommit | None = getattr(connection, _LAST_FLUSH, None)
+    previous: _WriteAfterCommit | None = getattr(connection, _LAST_WRITE, None)
     if previous is not None:
         previous.active = False
         if bulk is None and previous.bulk is not None and _still_open(previous.bulk, connection):
-            bulk = previous.bulk  # a save after a bulk write: its flush reports for both
-    flush = _FlushAfterCommit(bulk)
+            bulk = previous.bulk  # a save after a bulk write: its write reports for both
+    last_write = _WriteAfterCommit(bulk)
     if bulk is not None:
-        bulk.flush = flush  # the newest: _still_open() finds it at the end of the list
-    setattr(connection, _LAST_FLUSH, flush)
-    transactions.on_commit_outside_savepoints(connection, flush, robust=robust)
-    return flush
+        bulk.last_write = last_write  # the newest: _still_open() finds it at the end
+    setattr(connection, _LAST_WRITE, last_write)
+    transactions.on_commit_outside_savepoints(connection, last_write, robust=robust)
+    return last_write
 
 
-_LAST_FLUSH = "_diffs_last_flush"
+_LAST_WRITE = "_diffs_last_write"
 _BULK_COMMIT = "_diffs_bulk_commit"

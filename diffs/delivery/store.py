@@ -1,8 +1,8 @@
 """Writing diffs to Redis: each to its object's sorted set and its model's feed.
 
-All the diffs of a flush go in as few script calls as their size allows: a call holds
-at most ``CHUNK_SIZE`` diffs and about ``write_batch_bytes`` of members (a larger diff
-goes alone), so one call never holds Redis for long. The script assigns scores inside
+All the diffs of one write of the queue go in as few script calls as their size allows:
+a call holds at most ``CHUNK_SIZE`` diffs and about ``write_batch_bytes`` of members (a
+larger diff goes alone), so one call never holds Redis for long. The script assigns scores inside
 Redis: the server's clock in epoch milliseconds, raised when needed so that it is
 strictly greater than every score already in the feed and in the object's set. Scripts
 run one at a time, so the order of scores is the order in which diffs reached Redis,
@@ -30,7 +30,6 @@ client already holds.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -38,15 +37,12 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from diffs.connection import cached_script
+from diffs.delivery.record import OutgoingDiff
 from diffs.horizon import GUARD_HORIZON_LUA
-from diffs.keys import guard_keys
 from diffs.settings import get_settings
 
 #: Most diffs one script call writes, whatever their size.
 CHUNK_SIZE = 500
-
-#: What a diff costs a script call beyond its members (keys and flags), in bytes.
-_PER_DIFF_OVERHEAD = 200
 
 # ARGV[1]: how long (ms) a key lives after its last write; ARGV[2]: max_element_age
 # (seconds), for the horizon. For diff i (1-based): KEYS[4i-3] its object's sorted set,
@@ -73,7 +69,7 @@ local function step(value)
   return 0.001
 end
 -- The highest score of each key, read once per call and then kept up to date here:
--- a flush of a hundred diffs of one model reads its feed's top once, not a hundred
+-- a write of a hundred diffs of one model reads its feed's top once, not a hundred
 -- times (false: the key is empty).
 local top = {}
 local function newest(key)
@@ -202,78 +198,37 @@ return scores
 )
 
 
-@dataclass(frozen=True)
-class Write:
-    """One diff as the script takes it: its keys, members and optional fixed score."""
-
-    key: str
-    feed: str
-    member: str
-    feed_member: str
-    #: A fixed score (epoch ms), or None for "the next one, by the Redis clock".
-    score: float | None = None
-    #: What the diff costs a script call, in bytes (members, keys and flags).
-    size: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        text = (self.member, self.feed_member, self.key, self.feed)
-        object.__setattr__(self, "size", sum(map(_utf8_length, text)) + _PER_DIFF_OVERHEAD)
-
-    def script_keys(self) -> tuple[str, str, str, str]:
-        """The four keys the write script takes for this diff (see ``WRITE_SCRIPT``)."""
-        return (self.key, self.feed, *guard_keys(self.key, self.feed))
-
-    def script_args(self) -> tuple[str, str, str, str]:
-        """The four arguments the write script takes for this diff."""
-        if not self.member:  # an object's birth, with no diff (payload.BIRTH_ONLY)
-            return ("", "", "", f"b:{self.feed_member}")
-        fixed = "" if self.score is None else repr(float(self.score))
-        creates = "1" if records_creation(self.member) else ""
-        return (self.member, self.feed_member, fixed, creates)
-
-
-def _utf8_length(text: str) -> int:
-    # Characters bound the bytes from below and 4 x characters from above; only text
-    # that is not ASCII needs encoding to know.
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-_DATA_KEY = ',"data":'
-
-
-def records_creation(member: str) -> bool:
-    """True when ``member`` is the diff of its own object's creation (``created`` true,
-    and no ``"m"``: not a child's diff sent to its parent). Only the head is read: inside
-    JSON strings a quote is always escaped, so the first ``,"data":`` ends the head."""
-    head = member[: member.find(_DATA_KEY)]
-    return '"created":true' in head and '"m":' not in head
-
-
 def _script(client: redis.Redis) -> Any:
     return cached_script(client, WRITE_SCRIPT)
 
 
 def write_many(
-    client: redis.Redis, writes: Sequence[Write], *, keep_for: float | None = None
+    client: redis.Redis, diffs: Sequence[OutgoingDiff], *, keep_for: float | None = None
 ) -> list[float]:
-    """Write ``writes`` in order; return their scores (one round trip per chunk).
+    """Write ``diffs`` in order; return their scores (one round trip per chunk).
 
     Each key written expires ``keep_for`` seconds (default: ``max_element_age``) later.
     """
     ttl_ms = str(max(1, round((keep_for or get_settings().max_element_age) * 1000)))
     if not is_cluster(client):
-        return _write_in_chunks(client, writes, ttl_ms)
+        return _write_in_chunks(client, diffs, ttl_ms)
     # On Redis Cluster a script may only touch keys of one hash slot: one call per slot
     # (per model, see diffs.keys), each in the order the diffs were made.
     by_slot: dict[int, list[int]] = {}
-    for index, write in enumerate(writes):
-        by_slot.setdefault(key_slot(write.key.encode()), []).append(index)
-    scores = [0.0] * len(writes)
+    for index, diff in enumerate(diffs):
+        by_slot.setdefault(key_slot(diff.key.encode()), []).append(index)
+    scores = [0.0] * len(diffs)
     for indexes in by_slot.values():
-        written = _write_in_chunks(client, [writes[i] for i in indexes], ttl_ms)
+        written = _write_in_chunks(client, [diffs[i] for i in indexes], ttl_ms)
         for index, score in zip(indexes, written, strict=True):
             scores[index] = score
     return scores
+
+
+def write_one(client: redis.Redis, diff: OutgoingDiff) -> float:
+    """Write one diff now, outside the queue; return the score it was given."""
+    [score] = write_many(client, [diff])
+    return score
 
 
 def is_cluster(client: object) -> bool:
@@ -281,42 +236,32 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _write_in_chunks(client: redis.Redis, writes: Sequence[Write], ttl_ms: str) -> list[float]:
+def _write_in_chunks(
+    client: redis.Redis, diffs: Sequence[OutgoingDiff], ttl_ms: str
+) -> list[float]:
     scores: list[float] = []
     script = _script(client)
     age = repr(float(get_settings().max_element_age))
-    for chunk in chunks(writes, get_settings().write_batch_bytes):
+    for chunk in chunks(diffs, get_settings().write_batch_bytes):
         keys: list[str] = []
         args: list[str] = [ttl_ms, age]
-        for write in chunk:
-            keys += write.script_keys()
-            args += write.script_args()
+        for diff in chunk:
+            keys += diff.script_keys()
+            args += diff.script_args()
         scores.extend(float(score) for score in script(keys=keys, args=args))
     return scores
 
 
-def chunks(writes: Sequence[Write], max_bytes: int) -> Iterator[Sequence[Write]]:
-    """Cut ``writes`` into runs of at most ``CHUNK_SIZE`` diffs and about ``max_bytes``
+def chunks(diffs: Sequence[OutgoingDiff], max_bytes: int) -> Iterator[Sequence[OutgoingDiff]]:
+    """Cut ``diffs`` into runs of at most ``CHUNK_SIZE`` diffs and about ``max_bytes``
     (a run always holds at least one diff, so a larger diff goes alone)."""
     start, size = 0, 0
-    for index, write in enumerate(writes):
-        full = index - start >= CHUNK_SIZE or size + write.size > max_bytes
+    for index, diff in enumerate(diffs):
+        cost = diff.script_bytes
+        full = index - start >= CHUNK_SIZE or size + cost > max_bytes
         if full and index > start:
-            yield writes[start:index]
+            yield diffs[start:index]
             start, size = index, 0
-        size += write.size
-    if start < len(writes):
-        yield writes[start:]
-
-
-def add(
-    client: redis.Redis,
-    key: str,
-    feed: str,
-    member: str,
-    feed_entry: str,
-    score: float | None = None,
-) -> float:
-    """Add one diff to ``key`` and ``feed``; returns the score it was given."""
-    [result] = write_many(client, [Write(key, feed, member, feed_entry, score)])
-    return result
+        size += cost
+    if start < len(diffs):
+        yield diffs[start:]

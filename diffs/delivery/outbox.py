@@ -6,7 +6,7 @@ still holds. Rows are deleted once Redis has their diff; writes are idempotent, 
 row written to Redis twice (by its process and by ``flush_diffs``) is stored once.
 
 Bulk writes use the same table in every mode for the diffs a transaction cannot keep
-in memory (``diffs.writer``): :func:`record_many` inserts them in batches and
+in memory (``diffs.delivery.on_commit``): :func:`insert_many` inserts them in batches and
 :func:`read` fetches them back, by row id, when the transaction has committed.
 """
 
@@ -21,8 +21,8 @@ from django.apps import apps
 from django.db import DatabaseError, connections, router
 
 from diffs.clock import now_ms
+from diffs.delivery.record import OutgoingDiff
 from diffs.keys import in_layout
-from diffs.payload import PendingDiff
 from diffs.settings import get_settings
 
 if TYPE_CHECKING:
@@ -35,21 +35,21 @@ def outbox_model() -> type[OutboxEntry]:
     """The outbox table's model.
 
     Looked up in the app registry rather than imported: this module is imported before
-    the registry is ready (diffs/__init__ -> flushing -> outbox), and diffs.models also
+    the registry is ready (diffs/__init__ -> diffs.delivery -> outbox), and diffs.models also
     re-exports the read API, which reaches back to delivery.
     """
     return apps.get_model("diffs", "OutboxEntry")
 
 
-def record(pending: PendingDiff, using: str) -> int:
-    """Insert ``pending`` into the outbox of database ``using``; return the row id."""
-    row = _entry(pending, now_ms())
+def insert(diff: OutgoingDiff, using: str) -> int:
+    """Insert ``diff`` into the outbox of database ``using``; return the row id."""
+    row = _entry(diff, now_ms())
     row.save(using=using, force_insert=True)
     return int(row.pk)
 
 
-def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
-    """Insert ``pendings`` into the outbox of database ``using``; return their row ids,
+def insert_many(diffs: Sequence[OutgoingDiff], using: str) -> list[int]:
+    """Insert ``diffs`` into the outbox of database ``using``; return their row ids,
     in the same order.
 
     On PostgreSQL with psycopg 3, ids taken from the table's sequence and one
@@ -64,18 +64,18 @@ def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
     recorded = now_ms()
     ids: list[Any]
     if connection.vendor == "postgresql" and _can_copy(connection):
-        ids = _copy_in(connection, pendings, recorded)
+        ids = _copy_in(connection, diffs, recorded)
     elif connection.vendor in _RETURNING_VENDORS:
-        ids = _insert_returning(connection, pendings, recorded)
+        ids = _insert_returning(connection, diffs, recorded)
     else:
-        entries = [_entry(pending, recorded) for pending in pendings]
+        entries = [_entry(diff, recorded) for diff in diffs]
         if connection.features.can_return_rows_from_bulk_insert:
             entry_model.objects.using(using).bulk_create(entries)
         else:
             for entry in entries:
                 entry.save(using=using, force_insert=True)
         ids = [entry.pk for entry in entries]
-    if len(ids) != len(pendings) or any(row_id is None for row_id in ids):
+    if len(ids) != len(diffs) or any(row_id is None for row_id in ids):
         # Without its id a row could be neither read back nor deleted: fail the write
         # (in the change's transaction) rather than leave a row nobody owns.
         msg = f"The outbox of database {using!r} did not return the ids of inserted rows."
@@ -83,11 +83,11 @@ def record_many(pendings: Sequence[PendingDiff], using: str) -> list[int]:
     return [int(row_id) for row_id in ids]
 
 
-#: Backends whose multi-row ``INSERT ... VALUES ... RETURNING`` :func:`record_many`
+#: Backends whose multi-row ``INSERT ... VALUES ... RETURNING`` :func:`insert_many`
 #: writes itself (SQLite from 3.35, which Django 5.2 requires).
 _RETURNING_VENDORS = ("postgresql", "sqlite")
 
-#: The columns :func:`record_many` fills, in ``_values()`` order.
+#: The columns :func:`insert_many` fills, in ``_values()`` order.
 _INSERTED = (
     "key",
     "feed_key",
@@ -99,7 +99,7 @@ _INSERTED = (
     "object_pk",
 )
 
-#: The columns :func:`read` and :func:`rows` fetch, in the order ``_pending_from`` takes.
+#: The columns :func:`read` and :func:`rows` fetch, in the order ``_diff_from`` takes.
 _COLUMNS = ("id", *_INSERTED)
 
 #: Rows per ``INSERT`` where the backend sets no limit on query parameters.
@@ -107,7 +107,7 @@ _ROWS_PER_INSERT = 500
 
 
 def _insert_returning(
-    connection: Any, pendings: Sequence[PendingDiff], recorded: float
+    connection: Any, diffs: Sequence[OutgoingDiff], recorded: float
 ) -> list[Any]:
     entry_model = outbox_model()
     quote = connection.ops.quote_name
@@ -120,9 +120,9 @@ def _insert_returning(
     per_insert = _ROWS_PER_INSERT if limit is None else max(1, limit // len(_INSERTED))
     ids: list[Any] = []
     with connection.cursor() as cursor:
-        for start in range(0, len(pendings), per_insert):
-            batch = pendings[start : start + per_insert]
-            params = [value for pending in batch for value in _values(pending, recorded)]
+        for start in range(0, len(diffs), per_insert):
+            batch = diffs[start : start + per_insert]
+            params = [value for diff in batch for value in _values(diff, recorded)]
             cursor.execute(head + ", ".join([row_sql] * len(batch)) + tail, params)
             ids.extend(row[0] for row in cursor.fetchall())
     return ids
@@ -134,9 +134,9 @@ def _can_copy(connection: Any) -> bool:
         return hasattr(cursor.cursor, "copy")
 
 
-def _copy_in(connection: Any, pendings: Sequence[PendingDiff], recorded: float) -> list[int]:
-    """Insert ``pendings`` with ``COPY``, ids drawn from the table's sequence first (a
-    ``COPY`` returns nothing); the ids ascend in the order of ``pendings``."""
+def _copy_in(connection: Any, diffs: Sequence[OutgoingDiff], recorded: float) -> list[int]:
+    """Insert ``diffs`` with ``COPY``, ids drawn from the table's sequence first (a
+    ``COPY`` returns nothing); the ids ascend in the order of ``diffs``."""
     entry_model = outbox_model()
     quote = connection.ops.quote_name
     table = entry_model._meta.db_table
@@ -145,7 +145,7 @@ def _copy_in(connection: Any, pendings: Sequence[PendingDiff], recorded: float) 
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [quote(table), column["id"], len(pendings)],
+            [quote(table), column["id"], len(diffs)],
         )
         drawn = [row[0] for row in cursor.fetchall()]
         if any(row_id is None for row_id in drawn):
@@ -155,43 +155,43 @@ def _copy_in(connection: Any, pendings: Sequence[PendingDiff], recorded: float) 
         copy = f"COPY {quote(table)} ({columns}) FROM STDIN"
         # Django's DatabaseError, as its own cursor methods raise.
         with connection.wrap_database_errors, cursor.cursor.copy(copy) as stream:
-            for row_id, pending in zip(ids, pendings, strict=True):
-                stream.write_row((row_id, *_values(pending, recorded)))
+            for row_id, diff in zip(ids, diffs, strict=True):
+                stream.write_row((row_id, *_values(diff, recorded)))
     return ids
 
 
-def _values(pending: PendingDiff, recorded: float) -> tuple[Any, ...]:
+def _values(diff: OutgoingDiff, recorded: float) -> tuple[Any, ...]:
     return (
-        pending.key,
-        pending.feed_key,
-        pending.member,
-        pending.feed_member,
-        pending.timestamp,
+        diff.key,
+        diff.feed_key,
+        diff.member,
+        diff.feed_member,
+        diff.score,
         recorded,
-        pending.label,
-        pending.pk,
+        diff.label,
+        diff.object_pk,
     )
 
 
-def _entry(pending: PendingDiff, recorded: float) -> OutboxEntry:
+def _entry(diff: OutgoingDiff, recorded: float) -> OutboxEntry:
     entry_model = outbox_model()
     return entry_model(
-        key=pending.key,
-        feed_key=pending.feed_key,
-        member=pending.member,
-        feed_member=pending.feed_member,
-        score=pending.timestamp,
+        key=diff.key,
+        feed_key=diff.feed_key,
+        member=diff.member,
+        feed_member=diff.feed_member,
+        score=diff.score,
         recorded_ms=recorded,
-        label=pending.label,
-        object_pk=pending.pk,
+        label=diff.label,
+        object_pk=diff.object_pk,
     )
 
 
-def read(alias: str, ids: Sequence[int]) -> list[tuple[int, PendingDiff, float]]:
-    """The rows ``ids`` of the outbox of ``alias`` as ``(row id, diff, recorded_ms)``, in
+def read(alias: str, ids: Sequence[int]) -> list[OutgoingDiff]:
+    """The diffs of rows ``ids`` of the outbox of ``alias`` (see :func:`rows`), in
     the order of ``ids``; rows no longer there (``flush_diffs`` wrote them) are left out.
 
-    One query: callers keep ``ids`` short (``diffs.writer`` reads a piece at a time).
+    One query: callers keep ``ids`` short (``diffs.delivery.on_commit`` reads a piece at a time).
     """
     entry_model = outbox_model()
     cluster = get_settings().cluster
@@ -200,7 +200,7 @@ def read(alias: str, ids: Sequence[int]) -> list[tuple[int, PendingDiff, float]]
         .filter(refused__isnull=True, **_selecting(ids))
         .values_list(*_COLUMNS)
     )
-    by_id = {values[0]: _pending_from(values, cluster) for values in found}
+    by_id = {values[0]: _diff_from(alias, values, cluster) for values in found}
     return [by_id[row_id] for row_id in ids if row_id in by_id]
 
 
@@ -262,8 +262,9 @@ def aliases() -> list[str]:
     return [alias for alias in connections if router.allow_migrate_model(alias, entry_model)]
 
 
-def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingDiff, float]]]:
-    """Yield the outbox of ``alias`` in batches of ``(row id, diff, recorded_ms)``, in order.
+def rows(alias: str, batch_size: int = 500) -> Iterator[list[OutgoingDiff]]:
+    """Yield the diffs of the outbox of ``alias`` in batches, in order: each with its
+    ``outbox_row``, and the time its row was written as ``committed_ms``.
 
     The keys follow the current settings' layout (one server or a cluster), whichever
     the row was written with.
@@ -281,20 +282,21 @@ def rows(alias: str, batch_size: int = 500) -> Iterator[list[tuple[int, PendingD
         if not found:
             return
         last = found[-1][0]
-        yield [_pending_from(values, cluster) for values in found]
+        yield [_diff_from(alias, values, cluster) for values in found]
 
 
-def _pending_from(values: Sequence[Any], cluster: bool) -> tuple[int, PendingDiff, float]:
-    """``(row id, diff, recorded_ms)`` from a row's ``_COLUMNS``, keys in the current layout."""
-    row_id, key, feed, member, feed_member, score, recorded_ms, label, object_pk = values
-    key, feed = in_layout(key, feed, cluster=cluster)
-    pending = PendingDiff(
+def _diff_from(alias: str, values: Sequence[Any], cluster: bool) -> OutgoingDiff:
+    """The diff of a row of ``alias`` from its ``_COLUMNS``, keys in the current layout."""
+    row_id, key, feed_key, member, feed_member, score, recorded_ms, label, object_pk = values
+    key, feed_key = in_layout(key, feed_key, cluster=cluster)
+    return OutgoingDiff(
         key=key,
         member=member,
-        feed_key=feed,
+        feed_key=feed_key,
         feed_member=feed_member,
-        timestamp=score,
+        score=score,
         label=label,
-        pk=object_pk,
+        object_pk=object_pk,
+        committed_ms=float(recorded_ms),
+        outbox_row=(alias, int(row_id)),
     )
-    return int(row_id), pending, float(recorded_ms)

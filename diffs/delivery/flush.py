@@ -1,4 +1,4 @@
-"""``flush_diffs()``: write every diff still waiting for Redis, now.
+"""``flush_diffs()``: the one flush, writing every diff still waiting for Redis, now.
 
 Two places hold such diffs: this process's retry queue (diffs a failed write left
 behind) and, in durable mode, the outbox table of each database (diffs of processes
@@ -14,8 +14,8 @@ import redis
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisClusterException
 
-from diffs import delivery, outbox
 from diffs.connection import underlying_error
+from diffs.delivery import outbox, queue
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -47,7 +47,7 @@ def flush_diffs(*, include_outbox: bool | None = None) -> FlushReport:
     Redis errors from the outbox pass propagate (``redis.RedisError``): the rows stay
     and the next call writes them. The retry queue follows ``on_redis_error``.
     """
-    memory = delivery.flush(force=True)
+    memory = queue.write_queued(force=True)
     from_outbox = set_aside = 0
     durable = get_settings().durable
     if include_outbox is None:
@@ -56,24 +56,20 @@ def flush_diffs(*, include_outbox: bool | None = None) -> FlushReport:
         for alias in outbox.aliases():
             # Outside durable mode, a database may never have had the table created.
             if durable or _has_outbox_table(alias):
-                from_outbox += _flush_outbox(alias)
+                from_outbox += _write_outbox(alias)
                 set_aside += _count_set_aside(alias)
     return FlushReport(memory.written, from_outbox, memory.waiting, set_aside)
 
 
-def _flush_outbox(alias: str) -> int:
+def _write_outbox(alias: str) -> int:
     written = 0
     try:
         for batch in outbox.rows(alias):
-            items = [
-                delivery.Queued(pending, committed_ms=recorded_ms, outbox_row=(alias, row_id))
-                for row_id, pending, recorded_ms in batch
-            ]
             # A row Redis can never take is set aside (and logged), never in the way of
             # the rows behind it.
-            refused = delivery.write_now(items)
-            delivery.settle_outbox_rows(items, refused)
-            written += len(items) - len(refused)
+            refused = queue.write_batch(batch)
+            queue.settle_outbox_rows(batch, refused)
+            written += len(batch) - len(refused)
     except RedisClusterException as error:
         # How a cluster client says the cluster is out of reach; it is no RedisError.
         # Raised as the RedisError this module promises (manage.py flush_diffs reports it).
@@ -104,5 +100,5 @@ def _has_outbox_table(alias: str) -> bool:
 def _count_set_aside(alias: str) -> int:
     try:
         return outbox.count_set_aside(alias)
-    except DatabaseError:  # no table: reported by _flush_outbox already
+    except DatabaseError:  # no table: reported by _write_outbox already
         return 0
