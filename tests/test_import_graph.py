@@ -138,3 +138,48 @@ def test_every_import_inside_a_function_says_why():
 
 def test_settings_import_no_connection_code():
     assert import_graph()["diffs.settings"] <= {"diffs.exceptions"}
+
+
+#: The modules that turn a change into a diff (the write path before delivery).
+CAPTURE = {
+    "diffs.recording",
+    "diffs.bulk",
+    "diffs.tracking",
+    "diffs.snapshot",
+    "diffs.expressions",
+    "diffs.payload",
+}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_delivery_is_reached_only_through_its_door():
+    graph = import_graph()
+    inside = [
+        f"{name} imports {target}"
+        for name, targets in graph.items()
+        if not name.startswith("diffs.delivery")
+        for target in targets
+        if target.startswith("diffs.delivery.")
+    ]
+    assert not inside, "imports of delivery's internals:\n" + "\n".join(inside)
+
+
+def test_delivery_never_imports_capture():
+    graph = import_graph()
+    delivery = [name for name in graph if name.split(".")[:2] == ["diffs", "delivery"]]
+    assert len(delivery) > 5
+    for name in delivery:
+        assert not reachable(graph, name) & CAPTURE, f"{name} reaches capture"
+
+
+def test_the_capture_list_names_modules_that_exist():
+    assert set(MODULES) >= CAPTURE
