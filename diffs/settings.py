@@ -32,8 +32,14 @@ SETTING_NAME = "DIFFS_SETTINGS"
 #: A key's check: its problems with ``value`` (none when it is fine).
 Check = Callable[[str, Any], list["Problem"]]
 
-#: What to do with diffs Redis did not take (see ``diffs.delivery``).
+#: What to do with diffs Redis did not take (see ``diffs.delivery.queue``).
 ON_REDIS_ERROR_CHOICES = ("retry", "log", "raise")
+
+#: How a diff gets to Redis (see the README's Settings): the ``delivery`` key.
+DELIVERY_MODES = ("on_commit", "write_behind", "durable", "immediate")
+
+#: The keys that said the same before ``delivery``, and what each mode sets them to.
+DELIVERY_ALIASES = ("use_transactions", "durable", "write_behind")
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 #: URL schemes that name a Redis Cluster (any of its nodes).
@@ -224,6 +230,78 @@ def _check_on_redis_error(key: str, value: Any) -> list[Problem]:
     ]
 
 
+def _check_delivery(key: str, value: Any) -> list[Problem]:
+    if value in DELIVERY_MODES:
+        return []
+    return [
+        Problem(
+            "diffs.E030",
+            f"{SETTING_NAME}['delivery'] must be one of "
+            f"{', '.join(map(repr, DELIVERY_MODES))}, not {value!r}.",
+            "Use 'on_commit' (the default: written when the transaction commits), "
+            "'write_behind' (the same, from a background thread), 'durable' (through the "
+            "diffs_outbox table) or 'immediate' (written in the save, even inside a "
+            "transaction).",
+        )
+    ]
+
+
+def aliases_of(mode: str) -> dict[str, bool]:
+    """What delivery ``mode`` sets ``use_transactions``, ``durable`` and
+    ``write_behind`` to."""
+    return {
+        "use_transactions": mode != "immediate",
+        "durable": mode == "durable",
+        "write_behind": mode == "write_behind",
+    }
+
+
+def delivery_of(raw: Mapping[str, Any]) -> str:
+    """The delivery mode ``raw`` asks for: its ``delivery`` key, else the one its alias
+    keys (``use_transactions``, ``durable``, ``write_behind``) describe."""
+    if "delivery" in raw:
+        return str(raw["delivery"])
+    if raw.get("durable") is True:
+        return "durable"
+    if raw.get("use_transactions") is False:
+        return "immediate"  # with write_behind too: see diffs.W006
+    if raw.get("write_behind") is True:
+        return "write_behind"
+    return "on_commit"
+
+
+def _delivery_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    if "delivery" not in raw:
+        if raw.get("use_transactions") is False and raw.get("write_behind") is True:
+            return [
+                Problem(
+                    "diffs.W006",
+                    f"{SETTING_NAME} sets 'use_transactions': False with 'write_behind': "
+                    "True, which no 'delivery' mode names: diffs are queued in the save "
+                    "(kept even if the transaction rolls back) and written by a background "
+                    "thread.",
+                    "It keeps working in 1.x. Choose 'delivery': 'write_behind' (written "
+                    "after the commit) or 'immediate' (written in the save).",
+                    is_error=False,
+                )
+            ]
+        return []
+    mode = raw["delivery"]
+    if mode not in DELIVERY_MODES:
+        return []  # E030 says so
+    implied = aliases_of(mode)
+    return [
+        Problem(
+            "diffs.E031",
+            f"{SETTING_NAME} sets 'delivery': {mode!r} and {key!r}: {raw[key]!r}, which "
+            f"says otherwise ({mode!r} means {key!r}: {implied[key]!r}).",
+            f"Drop {key!r}: it is an older name for part of 'delivery'.",
+        )
+        for key in DELIVERY_ALIASES
+        if key in raw and raw[key] != implied[key]
+    ]
+
+
 def _check_socket_timeout(key: str, value: Any) -> list[Problem]:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if value is None or (number and math.isfinite(value) and value > 0):
@@ -258,8 +336,9 @@ _CONNECTION_KEYS = ("host", "port", "db", "unix_socket_path")
 
 
 def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    problems = []
-    if raw.get("durable") is True and raw.get("use_transactions") is False:
+    problems = _delivery_problems(raw)
+    aliases_only = "delivery" not in raw  # else E031 reports a disagreeing alias
+    if aliases_only and raw.get("durable") is True and raw.get("use_transactions") is False:
         problems.append(
             Problem(
                 "diffs.E019",
@@ -269,7 +348,7 @@ def _combination_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 "'durable'.",
             )
         )
-    if raw.get("write_behind") is True:
+    if raw.get("write_behind") is True or raw.get("delivery") == "write_behind":
         problems.extend(_write_behind_problems(raw))
     problems.extend(_queue_size_problems(raw))
     return problems + _overlap_problems(raw) + _cluster_problems(raw)
@@ -293,16 +372,17 @@ def _queue_size_problems(raw: Mapping[str, Any]) -> list[Problem]:
 
 def _write_behind_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems = []
+    asked = "'delivery': 'write_behind'" if "delivery" in raw else "'write_behind': True"
     if raw.get("on_redis_error") == "raise":
         problems.append(
             Problem(
                 "diffs.E023",
-                f"{SETTING_NAME} sets 'write_behind': True with 'on_redis_error': 'raise'.",
+                f"{SETTING_NAME} sets {asked} with 'on_redis_error': 'raise'.",
                 "With write_behind, save() returns before Redis is written, so there is "
                 "no caller left to raise to: drop one of the two.",
             )
         )
-    if raw.get("durable") is True:
+    if raw.get("durable") is True and "delivery" not in raw:
         problems.append(
             Problem(
                 "diffs.E023",
@@ -379,6 +459,9 @@ class DiffsSettings:
     # _option gives a dict default a default_factory, as field() would.
     redis: dict[str, Any] = _option({"host": "localhost", "port": 6379, "db": 0}, _check_redis)  # noqa: RUF009
     max_element_age: float = _option(3600, _check_max_element_age)
+    #: How a diff gets to Redis: one of ``DELIVERY_MODES``. ``use_transactions``,
+    #: ``durable`` and ``write_behind`` are its older names (``aliases_of``).
+    delivery: str = _option("on_commit", _check_delivery)
     use_transactions: bool = _option(True, _bool_check("diffs.E005"))
     test_mode: bool = _option(False, _bool_check("diffs.E006"))
     prefix: str = _option("diffs:", _check_prefix)
@@ -390,7 +473,7 @@ class DiffsSettings:
     max_diff_bytes: int = _option(1_048_576, _positive_int_check("diffs.E017", "1048576 (1 MiB)"))
     #: True to use Redis Cluster (``cluster: True``, or a ``redis+cluster://`` URL).
     cluster: bool = _option(False, _bool_check("diffs.E020"))
-    #: True to write to Redis from a background thread (see ``diffs.delivery``).
+    #: True to write to Redis from a background thread (see ``diffs.delivery.background``).
     write_behind: bool = _option(False, _bool_check("diffs.E022"))
     #: About how many bytes of diffs one write script call may carry.
     write_batch_bytes: int = _option(
@@ -439,6 +522,9 @@ def build_settings(raw: Any) -> DiffsSettings:
     values = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
     values["redis"] = {**DEFAULTS["redis"], **user_redis}
     values["cluster"] = wants_cluster(raw)
+    values["delivery"] = delivery_of(raw)
+    if "delivery" in raw:
+        values.update(aliases_of(values["delivery"]))
     return DiffsSettings(user_redis=user_redis, **values)
 
 
