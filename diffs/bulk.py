@@ -347,7 +347,9 @@ class _RowUpdate:
         moved = self.base.filter(pk=new_pk).first() if old_rows else None
         if moved is not None:
             changes = dict(zip(self.names, old_rows[0][1:], strict=True))
-            record(moved, changes, using=self.using)
+            batch = Batch(self.using)
+            record(moved, changes, using=self.using, batch=batch)
+            batch.hand_over()
         return self.updated
 
     def _lock_head(self) -> list[tuple[Any, ...]] | None:

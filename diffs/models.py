@@ -37,7 +37,7 @@ class OutboxEntry(models.Model):
     object_pk = models.TextField()
     #: Why Redis can never take this diff (``flush_diffs`` then leaves it alone and says
     #: so); null for a row waiting to be written. Null, not "", so that rows inserted
-    #: without naming the column (outbox.record_many's INSERT) need no database default.
+    #: without naming the column (outbox.insert_many's INSERT) need no database default.
     refused = models.TextField(null=True, blank=True)  # noqa: DJ001
 
     class Meta:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.db import models
@@ -66,22 +67,26 @@ def record(
     created: bool = False,
     deleted: bool = False,
     batch: Batch | None = None,
+    building: AbstractContextManager[Any] | None = None,
 ) -> CommitToken | None:
     """Build the diff of one change through the model's hooks and schedule its write
     for when database ``using`` commits.
 
-    ``changes`` maps each changed field to its old value. With ``batch`` (a bulk
-    write's), the diff joins it and goes with the others. Returns the on-commit callback
-    of the diff, when it waits for a commit (``diffs.tracking`` undoes a snapshot by it).
+    ``changes`` maps each changed field to its old value. ``building``: a context the
+    hooks run in (the instance showing the values the database holds), left before the
+    diff is scheduled. With ``batch`` (a bulk write's), the diff joins it and goes with
+    the others. Returns the on-commit callback of the diff, when it waits for a commit
+    (``diffs.tracking`` undoes a snapshot by it).
     """
-    diff = build_diff(
-        instance,
-        changes,
-        layout=current_layout(),
-        created=created,
-        deleted=deleted,
-        max_bytes=get_settings().max_diff_bytes,
-    )
+    with building or contextlib.nullcontext():
+        diff = build_diff(
+            instance,
+            changes,
+            layout=current_layout(),
+            created=created,
+            deleted=deleted,
+            max_bytes=get_settings().max_diff_bytes,
+        )
     if diff is None:
         return None
     if batch is not None:
@@ -155,12 +160,9 @@ def on_post_save(
         changes = tracking.creation_fields(instance, changes, assigned)
     # Fields saved from expressions hold the values the database computed meanwhile.
     resolving = (
-        expressions.resolved(instance, using)
-        if expressions.expression_fields(instance)
-        else contextlib.nullcontext()
+        expressions.resolved(instance, using) if expressions.expression_fields(instance) else None
     )
-    with resolving:
-        token = record(instance, changes, using=using, created=created)
+    token = record(instance, changes, using=using, created=created, building=resolving)
     if previous is not None:
         tracking.remember(instance, previous, using or "default", token, inserted=created)
 
@@ -187,5 +189,10 @@ def on_post_delete(
     if instance.__dict__.pop(ABSENT_ATTRIBUTE, False):
         logger.debug("Skipped diff of %s pk=%s: no row was deleted.", sender.__name__, instance.pk)
         return
-    with tracking.saved_values(instance):
-        record(instance, tracking.current_state(instance), using=using, deleted=True)
+    record(
+        instance,
+        tracking.current_state(instance),
+        using=using,
+        deleted=True,
+        building=tracking.saved_values(instance),
+    )

@@ -192,10 +192,11 @@ def _committed(
     piece: list[OutgoingDiff], alias: str, rows: Sequence[int] | None, committed_ms: float
 ) -> list[OutgoingDiff]:
     """``piece``, each diff given its commit time and, when ``rows`` are given, its row."""
-    for index, diff in enumerate(piece):
+    for diff in piece:
         diff.committed_ms = committed_ms
-        if rows is not None:
-            diff.outbox_row = (alias, rows[index])
+    if rows is not None:
+        for diff, row in zip(piece, rows, strict=True):
+            diff.outbox_row = (alias, row)
     return piece
 
 
