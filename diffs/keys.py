@@ -192,43 +192,43 @@ class KeyLayout:
         return _shape("object", rest, with_pk=True)
 
 
-def in_layout(key: str, feed: str, *, cluster: bool) -> tuple[str, str]:
+def in_layout(key: str, feed_key: str, *, cluster: bool) -> tuple[str, str]:
     """Return an object key and its model's feed key in the layout of one server
     (``cluster=False``) or of a cluster, whichever layout they were built in.
 
     Durable mode's outbox keeps the keys a diff was built with; a row written before a
     move to (or from) Redis Cluster is written to the keys readers use now. The prefix
     is the row's own (so this takes no :class:`KeyLayout`). A pair that is not an
-    object key and its feed is returned as is.
+    object key and its feed key is returned as is.
     """
-    split = split_feed_key(feed)
+    split = split_feed_key(feed_key)
     if split is None:
-        return key, feed
+        return key, feed_key
     prefix, part = split
     if not key.startswith(f"{prefix}{part}:"):
-        return key, feed
+        return key, feed_key
     label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
     wanted = model_part(label, cluster)
     if wanted == part:
-        return key, feed
+        return key, feed_key
     pk_text = key[len(prefix) + len(part) + 1 :]
     return f"{prefix}{wanted}:{pk_text}", f"{prefix}{FEED_MARKER}{wanted}"
 
 
-def split_feed_key(feed: str) -> tuple[str, str] | None:
+def split_feed_key(feed_key: str) -> tuple[str, str] | None:
     """``(prefix, model part)`` of a feed key, or None for a key that is not one. The
     model part holds no ``:``, so the last ``feed:`` is the marker, whatever the prefix."""
-    marker = feed.rfind(FEED_MARKER)
+    marker = feed_key.rfind(FEED_MARKER)
     if marker < 0:
         return None
-    return feed[:marker], feed[marker + len(FEED_MARKER) :]
+    return feed_key[:marker], feed_key[marker + len(FEED_MARKER) :]
 
 
-def guard_keys(key: str, feed: str) -> tuple[str, str]:
+def guard_keys(key: str, feed_key: str) -> tuple[str, str]:
     """The model's horizon key and the object's birth key, from its set's key and its
     model's feed key (the prefix and the model part are the feed's: a diff carries its
     keys, so no :class:`KeyLayout` is needed)."""
-    prefix, part = split_feed_key(feed) or ("", feed)
+    prefix, part = split_feed_key(feed_key) or ("", feed_key)
     return f"{prefix}{HORIZON_MARKER}{part}", _birth_key_for(key, prefix)
 
 
