@@ -37,6 +37,8 @@ DEV_REQUIRES = [
     "ruff>=0.6",
     "docutils>=0.22",
     "djangorestframework>=3.15",
+    # The Celery pattern of diffs.context() is tested with a task run eagerly.
+    "celery>=5.3",
 ]
 
 setup(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from diffs.bulk import DiffsQuerySet, DiffsQuerySetMixin
 from diffs.connection import get_connection, reset_connection
+from diffs.context import context, get_context
 from diffs.delivery import FlushReport, flush_diffs, write_waiting_diffs
 from diffs.diff import Diff
 from diffs.exceptions import (
@@ -75,8 +76,10 @@ __all__ = [
     "RedisUnavailable",
     "RegistrationError",
     "__version__",
+    "context",
     "flush_diffs",
     "get_connection",
+    "get_context",
     "is_registered",
     "register",
     "registered_models",

@@ -5,7 +5,10 @@ A member is compact JSON: ``{"id":"…","created":false,"data":…}``, with
 pk of the object the diff describes) only when that is not the key's own object, as
 for a child whose ``get_diff_parent()`` sent it to its parent. ``id`` is random and
 unique, so two identical changes are two members, never merged into one.
-``data`` comes last so the encoder can splice in data that was already encoded once.
+``data`` follows the head so the encoder can splice in data that was already encoded
+once. After it, ``"c"`` holds the values of ``diffs.context()`` in effect when the
+change was made, when there were any (after ``data``, so that nothing a context holds
+can be mistaken for a key of the head).
 
 A diff that reached Redis late (retried after an outage, or recovered from the
 outbox) also carries ``"t"``: the epoch milliseconds at which its change committed.
@@ -156,11 +159,13 @@ def build_member(
     created: bool | None,
     deleted: bool,
     describes: tuple[str, Any] | None = None,
+    context_json: str | None = None,
 ) -> str:
     """Return the member text for already encoded ``data_json``.
 
     ``describes`` is ``(model label, pk)`` of the object the diff is about, when that
-    is not the object whose set holds it.
+    is not the object whose set holds it. ``context_json``: the encoded JSON object of
+    the diff's context, if any.
     """
     # Written by hand: the id is hex, the flags are constants, and a json.dumps() of
     # the head cost as much as encoding the data.
@@ -170,6 +175,8 @@ def build_member(
     if describes is not None:
         label, pk = describes
         head += f',"m":{encode_data(label)},"pk":{encode_data(pk)}'
+    if context_json is not None:
+        return f'{head},"data":{data_json},"c":{context_json}}}'
     return f'{head},"data":{data_json}}}'
 
 
@@ -208,6 +215,8 @@ class Diff:
             (a primary key that was deleted and used again, or history restarted with
             ``Model.diffs.restart_history()``): it belongs to an earlier row. Only the
             model feed returns such diffs; reads of one object never do.
+        context: the values of ``diffs.context()`` in effect when the change was made
+            (``{"user": 7}``); empty when there were none.
     """
 
     data: Any = None
@@ -220,6 +229,7 @@ class Diff:
     cursor: str | None = None
     holder_pk: Any = None
     superseded: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output). That
@@ -251,7 +261,12 @@ class Diff:
         if self.id is None:
             msg = "Diff.to_member() needs a Diff with an id; use Diff(..., id=new_diff_id())."
             raise ValueError(msg)
-        return build_member(self.id, encode_data(self.data), self.created, self.deleted)
+        return build_member(
+            self.id, encode_data(self.data), self.created, self.deleted, None, self._context_json()
+        )
+
+    def _context_json(self) -> str | None:
+        return encode_data(self.context) if self.context else None
 
     def typecast_for_storage(self) -> tuple[str, float]:
         """Return ``(member, score)``: the diff as a write stores it (kept from 0.1.16).
@@ -261,7 +276,9 @@ class Diff:
         ``ValueError`` for data JSON cannot hold (see :func:`encode_data`).
         """
         diff_id = self.id if self.id is not None else new_diff_id()
-        member = build_member(diff_id, encode_data(self.data), self.created, self.deleted)
+        member = build_member(
+            diff_id, encode_data(self.data), self.created, self.deleted, None, self._context_json()
+        )
         return member, self.timestamp
 
     @classmethod
@@ -324,6 +341,8 @@ class Diff:
         values.update(_STORED_DEFAULTS)
         values.update(fields)
         values["data"] = data
+        if "context" not in fields:
+            values["context"] = {}  # its own: a caller may fill it in
         if "timestamp" not in fields:
             values["timestamp"] = now_ms()
         return diff
@@ -340,6 +359,7 @@ _STORED_DEFAULTS: dict[str, Any] = {
     "cursor": None,
     "holder_pk": None,
     "superseded": False,
+    "context": {},  # replaced by a dict of its own in stored()
 }
 
 
@@ -508,7 +528,18 @@ def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> di
         "cursor": repr(float(score)),  # diffs.cursors.encode_cursor(), inlined
         "holder_pk": pk,
         "superseded": False,
+        "context": _context_of(payload),
     }
+
+
+def _context_of(payload: dict[str, Any]) -> dict[str, Any]:
+    context = payload.get("c")
+    if context is None:
+        return {}
+    if type(context) is not dict:
+        msg = f"member has c={context!r:.40}, not an object"
+        raise ValueError(msg)
+    return context
 
 
 def _check_head(payload: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from django.db import models
 from django.utils.encoding import is_protected_type
 
 from diffs.clock import datetime_to_ms, fixed_score_problem
+from diffs.context import current_json as current_context_json
 from diffs.delivery import BIRTH_ONLY, OutgoingDiff
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
@@ -84,7 +85,9 @@ def _diff_of(
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
-    member = build_member(diff_id, _encode(instance, data), created, deleted, describes)
+    member = build_member(
+        diff_id, _encode(instance, data), created, deleted, describes, current_context_json()
+    )
     if _too_large(instance, member, max_bytes):
         return None
     object_base, feed = _keys_of(type(target), layout)

@@ -302,6 +302,20 @@ def _delivery_problems(raw: Mapping[str, Any]) -> list[Problem]:
     ]
 
 
+def _check_request_context(key: str, value: Any) -> list[Problem]:
+    if value is None or (isinstance(value, str) and "." in value):
+        return []
+    return [
+        Problem(
+            "diffs.E032",
+            f"{SETTING_NAME}['request_context'] must be the dotted path of a function "
+            f'("myapp.diffs.request_values") or None, not {value!r}.',
+            "Name a function that takes the request and returns a dict of context "
+            "values for DiffsContextMiddleware.",
+        )
+    ]
+
+
 def _check_socket_timeout(key: str, value: Any) -> list[Problem]:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if value is None or (number and math.isfinite(value) and value > 0):
@@ -493,6 +507,9 @@ class DiffsSettings:
         8_388_608,
         _positive_int_check("diffs.E028", "8388608 (8 MiB of bulk-write diffs per transaction)"),
     )
+    #: Dotted path of a function of the request that returns more context values for
+    #: ``DiffsContextMiddleware`` (``diffs.middleware``), or None.
+    request_context: str | None = _option(None, _check_request_context)
     #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
     user_redis: dict[str, Any] = field(default_factory=dict)
 
