@@ -136,6 +136,19 @@ def test_detail_endpoint_returns_one_objects_diffs(client):
     assert get(client, "/questions/999999/diffs/", status=404)
 
 
+def test_an_entry_shows_its_context_when_it_has_one(client):
+    import diffs
+
+    question = Question.objects.create(question_text="a")
+    with diffs.context(user=3, reason="fix"):
+        question.question_text = "b"
+        question.save()
+    plain, with_context = get(client, f"/questions/{question.pk}/diffs/")["results"]
+    assert set(plain) == FIELDS
+    assert set(with_context) == FIELDS | {"context"}
+    assert with_context["context"] == {"user": 3, "reason": "fix"}
+
+
 def test_anonymous_users_are_refused_by_the_authenticated_viewset(client):
     question = Question.objects.create(question_text="q", votes=3)
     for url in ("/voted-questions/diffs/", f"/voted-questions/{question.pk}/diffs/"):

@@ -353,8 +353,9 @@ class DiffsViewSetMixin:
         )
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
-        """One entry of ``results``; its ``data`` is :meth:`diff_data`'s."""
-        return {
+        """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, and its
+        ``context`` (when the diff has one) the values of ``diffs.context()``."""
+        entry = {
             "model": diff.model,
             "pk": diff.pk,
             "data": self.diff_data(diff),
@@ -363,6 +364,9 @@ class DiffsViewSetMixin:
             "timestamp": diff.timestamp,
             "cursor": diff.cursor,
         }
+        if diff.context:
+            entry["context"] = diff.context
+        return entry
 
     def _diffs_columns_of(self, label: str) -> frozenset[str] | None:
         """The columns of ``label``'s data that its serializer shows (once per request);
