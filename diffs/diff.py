@@ -6,9 +6,10 @@ pk of the object the diff describes) only when that is not the key's own object,
 for a child whose ``get_diff_parent()`` sent it to its parent. ``id`` is random and
 unique, so two identical changes are two members, never merged into one.
 ``data`` follows the head so the encoder can splice in data that was already encoded
-once. After it, ``"c"`` holds the values of ``diffs.context()`` in effect when the
-change was made, when there were any (after ``data``, so that nothing a context holds
-can be mistaken for a key of the head).
+once. After it come, when the diff has them, ``"o"`` (the old value of each changed
+field, for a model registered with ``old_values=True``) and ``"c"`` (the values of
+``diffs.context()`` in effect when the change was made): after ``data``, so that
+nothing they hold can be mistaken for a key of the head.
 
 A diff that reached Redis late (retried after an outage, or recovered from the
 outbox) also carries ``"t"``: the epoch milliseconds at which its change committed.
@@ -159,13 +160,15 @@ def build_member(
     created: bool | None,
     deleted: bool,
     describes: tuple[str, Any] | None = None,
+    *,
+    old_json: str | None = None,
     context_json: str | None = None,
 ) -> str:
     """Return the member text for already encoded ``data_json``.
 
     ``describes`` is ``(model label, pk)`` of the object the diff is about, when that
-    is not the object whose set holds it. ``context_json``: the encoded JSON object of
-    the diff's context, if any.
+    is not the object whose set holds it. ``old_json`` and ``context_json``: the encoded
+    JSON objects of the old values and of the context, when the diff has them.
     """
     # Written by hand: the id is hex, the flags are constants, and a json.dumps() of
     # the head cost as much as encoding the data.
@@ -175,9 +178,10 @@ def build_member(
     if describes is not None:
         label, pk = describes
         head += f',"m":{encode_data(label)},"pk":{encode_data(pk)}'
+    tail = "" if old_json is None else f',"o":{old_json}'
     if context_json is not None:
-        return f'{head},"data":{data_json},"c":{context_json}}}'
-    return f'{head},"data":{data_json}}}'
+        tail += f',"c":{context_json}'
+    return f'{head},"data":{data_json}{tail}}}'
 
 
 def with_original_time(member: str, committed_ms: float) -> str:
@@ -217,6 +221,9 @@ class Diff:
             model feed returns such diffs; reads of one object never do.
         context: the values of ``diffs.context()`` in effect when the change was made
             (``{"user": 7}``); empty when there were none.
+        old: for a model registered with ``old_values=True``, the value each changed
+            field had before an update or a delete, in the form of ``data``'s; empty
+            otherwise (and for a creation).
     """
 
     data: Any = None
@@ -230,6 +237,7 @@ class Diff:
     holder_pk: Any = None
     superseded: bool = False
     context: dict[str, Any] = field(default_factory=dict)
+    old: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # As in 0.1.16, a str is a JSON document (the default serializer's output). That
@@ -261,12 +269,17 @@ class Diff:
         if self.id is None:
             msg = "Diff.to_member() needs a Diff with an id; use Diff(..., id=new_diff_id())."
             raise ValueError(msg)
-        return build_member(
-            self.id, encode_data(self.data), self.created, self.deleted, None, self._context_json()
-        )
+        return self._member(self.id)
 
-    def _context_json(self) -> str | None:
-        return encode_data(self.context) if self.context else None
+    def _member(self, diff_id: str) -> str:
+        return build_member(
+            diff_id,
+            encode_data(self.data),
+            self.created,
+            self.deleted,
+            old_json=encode_data(self.old) if self.old else None,
+            context_json=encode_data(self.context) if self.context else None,
+        )
 
     def typecast_for_storage(self) -> tuple[str, float]:
         """Return ``(member, score)``: the diff as a write stores it (kept from 0.1.16).
@@ -276,10 +289,7 @@ class Diff:
         ``ValueError`` for data JSON cannot hold (see :func:`encode_data`).
         """
         diff_id = self.id if self.id is not None else new_diff_id()
-        member = build_member(
-            diff_id, encode_data(self.data), self.created, self.deleted, None, self._context_json()
-        )
-        return member, self.timestamp
+        return self._member(diff_id), self.timestamp
 
     @classmethod
     def from_storage(cls, member: bytes | str, timestamp: float | None = None) -> Diff:
@@ -341,8 +351,9 @@ class Diff:
         values.update(_STORED_DEFAULTS)
         values.update(fields)
         values["data"] = data
-        if "context" not in fields:
-            values["context"] = {}  # its own: a caller may fill it in
+        for name in ("context", "old"):
+            if name not in fields:
+                values[name] = {}  # its own: a caller may fill it in
         if "timestamp" not in fields:
             values["timestamp"] = now_ms()
         return diff
@@ -360,6 +371,7 @@ _STORED_DEFAULTS: dict[str, Any] = {
     "holder_pk": None,
     "superseded": False,
     "context": {},  # replaced by a dict of its own in stored()
+    "old": {},  # likewise
 }
 
 
@@ -528,18 +540,19 @@ def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> di
         "cursor": repr(float(score)),  # diffs.cursors.encode_cursor(), inlined
         "holder_pk": pk,
         "superseded": False,
-        "context": _context_of(payload),
+        "context": _object_at(payload, "c"),
+        "old": _object_at(payload, "o"),
     }
 
 
-def _context_of(payload: dict[str, Any]) -> dict[str, Any]:
-    context = payload.get("c")
-    if context is None:
+def _object_at(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    value = payload.get(key)
+    if value is None:
         return {}
-    if type(context) is not dict:
-        msg = f"member has c={context!r:.40}, not an object"
+    if type(value) is not dict:
+        msg = f"member has {key}={value!r:.40}, not an object"
         raise ValueError(msg)
-    return context
+    return value
 
 
 def _check_head(payload: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import models
@@ -29,6 +30,7 @@ from diffs.delivery import BIRTH_ONLY, OutgoingDiff
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk
+from diffs.registry import options_of
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -86,7 +88,13 @@ def _diff_of(
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
     member = build_member(
-        diff_id, _encode(instance, data), created, deleted, describes, current_context_json()
+        diff_id,
+        _encode(instance, data),
+        created,
+        deleted,
+        describes,
+        old_json=None if created else _old_values_json(instance, changes),
+        context_json=current_context_json(),
     )
     if _too_large(instance, member, max_bytes):
         return None
@@ -191,7 +199,26 @@ def _serialized_fields(model: type[models.Model]) -> tuple[Any, ...]:
     )
 
 
-def _serialized_value(instance: models.Model, field: Any) -> Any:
+def _old_values_json(instance: models.Model, changes: dict[str, Any]) -> str | None:
+    """The old values of the changed fields, encoded, for a model registered with
+    ``old_values=True`` (None otherwise): what ``default_data`` would have shown for
+    them before the change."""
+    model = type(instance)
+    if not options_of(model).old_values:
+        return None
+    old = {
+        field.name: _serialized_value(
+            SimpleNamespace(**{field.attname: changes[field.name]}), field
+        )
+        for field in _serialized_fields(model)
+        if field.name in changes
+    }
+    return _encode(instance, old)
+
+
+def _serialized_value(instance: Any, field: Any) -> Any:
+    # ``instance`` is a model instance, or an object holding one old value as the
+    # field's attribute (value_to_string() reads nothing else).
     value = field.value_from_object(instance)
     if not is_protected_type(value):
         value = field.value_to_string(instance)

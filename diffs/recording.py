@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -61,7 +62,7 @@ class Batch:
 
 def record(
     instance: models.Model,
-    changes: dict[str, Any],
+    changes: dict[str, Any] | Callable[[], dict[str, Any]],
     *,
     using: str | None,
     created: bool = False,
@@ -72,16 +73,17 @@ def record(
     """Build the diff of one change through the model's hooks and schedule its write
     for when database ``using`` commits.
 
-    ``changes`` maps each changed field to its old value. ``building``: a context the
-    hooks run in (the instance showing the values the database holds), left before the
-    diff is scheduled. With ``batch`` (a bulk write's), the diff joins it and goes with
+    ``changes`` maps each changed field to its old value (or is a function that returns
+    that mapping, called inside ``building``). ``building``: a context the hooks run in
+    (the instance showing the values the database holds), left before the diff is
+    scheduled. With ``batch`` (a bulk write's), the diff joins it and goes with
     the others. Returns the on-commit callback of the diff, when it waits for a commit
     (``diffs.tracking`` undoes a snapshot by it).
     """
     with building or contextlib.nullcontext():
         diff = build_diff(
             instance,
-            changes,
+            changes() if callable(changes) else changes,
             layout=current_layout(),
             created=created,
             deleted=deleted,
@@ -191,7 +193,7 @@ def on_post_delete(
         return
     record(
         instance,
-        tracking.current_state(instance),
+        lambda: tracking.current_state(instance),  # the row's values, inside saved_values
         using=using,
         deleted=True,
         building=tracking.saved_values(instance),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
@@ -18,9 +19,33 @@ lock = threading.RLock()
 _registry: dict[str, type[models.Model]] = {}
 
 
-def add(model: type[models.Model]) -> None:
-    """Record ``model`` as registered (under its label; a later class replaces it)."""
+@dataclass(frozen=True)
+class Options:
+    """What ``@diffs.register(...)`` asked for a model."""
+
+    #: Store the old value of each changed field of an update or delete (``Diff.old``).
+    old_values: bool = False
+
+
+#: The options of a model registered without any.
+DEFAULT_OPTIONS = Options()
+_options: dict[str, Options] = {}
+
+
+def add(model: type[models.Model], options: Options = DEFAULT_OPTIONS) -> None:
+    """Record ``model`` as registered with ``options`` (under its label; a later class
+    replaces it)."""
     _registry[model._meta.label_lower] = model
+    _options[model._meta.label_lower] = options
+
+
+def options_of(model: type[models.Model]) -> Options:
+    """The options of the registered model whose changes ``model`` records (a proxy has
+    its concrete model's); the defaults for a model that is not registered."""
+    ancestor = registered_ancestor(model)
+    if ancestor is None:
+        return DEFAULT_OPTIONS
+    return _options.get(ancestor._meta.label_lower, DEFAULT_OPTIONS)
 
 
 def remove(model: type[models.Model]) -> bool:
@@ -28,6 +53,7 @@ def remove(model: type[models.Model]) -> bool:
     if _registry.get(model._meta.label_lower) is not model:
         return False
     del _registry[model._meta.label_lower]
+    _options.pop(model._meta.label_lower, None)
     return True
 
 

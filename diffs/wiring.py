@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from django.db import models
 from django.db.models.signals import class_prepared
@@ -18,20 +19,23 @@ _M = TypeVar("_M", bound=type[models.Model])
 
 
 @overload
-def register(model: _M) -> _M: ...
+def register(model: _M, *, old_values: bool = False) -> _M: ...
 
 
 @overload
-def register(model: None = None) -> Callable[[_M], _M]: ...
+def register(model: None = None, *, old_values: bool = False) -> Callable[[_M], _M]: ...
 
 
-def register(model: _M | None = None) -> _M | Callable[[_M], _M]:
+def register(model: _M | None = None, *, old_values: bool = False) -> _M | Callable[[_M], _M]:
     """Record every change to ``model`` in Redis; returns the class, so it decorates.
 
     Works at import time (in ``models.py``, before the app registry is ready) and
-    later, as ``@diffs.register`` or ``@diffs.register()``; registering a model twice
-    is harmless. The model gains django-dirtyfields' ``get_dirty_fields()``/``is_dirty()``
-    if it has no ``get_dirty_fields`` of its own, and a ``diffs`` attribute:
+    later, as ``@diffs.register`` or ``@diffs.register(...)``; registering a model again
+    is harmless (its options are the last ones given). ``old_values=True`` also stores,
+    for each update and delete, the old value of each changed field (``Diff.old``).
+
+    The model gains django-dirtyfields' ``get_dirty_fields()``/``is_dirty()`` if it
+    has no ``get_dirty_fields`` of its own, and a ``diffs`` attribute:
     ``Model.diffs`` is a :class:`DiffModelManager`, ``instance.diffs`` the object's list
     of :class:`~diffs.Diff`, oldest first. Saves through proxy models of a registered
     model are recorded too, under the same key.
@@ -41,11 +45,14 @@ def register(model: _M | None = None) -> _M | Callable[[_M], _M]:
             model whose ``diffs`` attribute is already something else.
     """
     if model is None:
-        return register
+        return functools.partial(register, old_values=old_values) if old_values else register
     _validate(model)
+    if not isinstance(cast("object", old_values), bool):  # not checked by type checkers
+        msg = f"@diffs.register(old_values=...) of {model.__name__} takes True or False."
+        raise RegistrationError(msg)
     with registry.lock:
         setattr(model, DESCRIPTOR_NAME, DiffModelDescriptor(DiffModelManager(model)))
-        registry.add(model)
+        registry.add(model, registry.Options(old_values=old_values))
         for tracked in _with_proxies(model):
             _wire(tracked)
     return model

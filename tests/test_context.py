@@ -175,7 +175,7 @@ def test_a_member_whose_context_is_not_an_object_is_not_ours():
 
 
 def test_a_context_survives_the_member_round_trip_lazily_and_eagerly():
-    member = build_member("0123456789abcdef", '{"a":1}', False, False, None, '{"user":3}')
+    member = build_member("0123456789abcdef", '{"a":1}', False, False, context_json='{"user":3}')
     assert json.loads(member)["c"] == {"user": 3}
     assert Diff.from_member(member, 1.0).context == {"user": 3}
     assert Diff.decoded_on_use(member, 1.0).context == {"user": 3}

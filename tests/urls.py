@@ -13,5 +13,6 @@ router.register("per-action", views.PerActionQuestionViewSet, basename="per-acti
 router.register("unaliased", views.UnaliasedQuestionViewSet, basename="unaliased")
 router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
 router.register("secretive", views.SecretiveViewSet, basename="secretive")
+router.register("ledgers", views.LedgerViewSet, basename="ledger")
 
 urlpatterns = router.urls

@@ -353,17 +353,22 @@ class DiffsViewSetMixin:
         )
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
-        """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, and its
+        """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, its ``old``
+        (when the diff has old values) those of the fields that ``data`` shows, and its
         ``context`` (when the diff has one) the values of ``diffs.context()``."""
+        data = self.diff_data(diff)
         entry = {
             "model": diff.model,
             "pk": diff.pk,
-            "data": self.diff_data(diff),
+            "data": data,
             "created": diff.created,
             "deleted": diff.deleted,
             "timestamp": diff.timestamp,
             "cursor": diff.cursor,
         }
+        old = _old_shown(diff.old, data) if diff.old else None
+        if old:
+            entry["old"] = old
         if diff.context:
             entry["context"] = diff.context
         return entry
@@ -768,3 +773,12 @@ def _holder_pk(model: type[models.Model], diff: Diff) -> Any:
     except (DjangoValidationError, TypeError, ValueError):
         return None
     return value
+
+
+def _old_shown(old: dict[str, Any], data: Any) -> dict[str, Any] | None:
+    """The old values of the fields ``data`` shows (the default format's ``fields``);
+    None when ``data`` shows no such fields: what the API hides, it hides old too."""
+    record = _DefaultRecord.of(data)
+    if record is None:
+        return None
+    return {name: old[name] for name in record.fields if name in old}

@@ -167,3 +167,19 @@ class CustomSerialized(models.Model):
 
     def serialize_diff(self, dirty_fields: dict[str, Any], created: bool = False) -> Any:
         return {"name": self.name, "secret": self.secret}
+
+
+@diffs.register(old_values=True)
+class Ledger(models.Model):
+    """Registered with old_values=True: diffs carry each changed field's old value."""
+
+    name = models.CharField(max_length=50)
+    amount = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    due = models.DateTimeField(null=True)
+    question = models.ForeignKey(Question, null=True, on_delete=models.SET_NULL)
+    extra = models.JSONField(null=True)
+
+
+class LedgerProxy(Ledger):
+    class Meta:
+        proxy = True

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from rest_framework import permissions, serializers, viewsets
 
 from diffs.contrib.drf import DiffsViewSetMixin
-from tests.testapp.models import Choice, Question, Secretive, UUIDItem
+from tests.testapp.models import Choice, Ledger, Question, Secretive, UUIDItem
 
 
 class QuestionSerializer(serializers.ModelSerializer):
@@ -94,4 +94,20 @@ class SecretiveViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     queryset = Secretive.objects.all()
     serializer_class = SecretiveSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class LedgerSerializer(serializers.ModelSerializer):
+    """Shows a ledger's name and due date, never its amount."""
+
+    class Meta:
+        model = Ledger
+        fields = ["id", "name", "due"]
+
+
+class LedgerViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    """Ledgers keep old values; the amount is a column the API never shows."""
+
+    queryset = Ledger.objects.all()
+    serializer_class = LedgerSerializer
     permission_classes = [permissions.AllowAny]
