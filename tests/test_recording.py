@@ -375,3 +375,18 @@ def test_default_path_error_names_the_model_and_the_fix(monkeypatch):
     monkeypatch.setattr("diffs.payload.default_data", lambda instance, fields: [{1, 2}])
     with pytest.raises(HookError, match=r"default serializer could not encode a diff of Question"):
         Question.objects.create(question_text="x")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_hands_serialize_diff_the_rows_values_not_unsaved_edits(monkeypatch):
+    seen = []
+
+    def serialize_diff(self, dirty_fields, created=False):
+        seen.append(dict(dirty_fields))
+        return {"text": dirty_fields.get("question_text")}
+
+    question = Question.objects.create(question_text="saved")
+    monkeypatch.setattr(Question, "serialize_diff", serialize_diff, raising=False)
+    question.question_text = "never saved"
+    question.delete()
+    assert seen[-1]["question_text"] == "saved"
