@@ -37,7 +37,7 @@ from diffs.connection import (
 from diffs.keys import KeyLayout
 from diffs.managers import DiffModelDescriptor
 from diffs.pruning import installed_models, printable_key, shape_of_ours
-from diffs.registry import DESCRIPTOR_NAME, raw_attribute, registered_models
+from diffs.registry import DESCRIPTOR_NAME, options_of, raw_attribute, registered_models
 from diffs.settings import DEFAULTS, SETTING_NAME, _raw_settings, find_problems, get_settings
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[chec
     messages: list[checks.CheckMessage] = []
     for model in registered_models():
         messages.extend(_bulk_writes_unrecorded(model))
+        messages.extend(_field_option_problems(model))
         found = raw_attribute(model, DESCRIPTOR_NAME)
         if isinstance(found, DiffModelDescriptor):
             continue
@@ -166,6 +167,40 @@ def check_registered_models(app_configs: Any = None, **kwargs: Any) -> list[chec
                 ),
                 obj=model,
                 id="diffs.E011",
+            )
+        )
+    return messages
+
+
+def _field_option_problems(model: Any) -> list[checks.CheckMessage]:
+    """``diffs.E033`` for field names in ``fields``/``exclude``/``mask`` the model does
+    not have; ``diffs.W007`` for ``mask`` on a model whose ``serialize_diff`` decides
+    what is stored."""
+    options = options_of(model)
+    known = {field.name for field in model._meta.concrete_fields}
+    unknown = sorted(options.named_fields() - known)
+    messages: list[checks.CheckMessage] = []
+    if unknown:
+        messages.append(
+            checks.Error(
+                f"@diffs.register() of {model._meta.label} names field(s) the model does "
+                f"not have: {', '.join(unknown)}.",
+                hint=f"Its fields are: {', '.join(sorted(known))}.",
+                obj=model,
+                id="diffs.E033",
+            )
+        )
+    if options.mask and callable(getattr(model, "serialize_diff", None)):
+        messages.append(
+            checks.Warning(
+                f"{model._meta.label} masks {', '.join(sorted(options.mask))} but defines "
+                "serialize_diff(), whose return value is stored as it is.",
+                hint=(
+                    "Masked fields reach serialize_diff()'s dirty_fields as '[masked]'; "
+                    "make sure it never returns their values (self.<field>) either."
+                ),
+                obj=model,
+                id="diffs.W007",
             )
         )
     return messages

@@ -30,7 +30,7 @@ from diffs.delivery import BIRTH_ONLY, OutgoingDiff
 from diffs.diff import build_member, encode_data, new_diff_id
 from diffs.exceptions import HookError
 from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk
-from diffs.registry import options_of
+from diffs.registry import MASKED, options_of
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -73,10 +73,18 @@ def _diff_of(
 ) -> OutgoingDiff | None:
     # What build_diff returns when the hooks give a diff to write, else None.
     model = type(instance)
+    options = options_of(model)
+    if options.selects:
+        changes = {name: old for name, old in changes.items() if options.tracks(name)}
+        if not changes and not created:
+            logger.debug("Skipped diff of %s pk=%s: no tracked field changed.", model, instance.pk)
+            return None
     if _send_diff_refuses(instance):
         logger.debug("Skipped diff of %s pk=%s: send_diff() returned False.", model, instance.pk)
         return None
-    data = _data_for(instance, changes, created=created)
+    if options.mask:
+        changes = {name: MASKED if name in options.mask else old for name, old in changes.items()}
+    data = _data_for(instance, changes, created=created, mask=options.mask)
     if not data:
         logger.debug("Skipped diff of %s pk=%s: its data was empty.", model, instance.pk)
         return None
@@ -93,7 +101,7 @@ def _diff_of(
         created,
         deleted,
         describes,
-        old_json=None if created else _old_values_json(instance, changes),
+        old_json=None if created or not options.old_values else _old_json(instance, changes),
         context_json=current_context_json(),
     )
     if _too_large(instance, member, max_bytes):
@@ -157,10 +165,17 @@ def _send_diff_refuses(instance: models.Model) -> bool:
     return hook is not None and hook() is False
 
 
-def _data_for(instance: models.Model, changes: dict[str, Any], *, created: bool) -> Any:
+def _data_for(
+    instance: models.Model, changes: dict[str, Any], *, created: bool, mask: frozenset[str]
+) -> Any:
     hook = getattr(instance, "serialize_diff", None)
     if hook is None:
-        return default_data(instance, list(changes))
+        data = default_data(instance, list(changes))
+        if mask:
+            values = data[0]["fields"]
+            for name in mask & values.keys():
+                values[name] = MASKED
+        return data
     data = hook(changes, created=created)
     if isinstance(data, str) and data:
         data = _parse_json_text(type(instance), data)
@@ -199,21 +214,22 @@ def _serialized_fields(model: type[models.Model]) -> tuple[Any, ...]:
     )
 
 
-def _old_values_json(instance: models.Model, changes: dict[str, Any]) -> str | None:
-    """The old values of the changed fields, encoded, for a model registered with
-    ``old_values=True`` (None otherwise): what ``default_data`` would have shown for
-    them before the change."""
-    model = type(instance)
-    if not options_of(model).old_values:
-        return None
+def _old_json(instance: models.Model, changes: dict[str, Any]) -> str:
+    """The old values of the changed fields, encoded: what ``default_data`` would have
+    shown for them before the change (a masked field's is ``MASKED`` already)."""
     old = {
-        field.name: _serialized_value(
-            SimpleNamespace(**{field.attname: changes[field.name]}), field
-        )
-        for field in _serialized_fields(model)
+        field.name: _old_value(field, changes[field.name])
+        for field in _serialized_fields(type(instance))
         if field.name in changes
     }
     return _encode(instance, old)
+
+
+def _old_value(field: Any, value: Any) -> Any:
+    if value is MASKED:
+        return MASKED
+    # value_to_string() reads the value from an object's attribute: lend it one.
+    return _serialized_value(SimpleNamespace(**{field.attname: value}), field)
 
 
 def _serialized_value(instance: Any, field: Any) -> Any:

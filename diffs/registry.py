@@ -19,12 +19,35 @@ lock = threading.RLock()
 _registry: dict[str, type[models.Model]] = {}
 
 
+#: What a masked field's value is replaced by, in ``data`` and in ``old``.
+MASKED = "[masked]"
+
+
 @dataclass(frozen=True)
 class Options:
     """What ``@diffs.register(...)`` asked for a model."""
 
     #: Store the old value of each changed field of an update or delete (``Diff.old``).
     old_values: bool = False
+    #: The only fields tracked (None: all but ``exclude``).
+    fields: frozenset[str] | None = None
+    #: Fields never tracked.
+    exclude: frozenset[str] = frozenset()
+    #: Fields whose change is recorded without their value (``MASKED`` instead).
+    mask: frozenset[str] = frozenset()
+
+    def tracks(self, name: str) -> bool:
+        """True when a change of the field ``name`` is recorded."""
+        return (self.fields is None or name in self.fields) and name not in self.exclude
+
+    @property
+    def selects(self) -> bool:
+        """True when some fields are not tracked (``fields`` or ``exclude`` given)."""
+        return self.fields is not None or bool(self.exclude)
+
+    def named_fields(self) -> frozenset[str]:
+        """Every field name these options mention (for the system check)."""
+        return (self.fields or frozenset()) | self.exclude | self.mask
 
 
 #: The options of a model registered without any.
@@ -37,15 +60,22 @@ def add(model: type[models.Model], options: Options = DEFAULT_OPTIONS) -> None:
     replaces it)."""
     _registry[model._meta.label_lower] = model
     _options[model._meta.label_lower] = options
+    _options_by_class.clear()
 
 
 def options_of(model: type[models.Model]) -> Options:
     """The options of the registered model whose changes ``model`` records (a proxy has
     its concrete model's); the defaults for a model that is not registered."""
-    ancestor = registered_ancestor(model)
-    if ancestor is None:
-        return DEFAULT_OPTIONS
-    return _options.get(ancestor._meta.label_lower, DEFAULT_OPTIONS)
+    found = _options_by_class.get(model)
+    if found is None:
+        ancestor = registered_ancestor(model)
+        label = None if ancestor is None else ancestor._meta.label_lower
+        found = _options_by_class[model] = _options.get(label or "", DEFAULT_OPTIONS)
+    return found
+
+
+#: options_of()'s answers, per class saved (cleared whenever the registry changes).
+_options_by_class: dict[type[models.Model], Options] = {}
 
 
 def remove(model: type[models.Model]) -> bool:
@@ -54,6 +84,7 @@ def remove(model: type[models.Model]) -> bool:
         return False
     del _registry[model._meta.label_lower]
     _options.pop(model._meta.label_lower, None)
+    _options_by_class.clear()
     return True
 
 

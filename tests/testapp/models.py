@@ -183,3 +183,20 @@ class Ledger(models.Model):
 class LedgerProxy(Ledger):
     class Meta:
         proxy = True
+
+
+@diffs.register(exclude=["login_count"], mask=["password"], old_values=True)
+class Account(models.Model):
+    """A column never tracked (login_count) and one whose value never reaches Redis."""
+
+    username = models.CharField(max_length=50)
+    password = models.CharField(max_length=128, default="")
+    login_count = models.IntegerField(default=0)
+
+
+@diffs.register(fields=["title"])
+class Memo(models.Model):
+    """Only the title is tracked."""
+
+    title = models.CharField(max_length=50)
+    body = models.TextField(default="")
