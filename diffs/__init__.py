@@ -33,16 +33,8 @@ from diffs.wiring import register, unregister
 __version__ = "1.0.0.dev0"
 
 
-#: What replaced the 0.1.16 names that are gone (``diffs/signals.py`` raises the first).
+#: What replaced the 0.1.16 names that are gone.
 _REPLACED = {
-    "signals": (
-        "diffs.signals was removed in django-diffs 1.0. Its receivers (on_pre_save, "
-        "on_post_save, connect) are now in diffs.recording, and @diffs.register connects "
-        "them (with a dispatch_uid): to pause recording a model, call "
-        "diffs.recording.disconnect(Model) and connect(Model), or diffs.unregister(Model) "
-        "to stop for good. serialize_object() is gone: the default data is "
-        "diffs.payload.default_data(instance, field_names)."
-    ),
     "klasses_to_connect": (
         "diffs.klasses_to_connect was removed in django-diffs 1.0: @diffs.register "
         "connects a model at once; diffs.registered_models() lists the registered ones."
@@ -51,8 +43,6 @@ _REPLACED = {
 
 
 def __getattr__(name: str) -> object:
-    # "signals" gets here when importing diffs.signals failed: mock.patch("diffs.signals.x")
-    # then looks the module up as an attribute, and would lose the import's message.
     if name in _REPLACED:
         raise AttributeError(_REPLACED[name])
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import sys
 from typing import Any
 from unittest import mock
 
@@ -310,19 +309,28 @@ def test_klasses_to_connect_names_its_replacement():
         diffs.nothing_here  # noqa: B018
 
 
-def test_importing_diffs_signals_names_the_replacements():
-    for attempt, error in (
-        (lambda: importlib.import_module("diffs.signals"), ImportError),
-        (lambda: exec("from diffs import signals", {}), ImportError),
-        # mock.patch looks the module up as an attribute once its import failed.
-        (lambda: mock.patch("diffs.signals.on_post_save").start(), AttributeError),
+@pytest.mark.parametrize("name", ["on_pre_save", "on_post_save", "connect", "serialize_object"])
+def test_0_1_16_names_in_diffs_signals_name_their_replacements(name):
+    for attempt in (
+        lambda: exec(f"from diffs.signals import {name}", {}),
+        lambda: getattr(importlib.import_module("diffs.signals"), name),
+        lambda: mock.patch(f"diffs.signals.{name}").start(),
     ):
-        with pytest.raises(error) as raised:
+        with pytest.raises(ImportError) as raised:
             attempt()
         message = str(raised.value)
-        assert "removed in django-diffs 1.0" in message
+        assert f"diffs.signals.{name} was removed in django-diffs 1.0" in message
         assert "diffs.recording" in message and "diffs.unregister(Model)" in message
-        assert "diffs.signals" not in sys.modules
+        assert "default_data" in message and "diff_recorded" in message
+
+
+def test_diffs_signals_holds_diff_recorded_and_nothing_else_by_accident():
+    from django.dispatch import Signal
+
+    from diffs.signals import diff_recorded
+
+    assert isinstance(diff_recorded, Signal)
+    assert not hasattr(importlib.import_module("diffs.signals"), "nothing_here")
 
 
 def test_the_0_1_16_app_config_name_still_installs_the_app():

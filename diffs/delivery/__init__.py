@@ -11,6 +11,7 @@ the one flush. Inside, one module per job:
 * ``losses``: which dropped diffs are reported lost;
 * ``background``: the write-behind thread;
 * ``store``: the write script (scores, expiry, horizon, births);
+* ``announce``: ``diffs.signals.diff_recorded``, sent once Redis has a diff;
 * ``outbox``: durable mode's table;
 * ``flush``: ``flush_diffs()``;
 * ``exit_hooks``: writing what waits at exit, SIGTERM and the end of a child.
@@ -23,9 +24,8 @@ from diffs.delivery.exit_hooks import at_exit, install_exit_hooks, write_waiting
 from diffs.delivery.flush import FlushReport, flush_diffs
 from diffs.delivery.on_commit import schedule, schedule_many
 from diffs.delivery.outbox import outbox_model
-from diffs.delivery.queue import clear, unwritten, waiting
+from diffs.delivery.queue import clear, unwritten, waiting, write_one
 from diffs.delivery.record import BIRTH_ONLY, OutgoingDiff
-from diffs.delivery.store import write_one
 
 __all__ = [
     "BIRTH_ONLY",

@@ -41,6 +41,7 @@ from diffs.connection import (
     may_have_reached_redis,
 )
 from diffs.delivery import losses, outbox, store
+from diffs.delivery.announce import announce
 from diffs.delivery.record import OutgoingDiff
 from diffs.diff import looks_like_member
 from diffs.exceptions import DiffsWriteError
@@ -232,17 +233,28 @@ def write_batch(batch: Sequence[OutgoingDiff]) -> list[tuple[OutgoingDiff, str]]
     set_aside = {id(diff) for diff, _ in refused}
     accepted = [diff for diff in batch if id(diff) not in set_aside]
     client = get_connection()
+    written = [diff.as_written(now) for diff in accepted]
     try:
-        store.write_many(client, [diff.as_written(now) for diff in accepted])
+        scores = store.write_many(client, written)
     except REDIS_ERRORS as error:
         if not availability.is_refusal(error):
             raise
         # Redis refused one of them for good (a key of another type in its place): write
         # them one by one to find which, instead of retrying the lot forever.
         refused += _write_one_by_one(client, accepted, now)
+    else:
+        announce(written, scores)
     if refused:
         _log_set_aside(refused)
     return refused
+
+
+def write_one(client: Any, diff: OutgoingDiff) -> float:
+    """Write one diff now, outside the queue (``Model.diffs.create()``); return its
+    score. Redis errors propagate."""
+    score = store.write_one(client, diff)
+    announce([diff], [score])
+    return score
 
 
 def refusal(diff: OutgoingDiff, now: float) -> str | None:
@@ -264,12 +276,15 @@ def _write_one_by_one(
 ) -> list[tuple[OutgoingDiff, str]]:
     refused = []
     for diff in diffs:
+        written = diff.as_written(now)
         try:
-            store.write_one(client, diff.as_written(now))
+            score = store.write_one(client, written)
         except REDIS_ERRORS as error:
             if not availability.is_refusal(error):
                 raise
             refused.append((diff, f"Redis refused it: {error}"))
+        else:
+            announce([written], [score])
     return refused
 
 

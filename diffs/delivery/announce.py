@@ -1,0 +1,71 @@
+"""Sending ``diffs.signals.diff_recorded`` for the diffs Redis has just stored.
+
+Called by the writes themselves, after Redis answered, so the signal goes out once per
+diff whichever path wrote it (the committing thread, the write-behind thread, the
+outbox, ``Model.diffs.create()``), and never for a write that failed. Without a
+receiver it costs one list check per write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+
+from diffs.delivery.record import OutgoingDiff
+from diffs.diff import Diff
+from diffs.keys import pk_value, split_feed_key
+from diffs.signals import diff_recorded
+
+logger = logging.getLogger("diffs")
+
+
+def announce(diffs: Sequence[OutgoingDiff], scores: Sequence[float]) -> None:
+    """Send ``diff_recorded`` for each of ``diffs`` (as written), stored at ``scores``."""
+    if not diff_recorded.receivers:
+        return
+    for outgoing, score in zip(diffs, scores, strict=True):
+        if outgoing.is_birth_only:
+            continue  # an object's birth is no diff
+        try:
+            sender, diff = _as_read(outgoing, score)
+        except (LookupError, ValueError):
+            logger.warning(
+                "Sent no diff_recorded for the diff of %s pk=%s: it cannot be read back.",
+                outgoing.label,
+                outgoing.object_pk,
+                exc_info=True,
+            )
+            continue
+        for receiver, result in diff_recorded.send_robust(sender=sender, diff=diff):
+            if isinstance(result, Exception):
+                logger.error(
+                    "A diff_recorded receiver (%s) raised for the diff of %s pk=%s; the "
+                    "diff is stored, and is not sent again.",
+                    getattr(receiver, "__qualname__", receiver),
+                    outgoing.label,
+                    outgoing.object_pk,
+                )  # Django's own ERROR line (django.dispatch) has the traceback
+
+
+def _as_read(outgoing: OutgoingDiff, score: float) -> tuple[type[models.Model], Diff]:
+    """The model of the object ``outgoing`` describes, and the diff a read of the set
+    that holds it returns."""
+    holder_label, holder_pk_text = _holder_of(outgoing)
+    holder = apps.get_model(holder_label)
+    holder_pk: Any = pk_value(holder, holder_pk_text)
+    diff = Diff.from_member(outgoing.member, score, model=holder_label, pk=holder_pk)
+    return apps.get_model(outgoing.label), diff
+
+
+def _holder_of(outgoing: OutgoingDiff) -> tuple[str, str]:
+    # The set's key is "<prefix><model part>:<pk>", the feed's "<prefix>feed:<model part>".
+    split = split_feed_key(outgoing.feed_key)
+    if split is None:
+        return outgoing.label, outgoing.object_pk
+    prefix, part = split
+    label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
+    return label, outgoing.key[len(prefix) + len(part) + 1 :]
