@@ -177,7 +177,8 @@ def _field_option_problems(model: Any) -> list[checks.CheckMessage]:
     not have; ``diffs.W007`` for ``mask`` on a model whose ``serialize_diff`` decides
     what is stored."""
     options = options_of(model)
-    known = {field.name for field in model._meta.concrete_fields}
+    meta = model._meta
+    known = {field.name for field in (*meta.concrete_fields, *meta.many_to_many)}
     unknown = sorted(options.named_fields() - known)
     messages: list[checks.CheckMessage] = []
     if unknown:

@@ -35,6 +35,10 @@ from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
 
+#: Instance attribute: ``{field name: [related pks]}``, the new list of a many-to-many
+#: field for the diff being built (set by ``diffs.m2m``, read by :func:`default_data`).
+M2M_VALUES_ATTRIBUTE = "_diffs_m2m_values"
+
 
 def build_diff(
     instance: models.Model,
@@ -199,6 +203,11 @@ def default_data(instance: models.Model, fields: Iterable[str] | None) -> list[d
     for field in _serialized_fields(model):
         if wanted is None or field.name in wanted:
             values[field.name] = _serialized_value(instance, field)
+    if wanted is not None and M2M_VALUES_ATTRIBUTE in instance.__dict__:
+        # A many-to-many change: the new list of related pks (Django's form).
+        for name, related in instance.__dict__[M2M_VALUES_ATTRIBUTE].items():
+            if name in wanted:
+                values[name] = related
     pk_field = model._meta.pk
     pk = instance.pk if pk_field is None else _serialized_value(instance, pk_field)
     return [{"model": model._meta.label_lower, "pk": pk, "fields": values}]
@@ -222,6 +231,9 @@ def _old_json(instance: models.Model, changes: dict[str, Any]) -> str:
         for field in _serialized_fields(type(instance))
         if field.name in changes
     }
+    for name in instance.__dict__.get(M2M_VALUES_ATTRIBUTE, ()):
+        if name in changes:
+            old[name] = changes[name]  # a list of pks, or MASKED
     return _encode(instance, old)
 
 

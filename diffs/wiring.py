@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models.signals import class_prepared
 from django.dispatch import receiver
 
-from diffs import bulk, recording, registry, tracking
+from diffs import bulk, m2m, recording, registry, tracking  # noqa: F401 - m2m's receiver
 from diffs.exceptions import RegistrationError
 from diffs.managers import DiffModelDescriptor, DiffModelManager
 from diffs.registry import DESCRIPTOR_NAME, is_registered, raw_attribute

@@ -148,6 +148,8 @@ CAPTURE = {
     "diffs.snapshot",
     "diffs.expressions",
     "diffs.payload",
+    "diffs.m2m",
+    "diffs.context",
 }
 
 

@@ -85,13 +85,22 @@ def _setup() -> None:
 
 def _create_table(sender: type[Any], **kwargs: Any) -> None:
     """A model an example defines gets its table at once, as ``migrate`` would give it."""
+    # A many-to-many field's own through table is created with its model's.
+    if sender._meta.app_label != "polls" or sender._meta.proxy or sender._meta.auto_created:
+        return
+    # Once the model is registered: its relations (a through table's foreign key to
+    # it) are resolved only then.
+    sender._meta.apps.lazy_model_operation(
+        _create_now, (sender._meta.app_label, sender._meta.model_name)
+    )
+
+
+def _create_now(model: type[Any]) -> None:
     from django.db import connection
 
-    if sender._meta.app_label != "polls" or sender._meta.proxy:
-        return
-    if sender._meta.db_table not in connection.introspection.table_names():
+    if model._meta.db_table not in connection.introspection.table_names():
         with connection.schema_editor() as editor:
-            editor.create_model(sender)
+            editor.create_model(model)
 
 
 def _check_settings(value: object) -> list[str]:

@@ -200,3 +200,31 @@ class Memo(models.Model):
 
     title = models.CharField(max_length=50)
     body = models.TextField(default="")
+
+
+class Tag(models.Model):
+    """Not registered: the other side of Post's many-to-many fields."""
+
+    name = models.CharField(max_length=50)
+
+
+@diffs.register(old_values=True)
+class Post(models.Model):
+    """Many-to-many fields: an automatic through table, a symmetrical one, and one
+    through a registered model."""
+
+    title = models.CharField(max_length=50)
+    tags = models.ManyToManyField(Tag, related_name="posts", blank=True)
+    related = models.ManyToManyField("self", blank=True)
+    featured = models.ManyToManyField(
+        Tag, through="Feature", related_name="featured_in", blank=True
+    )
+
+
+@diffs.register
+class Feature(models.Model):
+    """A registered through model: rows created directly are recorded as any model's."""
+
+    post = models.ForeignKey(Post, on_delete=models.CASCADE)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE)
+    note = models.CharField(max_length=50, default="")
