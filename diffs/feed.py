@@ -33,7 +33,7 @@ import redis
 from django.db import models
 
 from diffs.connection import cached_script
-from diffs.cursors import Since, check_fresh, encode_cursor, start_of
+from diffs.cursors import Since, check_fresh, decode_cursor, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.horizon import READ_HORIZON_LUA
 from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, parse_feed_member, pk_value
@@ -130,6 +130,23 @@ local from = read_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
 local low = lower_bound(from)
 local entries = redis.call(
   'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local result = {now[1], now[2], fmt(from)}
+for _, value in ipairs(entries) do result[#result + 1] = value end
+return result
+"""
+)
+
+# A feed page's pointers, newest first, below a bound. KEYS: feed, horizon. ARGV[1]: the
+# upper bound ("(<score>", exclusive, or "(+inf"); ARGV[3]: most entries (limit + 1).
+# Returns {seconds, microseconds, horizon from, feed member, score, ...}.
+_FEED_PAGE_BEFORE_SCRIPT = (
+    _READ_PRELUDE
+    + """
+local from = read_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local floor = now_ms - tonumber(ARGV[2]) * 1000
+if from > floor then floor = from end
+local entries = redis.call(
+  'ZREVRANGEBYSCORE', KEYS[1], ARGV[1], fmt(floor), 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 local result = {now[1], now[2], fmt(from)}
 for _, value in ipairs(entries) do result[#result + 1] = value end
 return result
@@ -309,6 +326,37 @@ def model_page(
     else:
         page = Page(listed[-1:], has_more, window)
     return FeedPage(diffs, page.cursor(), page.has_more)
+
+
+def model_page_before(
+    client: redis.Redis,
+    model: type[models.Model],
+    keys: ModelKeys,
+    before: str | None,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+) -> FeedPage:
+    """A model's diffs newest first, older than the cursor ``before`` (None: the newest),
+    within ``max_element_age`` and the horizon: at most ``limit``, about ``max_bytes``.
+    The page's cursor is passed back as ``before`` for the next, older page (None when
+    there is none). For browsing (the admin); clients that sync use :func:`model_page`.
+
+    Raises:
+        InvalidCursor: ``before`` is malformed.
+    """
+    check_limit(limit)
+    bound = "(+inf" if before is None else f"({decode_cursor(before)!r}"
+    raw = cached_script(client, _FEED_PAGE_BEFORE_SCRIPT)(
+        keys=[keys.feed, keys.horizon], args=[bound, repr(float(max_element_age)), limit + 1]
+    )
+    listed = pairs(raw[3:])
+    pointers = _pointers(keys.feed, listed[:limit])
+    diffs, taken = _fetch(client, model, keys, pointers, max_bytes)
+    more = len(listed) > limit or taken < len(pointers)
+    cursor = encode_cursor(pointers[taken - 1][2]) if more and taken else None
+    return FeedPage(diffs, cursor, more)
 
 
 def _fetch(

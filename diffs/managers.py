@@ -12,9 +12,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from diffs import reads
-from diffs.clock import datetime_to_ms, fixed_score_problem
+from diffs.clock import datetime_to_ms, fixed_score_problem, now_ms
 from diffs.connection import cached_script, get_connection
-from diffs.cursors import Since, encode_cursor
+from diffs.cursors import Since, decode_cursor, encode_cursor
 from diffs.delivery import OutgoingDiff, write_before_read, write_one
 from diffs.diff import Diff, new_diff_id
 from diffs.feed import (
@@ -22,6 +22,7 @@ from diffs.feed import (
     FeedPage,
     check_limit,
     model_page,
+    model_page_before,
     object_page,
     read_object,
 )
@@ -188,6 +189,45 @@ class DiffModelManager(Generic[_M]):
             ),
             f"the feed of {model_label(self.model)}",
         )
+
+    def newest(self, before: str | None = None, limit: int = 100) -> FeedPage:
+        """Return a page of the model's diffs newest first, for browsing (the admin).
+
+        ``before`` is the ``cursor`` of the previous page (None: start at the newest);
+        the page holds diffs older than it, within ``max_element_age``. Clients that
+        keep up with changes use :meth:`since`, which never misses a diff written
+        meanwhile.
+
+        Raises:
+            InvalidCursor: ``before`` is malformed.
+            RedisUnavailable: Redis cannot be reached, or failed a moment ago.
+            ValueError: ``limit`` is not between 1 and 1000.
+        """
+        check_limit(limit)
+        conf = get_settings()
+        return reads.read(
+            functools.partial(
+                model_page_before,
+                get_connection(),
+                self.model,
+                current_layout().model_keys(self.model),
+                before,
+                limit=limit,
+                max_bytes=conf.page_bytes,
+                max_element_age=conf.max_element_age,
+            ),
+            f"the feed of {model_label(self.model)}",
+        )
+
+    def object_newest(self, pk: Any, before: str | None = None, limit: int = 100) -> FeedPage:
+        """Return a page of one object's diffs newest first (see :meth:`newest`)."""
+        check_limit(limit)
+        upper = "+inf" if before is None else f"({decode_cursor(before)!r}"
+        floor = now_ms() - get_settings().max_element_age * 1000
+        found = self.get_sortedset(pk).zrevrangebyscore(upper, floor, start=0, num=limit + 1)
+        more = len(found) > limit
+        page = found[:limit]
+        return FeedPage(page, page[-1].cursor if more and page else None, more)
 
     def restart_history(self, pk: Any) -> None:
         """Hide every diff recorded so far for the object ``pk`` from reads of it.

@@ -426,10 +426,20 @@ def test_a_signal_inside_a_write_hands_the_write_over_and_comes_again(
     monkeypatch.setattr(signal, "pthread_kill", lambda thread, signum: sent.set())
     calls = []
     hook = exit_hooks.SigtermHook(lambda signum, frame: calls.append(signum))
+    # The helper's write waits until the second signal below has come: without the
+    # gate, a helper that finished first made that signal end the process already.
+    gate, write = threading.Event(), delivery_queue.write_queued
+
+    def held_write(*args, **kwargs):
+        assert gate.wait(BOUND)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(delivery_queue, "write_queued", held_write)
 
     hook(signal.SIGTERM, _frame_inside_diffs())
     assert calls == []  # returned at once: the interrupted code goes on
     hook(signal.SIGTERM, None)  # sent again by the user meanwhile: ignored
+    gate.set()
     assert sent.wait(BOUND)
     hook(signal.SIGTERM, None)  # the helper's signal
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from tests.testapp import views
@@ -15,4 +17,4 @@ router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
 router.register("secretive", views.SecretiveViewSet, basename="secretive")
 router.register("ledgers", views.LedgerViewSet, basename="ledger")
 
-urlpatterns = router.urls
+urlpatterns = [path("admin/", admin.site.urls), *router.urls]

@@ -6,8 +6,12 @@ from __future__ import annotations
 SECRET_KEY = "readme-examples"
 USE_TZ = True
 INSTALLED_APPS = [
-    "django.contrib.contenttypes",
+    # What startproject installs.
+    "django.contrib.admin",
     "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "rest_framework",
     "diffs",
     "polls",
