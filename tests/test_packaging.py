@@ -27,6 +27,8 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
     assert "diffs/management/commands/prune_diffs.py" in names
     assert "diffs/management/commands/flush_diffs.py" in names
     assert "diffs/migrations/0001_initial.py" in names
+    for template in ("change_form", "change_list", "recent_changes"):
+        assert f"diffs/templates/admin/diffs/{template}.html" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     for requirement in (
