@@ -39,6 +39,8 @@ DEV_REQUIRES = [
     "djangorestframework>=3.15",
     # The Celery pattern of diffs.context() is tested with a task run eagerly.
     "celery>=5.3",
+    # The admin pages are tested in headless Chromium (Debian's chromium-driver).
+    "selenium>=4.20",
 ]
 
 setup(

@@ -575,13 +575,17 @@ edited = client.post(url, form, HTTP_HOST="127.0.0.1:8000")
 assert edited.status_code == 302, edited.content.decode()
 page = client.get(url, HTTP_HOST="127.0.0.1:8000")
 assert page.status_code == 200, page.status_code
+changes = f"/admin/polls/question/{question.pk}/diffs/"
+assert changes in page.content.decode()  # the "Recent changes" link
+page = client.get(changes, HTTP_HOST="127.0.0.1:8000")
+assert page.status_code == 200, page.status_code
 print(page.content.decode())
 """
 
 
 def visit_admin(workdir: Path) -> str:
     """What the page asks of the admin: add a question with some choices, save and edit
-    it; returns the question's change page."""
+    it; returns the question's "Recent changes" page."""
     return manage(workdir, "shell", "-c", ADMIN_VISIT)
 
 
@@ -617,12 +621,14 @@ def test_the_demo_shows_diffs_and_prunes_the_examples_keys(page_run):
     assert "Diffs left for question 1: 0" in out
 
 
-def test_the_admin_shows_a_questions_diffs(page_run):
-    html = page_run.admin_html.replace("&quot;", '"')
-    assert "Last 10 diffs" in html
-    assert "&lt;b&gt;escaped&lt;/b&gt;" in html
-    assert '"question_text":"Edited"' in html
-    assert '"choice_text":"No"' in html  # a choice's diff, in its question's list
+def test_the_admin_shows_a_questions_recent_changes(page_run):
+    html = page_run.admin_html
+    assert "Recent changes: Edited" in html
+    kinds = re.findall(r'<tr class="diffs-row diffs-(\w+)">', html)
+    assert kinds == ["updated", "created", "created", "created"]  # 2 choices' diffs too
+    assert "&lt;b&gt;escaped&lt;/b&gt;" in html and "<b>escaped" not in html
+    assert 'diffs-old">Shown &lt;b&gt;escaped&lt;/b&gt;?</span> &rarr;' in html
+    assert 'class="diffs-who">admin</td>' in html
 
 
 def test_the_clean_start_leaves_an_empty_database(page_run):
@@ -806,7 +812,9 @@ page = response.json()
 assert set(page) == {"results", "cursor", "has_more"}, page
 assert page["has_more"] is True
 fields = {"model", "pk", "data", "created", "deleted", "timestamp", "cursor"}
-assert [set(r) for r in page["results"]] == [fields, fields]
+# Question keeps old values: the update's entry shows what question_text was.
+assert [set(r) for r in page["results"]] == [fields, fields | {"old"}]
+assert page["results"][1]["old"] == {"question_text": "What is life?"}
 assert [(r["model"], r["pk"], r["created"]) for r in page["results"]] == [
     ("polls.question", question.pk, True),
     ("polls.question", question.pk, False),

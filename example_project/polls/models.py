@@ -8,7 +8,8 @@ from django.utils import timezone
 import diffs
 
 
-@diffs.register
+# old_values: each update also keeps what it replaced (the admin shows old -> new).
+@diffs.register(old_values=True)
 class Question(models.Model):
     question_text = models.CharField(max_length=200)
     pub_date = models.DateTimeField("date published", default=timezone.now)
