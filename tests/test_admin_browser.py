@@ -110,6 +110,7 @@ def test_recent_changes_pages_in_a_browser(server, browser, tmp_path):
 
     driver.get(f"{server}/admin/polls/question/add/")
     driver.find_element(By.NAME, "question_text").send_keys("Lunch at noon?")
+    driver.find_element(By.NAME, "moderator_note").send_keys("a-secret-note")
     driver.find_element(By.NAME, "choices-0-choice_text").send_keys("Yes")
     driver.find_element(By.NAME, "_continue").click()
     text = driver.find_element(By.NAME, "question_text")
@@ -125,6 +126,9 @@ def test_recent_changes_pages_in_a_browser(server, browser, tmp_path):
     assert rows[0].find_element(By.CSS_SELECTOR, ".diffs-who").text == "editor"
     newest = rows[0].find_element(By.CSS_SELECTOR, ".diffs-fields").text
     assert "Lunch at noon? → Lunch at one?" in newest  # old values: Question has them
+    # The moderator's note is masked: its change shows, its value never does.
+    assert "moderator_note: [masked]" in rows[-1].text
+    assert "a-secret-note" not in driver.page_source
     directory = screenshots_dir(tmp_path)
     directory.mkdir(exist_ok=True)
     assert driver.save_screenshot(str(directory / "admin_object_changes.png"))
