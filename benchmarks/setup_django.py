@@ -46,7 +46,7 @@ def configure(redis_url: str, pg_name: str, pg_host: str = "127.0.0.1") -> None:
     )
     django.setup()
 
-    from bench_app.models import Author, PlainArticle, TrackedArticle
+    from bench_app import models as bench_models
     from django.core.management import call_command
     from django.db import connection
 
@@ -57,11 +57,29 @@ def configure(redis_url: str, pg_name: str, pg_host: str = "127.0.0.1") -> None:
         sys.exit("Refusing to use Redis db 0: pass a URL ending in /<another db>.")
     client.flushdb()
     call_command("migrate", "diffs", verbosity=0)
+    # Every concrete model of the bench app, Author (referenced by the others) first.
+    created = [
+        bench_models.Author,
+        *(
+            model
+            for model in vars(bench_models).values()
+            if isinstance(model, type)
+            and issubclass(model, bench_models.models.Model)
+            and not model._meta.abstract
+            and model is not bench_models.Author
+            and model._meta.app_label == "bench_app"
+        ),
+    ]
     with connection.schema_editor() as editor:
-        for model in (TrackedArticle, PlainArticle, Author):
-            editor.execute(f"DROP TABLE IF EXISTS {model._meta.db_table} CASCADE")
-        for model in (Author, PlainArticle, TrackedArticle):
+        for model in reversed(created):
+            for table in (model._meta.db_table, *_m2m_tables(model)):
+                editor.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        for model in created:
             editor.create_model(model)
+
+
+def _m2m_tables(model: type) -> list[str]:
+    return [field.remote_field.through._meta.db_table for field in model._meta.local_many_to_many]
 
 
 def describe_machine() -> str:

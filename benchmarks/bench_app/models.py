@@ -52,3 +52,58 @@ class TrackedArticle(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class _Fields(models.Model):
+    """TrackedArticle's fields, for the variants of benchmarks/features_cost.py."""
+
+    title = models.CharField(max_length=100)
+    body = models.TextField()
+    rank = models.IntegerField(default=0)
+    published_at = models.DateTimeField()
+    is_public = models.BooleanField(default=False)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        abstract = True
+        app_label = "bench_app"
+
+    def __str__(self) -> str:
+        return self.title
+
+
+@diffs.register(old_values=True)
+class OldValuesArticle(_Fields):
+    class Meta:
+        app_label = "bench_app"
+
+
+@diffs.register(mask=["body"])
+class MaskedArticle(_Fields):
+    class Meta:
+        app_label = "bench_app"
+
+
+class PlainTagged(models.Model):
+    """The twin of TaggedArticle: a many-to-many field, no django-diffs."""
+
+    title = models.CharField(max_length=100)
+    tags = models.ManyToManyField(Author, related_name="+")
+
+    class Meta:
+        app_label = "bench_app"
+
+    def __str__(self) -> str:
+        return self.title
+
+
+@diffs.register
+class TaggedArticle(models.Model):
+    title = models.CharField(max_length=100)
+    tags = models.ManyToManyField(Author, related_name="+")
+
+    class Meta:
+        app_label = "bench_app"
+
+    def __str__(self) -> str:
+        return self.title
