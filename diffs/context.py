@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from diffs.diff import encode_data
+
+logger = logging.getLogger("diffs")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -30,30 +34,44 @@ OMIT: Any = object()
 
 
 class _Frame:
-    """The merged values of the innermost context, and their JSON once it is needed."""
+    """The merged values of the innermost context, and their JSON once it is needed.
 
-    __slots__ = ("_encoded", "values")
+    A frame is shared by every copy of its ``contextvars`` context (threads started with
+    ``copy_context().run``, ``sync_to_async``): its lock makes them resolve it once.
+    """
+
+    __slots__ = ("_encoded", "_lock", "values")
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = values
         self._encoded: str | None = None
+        self._lock = threading.Lock()
 
     def resolved(self) -> dict[str, Any]:
         """The values, each callable replaced by what it returns (called once; a key
-        whose callable returns ``OMIT`` is left out)."""
-        for key, value in list(self.values.items()):
-            if callable(value):
-                result = value()
-                if result is OMIT:
-                    del self.values[key]
-                else:
-                    self.values[key] = _checked(key, result)
-        return self.values
+        whose callable returns ``OMIT``, raises or returns what JSON cannot hold is left
+        out, the last two logged: a diff never fails because of its context)."""
+        with self._lock:
+            for key, value in list(self.values.items()):
+                if callable(value):
+                    result = _call(key, value)
+                    if result is OMIT:
+                        del self.values[key]
+                    else:
+                        self.values[key] = result
+            return self.values
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the values as they stand (a callable not yet called stays one)."""
+        with self._lock:
+            return dict(self.values)
 
     def encoded(self) -> str:
         """The values as compact JSON (encoded once per frame)."""
         if self._encoded is None:
-            self._encoded = encode_data(self.resolved())
+            values = self.resolved()
+            with self._lock:
+                self._encoded = encode_data(values)
         return self._encoded
 
 
@@ -79,12 +97,13 @@ class context:
                 raise TypeError(msg)
             checked[key] = value if callable(value) else _checked(key, value)
         self.values = checked
-        self._token: Token[_Frame | None] | None = None
+        #: One token per entry not yet left (``with ctx: with ctx:`` nests).
+        self._tokens: list[Token[_Frame | None]] = []
 
     def __enter__(self) -> context:
         outer = _current.get()
-        merged = {**outer.values, **self.values} if outer is not None else dict(self.values)
-        self._token = _current.set(_Frame(merged))
+        merged = {**outer.snapshot(), **self.values} if outer is not None else dict(self.values)
+        self._tokens.append(_current.set(_Frame(merged)))
         return self
 
     def __exit__(
@@ -93,9 +112,8 @@ class context:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
+        if self._tokens:
+            _current.reset(self._tokens.pop())
 
     def __call__(self, function: _F) -> _F:
         values = self.values
@@ -134,6 +152,20 @@ def current_json() -> str | None:
         return None
     encoded = frame.encoded()
     return None if encoded == "{}" else encoded
+
+
+def _call(key: str, function: Any) -> Any:
+    """What a callable value gives, or ``OMIT`` (logged) when it raises or gives what
+    JSON cannot hold."""
+    try:
+        result = function()
+        return result if result is OMIT else _checked(key, result)
+    except Exception:
+        logger.exception(
+            "diffs.context() value %s could not be computed; diffs are recorded without it.",
+            key,
+        )
+        return OMIT
 
 
 def _checked(key: str, value: Any) -> Any:

@@ -19,20 +19,25 @@ callback kept last, outside every savepoint (``diffs.transactions``), records th
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.fields.related import lazy_related_operation
 from django.db.models.signals import m2m_changed
-from django.dispatch import receiver
 
 from diffs import transactions
 from diffs.payload import M2M_VALUES_ATTRIBUTE
 from diffs.recording import record
 from diffs.registry import options_of, registered_models
 
+logger = logging.getLogger("diffs")
+
 #: Connection attribute: the notes of the transaction open on it.
 _NOTES = "_diffs_m2m_notes"
+#: Instance attribute (a ``remove()``): the pks asked for that were linked.
+_REMOVED = "_diffs_m2m_removed"
 #: Instance attribute (the reverse side of a ``clear()``): owners linked before it.
 _CLEARED_OWNERS = "_diffs_m2m_cleared_owners"
 
@@ -65,13 +70,30 @@ class _Field:
 
 
 def _fields_of(through: type[models.Model]) -> list[_Field]:
-    """The recorded many-to-many fields whose through model is ``through``."""
+    """The recorded many-to-many fields whose through model is ``through`` (a field
+    that ``fields``/``exclude`` leave out costs nothing)."""
     return [
         _Field(model, field)
         for model in registered_models()
         for field in model._meta.local_many_to_many
-        if field.remote_field.through is through
+        if field.remote_field.through is through and options_of(model).tracks(field.name)
     ]
+
+
+def connect(model: type[models.Model]) -> None:
+    """Listen to the many-to-many changes of ``model``'s fields (called by
+    ``@diffs.register``), once each through model is loaded. Only those through models:
+    a receiver for all of them would turn off Django's fast path of every ``add()``."""
+    for field in model._meta.local_many_to_many:
+        through = field.remote_field.through
+        if through is not None:  # None only on an abstract model, never registered
+            lazy_related_operation(_listen, model, through)
+
+
+def _listen(model: type[models.Model], through: type[models.Model]) -> None:
+    m2m_changed.connect(
+        on_m2m_changed, sender=through, dispatch_uid=f"diffs.m2m.{through._meta.label_lower}"
+    )
 
 
 class _Notes:
@@ -88,18 +110,37 @@ class _Notes:
         self.last: _RecordAtCommit | None = None
 
     def record(self) -> None:
-        """One diff per noted object, with its field's list as the commit left it."""
-        for key, changed in self.changed.items():
-            field = self.fields[key]
-            lists = field.lists(self.alias, changed)
-            missing = [pk for pk, (instance, _) in changed.items() if instance is None]
-            loaded = field.owner._base_manager.using(self.alias).in_bulk(missing)
-            for pk, (instance, context) in changed.items():
-                owner = instance if instance is not None else loaded.get(pk)
-                if owner is None:
-                    continue  # deleted since
-                old = self.old.get(key, {}).get(pk, [])
+        """One diff per noted object, with its field's list as the commit left it. The
+        notes are let go of afterwards (they hold contexts, and so requests)."""
+        try:
+            for key, changed in self.changed.items():
+                self._record_field(key, changed)
+        finally:
+            self.changed.clear()
+            self.old.clear()
+
+    def _record_field(self, key: tuple[str, str], changed: dict[Any, Any]) -> None:
+        field = self.fields[key]
+        lists = field.lists(self.alias, changed)
+        # The rows that still exist (one query): an owner deleted since has no diff.
+        existing = field.owner._base_manager.using(self.alias).in_bulk(list(changed))
+        for pk, (instance, context) in changed.items():
+            if pk not in existing:
+                continue
+            # The instance the change came from (its hooks see it), unless it no longer
+            # stands for that row (a delete() sets its pk to None).
+            owner = instance if instance is not None and instance.pk == pk else existing[pk]
+            old = self.old.get(key, {}).get(pk, [])
+            try:
                 context.run(_record_one, owner, field.name, lists.get(pk, []), old, self.alias)
+            except Exception:
+                # One object's failure (a hook, a context callable) loses no other's.
+                logger.exception(
+                    "Could not record the %s change of %s pk=%s; the database change was saved.",
+                    field.name,
+                    key[0],
+                    pk,
+                )
 
 
 def _record_one(owner: models.Model, name: str, related: list[Any], old: Any, using: str) -> None:
@@ -166,7 +207,6 @@ def _notes_for(alias: str) -> _Notes:
     return notes
 
 
-@receiver(m2m_changed, dispatch_uid="diffs.m2m.changed")
 def on_m2m_changed(
     sender: type[models.Model],
     instance: models.Model,
@@ -192,23 +232,44 @@ def _note(
     pk_set: set[Any] | None,
     alias: str,
 ) -> None:
-    if reverse and action == "pre_clear":
-        # Who loses this object: read now, while the rows are there.
-        owners = (
+    if action in ("pre_add", "post_add", "pre_remove", "post_remove") and not pk_set:
+        return  # nothing added or removed: no list changed
+    if action == "pre_remove" and pk_set:
+        # Django passes the pks asked for: keep those actually linked (one query).
+        column, other = (field.target, field.source) if reverse else (field.source, field.target)
+        linked = (
             field.through._base_manager.using(alias)
-            .filter(**{field.target: instance.pk})
-            .values_list(field.source, flat=True)
+            .filter(**{column: instance.pk, f"{other}__in": list(pk_set)})
+            .values_list(other, flat=True)
         )
-        instance.__dict__[_CLEARED_OWNERS] = set(owners)
+        instance.__dict__[_REMOVED] = set(linked)
+    if action.endswith("remove"):
+        pk_set = set(instance.__dict__.get(_REMOVED, ()))
+        if action == "post_remove":
+            instance.__dict__.pop(_REMOVED, None)
+        if not pk_set:
+            return  # none of them was linked
+    if action == "pre_clear" and (reverse or field.symmetrical):
+        # Who loses this object: read now, while the rows are there.
+        column, other = (field.target, field.source) if reverse else (field.source, field.target)
+        linked = (
+            field.through._base_manager.using(alias)
+            .filter(**{column: instance.pk})
+            .values_list(other, flat=True)
+        )
+        instance.__dict__[_CLEARED_OWNERS] = set(linked)
+    cleared = (
+        set(instance.__dict__.get(_CLEARED_OWNERS, ())) if action.endswith("clear") else set()
+    )
     changed: dict[Any, tuple[models.Model | None, contextvars.Context]]
     if reverse:
-        cleared = action.endswith("clear")
-        touched = instance.__dict__.get(_CLEARED_OWNERS, set()) if cleared else pk_set
+        touched = cleared if action.endswith("clear") else pk_set
         changed = {pk: (None, contextvars.copy_context()) for pk in touched or ()}
     else:
         changed = {instance.pk: (instance, contextvars.copy_context())}
-        if field.symmetrical and pk_set:
-            changed.update({pk: (None, contextvars.copy_context()) for pk in pk_set})
+        if field.symmetrical:
+            others = cleared if action.endswith("clear") else pk_set or set()
+            changed.update({pk: (None, contextvars.copy_context()) for pk in others})
     if not changed:
         return
     key = (field.owner._meta.label_lower, field.name)
@@ -221,7 +282,7 @@ def _note(
             if unseen:
                 old.update(field.lists(alias, unseen))
         return
-    if action == "post_clear" and reverse:
+    if action == "post_clear":
         instance.__dict__.pop(_CLEARED_OWNERS, None)
     if not connections[alias].in_atomic_block:  # a signal sent by hand, outside add() & co
         notes.changed.setdefault(key, {}).update(changed)

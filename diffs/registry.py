@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import models
@@ -70,8 +70,23 @@ def options_of(model: type[models.Model]) -> Options:
     if found is None:
         ancestor = registered_ancestor(model)
         label = None if ancestor is None else ancestor._meta.label_lower
-        found = _options_by_class[model] = _options.get(label or "", DEFAULT_OPTIONS)
+        found = _options.get(label or "", DEFAULT_OPTIONS)
+        # A mask is never lost by registering a proxy or a multi-table child on its
+        # own: every registered class above it adds its masked fields.
+        masks = _inherited_masks(model)
+        if masks - found.mask:
+            found = replace(found, mask=found.mask | masks)
+        _options_by_class[model] = found
     return found
+
+
+def _inherited_masks(model: type[models.Model]) -> frozenset[str]:
+    masks: set[str] = set()
+    for klass in model.__mro__:
+        label = getattr(getattr(klass, "_meta", None), "label_lower", "")
+        if label and _registry.get(label) is klass:
+            masks |= _options.get(label, DEFAULT_OPTIONS).mask
+    return frozenset(masks)
 
 
 #: options_of()'s answers, per class saved (cleared whenever the registry changes).

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models.signals import class_prepared
 from django.dispatch import receiver
 
-from diffs import bulk, m2m, recording, registry, tracking  # noqa: F401 - m2m's receiver
+from diffs import bulk, m2m, recording, registry, tracking
 from diffs.exceptions import RegistrationError
 from diffs.managers import DiffModelDescriptor, DiffModelManager
 from diffs.registry import DESCRIPTOR_NAME, is_registered, raw_attribute
@@ -102,6 +102,7 @@ def _wire(model: type[models.Model]) -> None:
     recording.connect(model)
     tracking.install(model)
     bulk.install(model)
+    m2m.connect(model)
 
 
 def _with_proxies(model: type[models.Model]) -> Iterator[type[models.Model]]:

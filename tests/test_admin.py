@@ -121,7 +121,7 @@ def test_a_field_the_admin_does_not_show_is_not_shown_old_or_new(admin_client):
     ledger.save()
     html = admin_client.get(object_url(ledger)).content.decode()
     assert "31337" not in html and "42424" not in html
-    assert "amount" not in html
+    assert "amount" not in html  # left out by the fieldsets
 
 
 def test_users_of_a_page_are_read_in_one_query(admin_client, django_assert_max_num_queries):
@@ -144,3 +144,24 @@ def test_an_unknown_object_is_a_404(admin_client):
     assert (
         admin_client.get(reverse("admin:testapp_question_diffs", args=[999999])).status_code == 404
     )
+
+
+def test_the_model_page_shows_only_the_rows_get_queryset_gives(admin_client):
+    Question.objects.create(question_text="shown")
+    hidden = Question.objects.create(question_text="hidden from this admin")
+    hidden.votes = 3
+    hidden.save()
+    html = admin_client.get(feed_url(Question)).content.decode()
+    assert rows(admin_client.get(feed_url(Question))) == ["created"]
+    assert "hidden from this admin" not in html
+
+
+def test_a_member_that_is_not_json_shows_as_unreadable_and_the_page_still_works(
+    admin_client, redis_client
+):
+    question = Question.objects.create(question_text="q")
+    bad = '{"id":"abcd","created":false,"data":[],"o":5}'
+    redis_client.zadd(Question.diffs.get_key(question.pk), {bad: question.diffs[0].timestamp + 1})
+    response = admin_client.get(object_url(question))
+    assert response.status_code == 200
+    assert rows(response) == ["unreadable", "created"]

@@ -133,9 +133,53 @@ def test_a_value_json_cannot_hold_is_refused_naming_its_key(value):
         diffs.context(user=value)
 
 
-def test_a_callable_that_returns_what_json_cannot_hold_fails_naming_its_key():
-    with diffs.context(user=object), pytest.raises(TypeError, match="user="):
-        diffs.get_context()
+def test_a_callable_that_fails_is_left_out_and_logged_and_the_save_goes_on(caplog):
+    def boom():
+        raise RuntimeError("no user today")
+
+    with diffs.context(user=boom, note=object, reason="kept"):
+        question = Question.objects.create(question_text="q")
+        question.question_text = "r"
+        question.save()  # the frame stays usable
+    assert [d.context for d in question.diffs] == [{"reason": "kept"}] * 2
+    assert "value user could not be computed" in caplog.text
+    assert "value note could not be computed" in caplog.text
+
+
+def test_entering_one_context_object_twice_nests_and_unwinds():
+    reused = diffs.context(user=1)
+    with reused:
+        with reused, diffs.context(reason="inner"):
+            assert diffs.get_context() == {"user": 1, "reason": "inner"}
+        assert diffs.get_context() == {"user": 1}
+    assert diffs.get_context() == {}
+
+
+def test_threads_sharing_a_frame_resolve_a_callable_once():
+    import threading as threads
+
+    calls, barrier = [], threads.Barrier(8)
+
+    def anonymous():
+        calls.append(1)
+        from diffs.context import OMIT
+
+        return OMIT
+
+    with diffs.context(user=anonymous):
+        snapshot = contextvars.copy_context()
+
+    def read():
+        barrier.wait()
+        snapshot.run(diffs.get_context)
+
+    workers = [threads.Thread(target=read) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert calls == [1]
+    assert snapshot.run(diffs.get_context) == {}
 
 
 def test_keys_must_be_strings():

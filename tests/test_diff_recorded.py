@@ -150,3 +150,17 @@ def test_without_receivers_nothing_is_decoded(monkeypatch):
 
     monkeypatch.setattr(announce, "_as_read", fail)
     Question.objects.create(question_text="q")
+
+
+def test_a_receiver_that_saves_a_registered_model_does_not_wait_for_itself(received):
+    def audit(sender, diff, **kwargs):
+        if sender is Ledger:
+            Question.objects.create(question_text=f"audit of {diff.id}")
+
+    diff_recorded.connect(audit)
+    try:
+        ledger = Ledger.objects.create(name="x")  # hung forever while receivers held the lock
+    finally:
+        diff_recorded.disconnect(audit)
+    [audit_diff] = [d for s, d in received if s is Question]
+    assert audit_diff.data[0]["fields"]["question_text"] == f"audit of {ledger.diffs[0].id}"

@@ -16,7 +16,7 @@ from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key, object_key
 from tests.support.writing import open_horizon, write_at
 from tests.testapp.models import Choice, Question, Untracked, UUIDItem
-from tests.testapp.views import QuestionSerializer
+from tests.testapp.views import QuestionSerializer, QuestionViewSet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -146,7 +146,12 @@ def test_an_entry_shows_its_context_when_it_has_one(client):
     plain, with_context = get(client, f"/questions/{question.pk}/diffs/")["results"]
     assert set(plain) == FIELDS
     assert set(with_context) == FIELDS | {"context"}
-    assert with_context["context"] == {"user": 3, "reason": "fix"}
+    assert with_context["context"] == {"user": 3}  # diffs_context_keys: user only
+
+    class ShowsReasons(QuestionViewSet):
+        diffs_context_keys = ("user", "reason")
+
+    assert ShowsReasons().diff_context(question.diffs[-1]) == {"user": 3, "reason": "fix"}
 
 
 def test_anonymous_users_are_refused_by_the_authenticated_viewset(client):

@@ -148,3 +148,14 @@ def test_bad_options_are_refused_at_registration(options, match):
     with pytest.raises(RegistrationError, match=match):
         diffs.register(Untracked, **options)
     assert not diffs.is_registered(Untracked)
+
+
+def test_a_proxy_registered_on_its_own_keeps_its_concrete_models_mask(redis_client):
+    from tests.testapp.models import AccountProxy
+
+    diffs.register(AccountProxy)
+    try:
+        AccountProxy.objects.create(username="p", password="hunter2")
+    finally:
+        diffs.unregister(AccountProxy)
+    assert all(b"hunter2" not in member for member in every_member(redis_client))

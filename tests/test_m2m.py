@@ -160,3 +160,60 @@ def test_field_options_apply_to_many_to_many_fields(tags):
         assert len(post.diffs) == 2
     finally:
         diffs.register(Post, old_values=True)
+
+
+def test_a_change_then_a_delete_in_one_transaction_records_under_no_pk_none(tags, redis_client):
+    post = Post.objects.create(title="p")
+    with transaction.atomic():
+        post.tags.add(tags[0])
+        post.delete()
+    assert not [key for key in redis_client.scan_iter() if key.endswith(b":None")]
+
+
+def test_a_symmetrical_clear_records_both_sides():
+    first, second = Post.objects.create(title="a"), Post.objects.create(title="b")
+    first.related.add(second)
+    first.related.clear()
+    assert first.diffs[-1].data[0]["fields"] == {"related": []}
+    assert second.diffs[-1].data[0]["fields"] == {"related": []}
+
+
+def test_adding_what_is_there_or_removing_what_is_not_records_nothing(tags):
+    post = Post.objects.create(title="p")
+    post.tags.add(tags[0])
+    count = len(post.diffs)
+    post.tags.add(tags[0])
+    post.tags.remove(tags[1])
+    assert len(post.diffs) == count
+
+
+def test_one_object_that_fails_loses_no_other_objects_diff(tags, caplog, monkeypatch):
+    first, second = Post.objects.create(title="a"), Post.objects.create(title="b")
+
+    def send_diff(self):
+        if self.title == "a":
+            raise RuntimeError("hook broke")
+        return True
+
+    monkeypatch.setattr(Post, "send_diff", send_diff, raising=False)
+    with transaction.atomic():
+        first.tags.add(tags[0])
+        second.tags.add(tags[0])
+    assert tags_of(second.diffs[-1]) == [tags[0].pk]
+    assert "Could not record the tags change of testapp.post" in caplog.text
+
+
+def test_unrelated_many_to_many_fields_keep_djangos_fast_path():
+    from django.contrib.auth.models import Group, User
+    from django.db.models.signals import m2m_changed
+
+    assert m2m_changed.has_listeners(Post.tags.through)
+    assert not m2m_changed.has_listeners(User.groups.through)
+    assert not m2m_changed.has_listeners(Group.permissions.through)
+
+
+def test_the_notes_are_let_go_of_after_the_commit(tags):
+    post = Post.objects.create(title="p")
+    post.tags.add(tags[0])
+    notes = connection._diffs_m2m_notes
+    assert notes.changed == {} and notes.old == {}

@@ -159,6 +159,9 @@ class DiffsViewSetMixin:
     #: a child's diff shows the columns its serializer shows (see :meth:`diff_data`); a
     #: child not listed here has ``"data": null``.
     diffs_child_serializers: ClassVar[Mapping[str, type[Any]]] = {}
+    #: The keys of a diff's ``diffs.context()`` an entry shows (``"context"``): others
+    #: may say more than the API should (an IP address, a reason meant for staff).
+    diffs_context_keys: ClassVar[tuple[str, ...]] = ("user",)
 
     # Provided by DRF's GenericViewSet.
     action: str | None
@@ -369,9 +372,15 @@ class DiffsViewSetMixin:
         old = _old_shown(diff.old, data) if diff.old else None
         if old:
             entry["old"] = old
-        if diff.context:
-            entry["context"] = diff.context
+        context = self.diff_context(diff)
+        if context:
+            entry["context"] = context
         return entry
+
+    def diff_context(self, diff: Diff) -> dict[str, Any]:
+        """The ``context`` an entry shows: the keys of :attr:`diffs_context_keys`.
+        Override it to show more, or to show it to some users only."""
+        return {key: diff.context[key] for key in self.diffs_context_keys if key in diff.context}
 
     def _diffs_columns_of(self, label: str) -> frozenset[str] | None:
         """The columns of ``label``'s data that its serializer shows (once per request);

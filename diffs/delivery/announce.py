@@ -8,8 +8,10 @@ receiver it costs one list check per write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.apps import apps
@@ -22,10 +24,37 @@ from diffs.signals import diff_recorded
 
 logger = logging.getLogger("diffs")
 
+#: Per thread: the announcements a :func:`deferred` block holds back, or None.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold back the announcements made inside the block, and send them after it.
+
+    The queue's write wraps its locked part in this: a receiver that saves a registered
+    model writes (and so takes the queue's lock) again, which inside the lock would
+    wait for itself forever.
+    """
+    previous = getattr(_local, "pending", None)
+    pending: list[tuple[Sequence[OutgoingDiff], Sequence[float]]] = []
+    _local.pending = pending
+    try:
+        yield
+    finally:
+        _local.pending = previous
+    for diffs, scores in pending:
+        announce(diffs, scores)
+
 
 def announce(diffs: Sequence[OutgoingDiff], scores: Sequence[float]) -> None:
-    """Send ``diff_recorded`` for each of ``diffs`` (as written), stored at ``scores``."""
+    """Send ``diff_recorded`` for each of ``diffs`` (as written), stored at ``scores``
+    (after the enclosing :func:`deferred` block, if any)."""
     if not diff_recorded.receivers:
+        return
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.append((diffs, scores))
         return
     for outgoing, score in zip(diffs, scores, strict=True):
         if outgoing.is_birth_only:

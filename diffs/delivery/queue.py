@@ -40,8 +40,7 @@ from diffs.connection import (
     get_connection,
     may_have_reached_redis,
 )
-from diffs.delivery import losses, outbox, store
-from diffs.delivery.announce import announce
+from diffs.delivery import announce, losses, outbox, store
 from diffs.delivery.record import OutgoingDiff
 from diffs.diff import looks_like_member
 from diffs.exceptions import DiffsWriteError
@@ -174,8 +173,8 @@ def write_queued(*, force: bool = False) -> Written:
         return Written(0, waiting())
     # Taken even when the queue looks empty: another thread (the write-behind one) may
     # be sending a batch, and this returns only once what was queued before it is in
-    # Redis, or back in the queue after a failure.
-    with _queue.send_lock:
+    # Redis, or back in the queue after a failure. diff_recorded goes out after the lock.
+    with announce.deferred(), _queue.send_lock:
         if not force and _paused():
             return Written(0, waiting())  # the write we waited for just failed
         batch = _take_all()
@@ -243,7 +242,7 @@ def write_batch(batch: Sequence[OutgoingDiff]) -> list[tuple[OutgoingDiff, str]]
         # them one by one to find which, instead of retrying the lot forever.
         refused += _write_one_by_one(client, accepted, now)
     else:
-        announce(written, scores)
+        announce.announce(written, scores)
     if refused:
         _log_set_aside(refused)
     return refused
@@ -253,7 +252,7 @@ def write_one(client: Any, diff: OutgoingDiff) -> float:
     """Write one diff now, outside the queue (``Model.diffs.create()``); return its
     score. Redis errors propagate."""
     score = store.write_one(client, diff)
-    announce([diff], [score])
+    announce.announce([diff], [score])
     return score
 
 
@@ -284,7 +283,7 @@ def _write_one_by_one(
                 raise
             refused.append((diff, f"Redis refused it: {error}"))
         else:
-            announce([written], [score])
+            announce.announce([written], [score])
     return refused
 
 
