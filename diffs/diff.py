@@ -518,6 +518,18 @@ class _SkipLog:
 _UNDECODED = "_undecoded"
 
 
+def raw_size(diff: Diff) -> int:
+    """About how many bytes ``diff``'s member holds: its length while it is still
+    undecoded, else the length of its data's JSON."""
+    undecoded = diff.__dict__.get(_UNDECODED)
+    if undecoded is not None:
+        return len(undecoded[0])
+    try:
+        return len(encode_data(diff.data))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> dict[str, Any]:
     """The attributes of the diff stored as ``member`` with ``score``.
 

@@ -16,7 +16,7 @@ from diffs.clock import datetime_to_ms, fixed_score_problem, now_ms
 from diffs.connection import cached_script, get_connection
 from diffs.cursors import Since, decode_cursor, encode_cursor
 from diffs.delivery import OutgoingDiff, write_before_read, write_one
-from diffs.diff import Diff, new_diff_id
+from diffs.diff import Diff, new_diff_id, raw_size
 from diffs.feed import (
     MAX_LIMIT,
     FeedPage,
@@ -44,6 +44,10 @@ if newest and tonumber(newest) >= birth then birth = tonumber(newest) + 0.001 en
 redis.call('SET', KEYS[2], string.format('%.17g', birth), 'PX', ARGV[1])
 return 1
 """
+
+
+#: Diffs read per round trip by :meth:`DiffModelManager.object_newest`.
+_NEWEST_STEP = 10
 
 
 class DiffModelManager(Generic[_M]):
@@ -220,14 +224,27 @@ class DiffModelManager(Generic[_M]):
         )
 
     def object_newest(self, pk: Any, before: str | None = None, limit: int = 100) -> FeedPage:
-        """Return a page of one object's diffs newest first (see :meth:`newest`)."""
+        """Return a page of one object's diffs newest first (see :meth:`newest`): at most
+        ``limit`` diffs and about ``page_bytes`` (at least one)."""
         check_limit(limit)
+        conf = get_settings()
         upper = "+inf" if before is None else f"({decode_cursor(before)!r}"
-        floor = now_ms() - get_settings().max_element_age * 1000
-        found = self.get_sortedset(pk).zrevrangebyscore(upper, floor, start=0, num=limit + 1)
-        more = len(found) > limit
-        page = found[:limit]
-        return FeedPage(page, page[-1].cursor if more and page else None, more)
+        floor = now_ms() - conf.max_element_age * 1000
+        diffs = self.get_sortedset(pk)
+        page: list[Diff] = []
+        size = offset = 0
+        # A few at a time, so that a page of large diffs stops at the byte budget.
+        while True:
+            step = diffs.zrevrangebyscore(upper, floor, start=offset, num=_NEWEST_STEP)
+            offset += len(step)
+            for diff in step:
+                cost = raw_size(diff)
+                if len(page) == limit or (page and size + cost > conf.page_bytes):
+                    return FeedPage(page, page[-1].cursor, True)
+                page.append(diff)
+                size += cost
+            if len(step) < _NEWEST_STEP:
+                return FeedPage(page, None, False)
 
     def restart_history(self, pk: Any) -> None:
         """Hide every diff recorded so far for the object ``pk`` from reads of it.
