@@ -167,19 +167,20 @@ def test_a_member_that_is_not_json_shows_as_unreadable_and_the_page_still_works(
     assert rows(response) == ["unreadable", "created"]
 
 
-def test_an_objects_page_stops_at_page_bytes(admin_client, monkeypatch):
+def test_an_objects_page_stops_at_page_bytes():
     from tests.conftest import diffs_settings
+    from tests.testapp.models import Article
 
-    question = Question.objects.create(question_text="q")
+    article = Article.objects.create(title="a")
     for n in range(6):
-        question.question_text = f"{n}" + "x" * 3000
-        question.save()
+        article.body = f"{n}" + "x" * 3000
+        article.save()
     with diffs_settings(page_bytes=7000):
-        page = Question.diffs.object_newest(question.pk, limit=50)
+        page = Article.diffs.object_newest(article.pk, limit=50)
         assert len(page.diffs) == 2 and page.has_more
-        rest = Question.diffs.object_newest(question.pk, page.cursor, limit=50)
-        assert rest.diffs[0].data[0]["fields"]["question_text"].startswith("3")
-    everything = Question.diffs.object_newest(question.pk, limit=3)
+        rest = Article.diffs.object_newest(article.pk, page.cursor, limit=50)
+        assert rest.diffs[0].data[0]["fields"]["body"].startswith("3")
+    everything = Article.diffs.object_newest(article.pk, limit=3)
     assert len(everything.diffs) == 3 and everything.has_more
-    last = Question.diffs.object_newest(question.pk, everything.cursor, limit=50)
+    last = Article.diffs.object_newest(article.pk, everything.cursor, limit=50)
     assert len(last.diffs) == 4 and not last.has_more and last.cursor is None

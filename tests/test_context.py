@@ -9,13 +9,22 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import connections, transaction
 
 import diffs
 from diffs.diff import Diff, build_member
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def create_question(**fields):
+    """Question.objects.create() from another thread, closing that thread's database
+    connection (left open, it keeps the test database from being dropped)."""
+    try:
+        return Question.objects.create(**fields)
+    finally:
+        connections.close_all()
 
 
 def last_context(question):
@@ -74,7 +83,7 @@ def test_as_a_decorator_of_an_async_function():
     @diffs.context(reason="async")
     async def make():
         await asyncio.sleep(0)
-        return await sync_to_async(Question.objects.create)(question_text="a")
+        return await sync_to_async(create_question)(question_text="a")
 
     question = asyncio.run(make())
     assert last_context(question) == {"reason": "async"}
@@ -84,7 +93,7 @@ def test_async_tasks_each_keep_their_own_context():
     async def make(n):
         with diffs.context(task=n):
             await asyncio.sleep(0.01)  # the other task runs meanwhile
-            return await sync_to_async(Question.objects.create)(question_text=str(n))
+            return await sync_to_async(create_question)(question_text=str(n))
 
     async def both():
         return await asyncio.gather(make(1), make(2))
@@ -98,7 +107,7 @@ def test_a_thread_starts_without_the_context_unless_it_is_carried():
     seen = {}
 
     def make(name):
-        seen[name] = Question.objects.create(question_text=name)
+        seen[name] = create_question(question_text=name)
 
     with diffs.context(user=9):
         plain = threading.Thread(target=make, args=("plain",))

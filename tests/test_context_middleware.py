@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.utils.functional import SimpleLazyObject
@@ -37,8 +38,17 @@ def saving_view(request):
     return HttpResponse("ok")
 
 
+def create_question(**fields):
+    # In sync_to_async's thread: its database connection is closed when done (left
+    # open, it keeps the test database from being dropped).
+    try:
+        return Question.objects.create(**fields)
+    finally:
+        connections.close_all()
+
+
 async def async_saving_view(request):
-    await sync_to_async(Question.objects.create)(question_text=request.path)
+    await sync_to_async(create_question)(question_text=request.path)
     return HttpResponse("ok")
 
 
