@@ -89,11 +89,12 @@ class DiffsAdminMixin(_AdminBase):
         page = self._page(request, lambda before: manager.newest(before, PAGE_SIZE))
         # Like the change list: only the rows get_queryset() gives this user (one query
         # for the page); a deleted row's diffs are hidden with it.
-        holders = {diff.holder_pk for diff in page.diffs if _readable(diff)}
+        readable = [diff for diff in page.diffs if _readable(diff)]
+        holders = {diff.holder_pk for diff in readable}
         visible = set(
             self.get_queryset(request).filter(pk__in=holders).values_list("pk", flat=True)
         )
-        shown = [diff for diff in page.diffs if _readable(diff) and diff.holder_pk in visible]
+        shown = [diff for diff in readable if diff.holder_pk in visible]
         page = FeedPage(shown, page.cursor, page.has_more)
         return self._render(request, page, None, self._shown_fields(request, None))
 
@@ -163,21 +164,23 @@ def _readable(diff: Diff) -> bool:
 
 
 def _users_of(diffs: Iterable[Diff]) -> dict[Any, Any]:
-    """The users the diffs' contexts name, by pk: one query for the page."""
+    """The users the diffs' contexts name, by the value the context holds (``7`` or
+    ``"7"``): one query for the page."""
     user_model = get_user_model()
     pk_field = user_model._meta.pk
-    wanted = set()
+    wanted: dict[Any, Any] = {}
     for diff in diffs:
         value = _context_user(diff)
         if value is None or pk_field is None:
             continue
         try:
-            wanted.add(pk_field.to_python(value))
+            wanted[value] = pk_field.to_python(value)
         except (ValidationError, TypeError, ValueError):
             continue  # not a pk of this user model: shown as it is
     if not wanted:
         return {}
-    return dict(user_model._default_manager.in_bulk(wanted))
+    found = user_model._default_manager.in_bulk(set(wanted.values()))
+    return {value: found[pk] for value, pk in wanted.items() if pk in found}
 
 
 def _context_user(diff: Diff) -> Any:
@@ -198,9 +201,7 @@ def _row(
     except ValueError:  # a member that is not valid JSON
         fields, kind = [], "unreadable"
     user_value = _context_user(diff)
-    user = users.get(user_value)
-    if user is None and user_value is not None:
-        user = next((u for pk, u in users.items() if str(pk) == str(user_value)), user_value)
+    user = users.get(user_value, user_value)  # a value no user has is shown as it is
     return {
         "when": dt.datetime.fromtimestamp(diff.timestamp / 1000, tz=dt.timezone.utc),
         "who": "" if user is None else str(user),

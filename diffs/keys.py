@@ -201,18 +201,27 @@ def in_layout(key: str, feed_key: str, *, cluster: bool) -> tuple[str, str]:
     is the row's own (so this takes no :class:`KeyLayout`). A pair that is not an
     object key and its feed key is returned as is.
     """
-    split = split_feed_key(feed_key)
-    if split is None:
+    found = object_of(key, feed_key)
+    if found is None:
         return key, feed_key
-    prefix, part = split
-    if not key.startswith(f"{prefix}{part}:"):
-        return key, feed_key
-    label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
+    prefix, part, label, pk_text = found
     wanted = model_part(label, cluster)
     if wanted == part:
         return key, feed_key
-    pk_text = key[len(prefix) + len(part) + 1 :]
     return f"{prefix}{wanted}:{pk_text}", f"{prefix}{FEED_MARKER}{wanted}"
+
+
+def object_of(key: str, feed_key: str) -> tuple[str, str, str, str] | None:
+    """``(prefix, model part, label, pk text)`` of an object key and its model's feed
+    key (the prefix and model part are the feed's), or None for a pair that is not one."""
+    split = split_feed_key(feed_key)
+    if split is None:
+        return None
+    prefix, part = split
+    if not key.startswith(f"{prefix}{part}:"):
+        return None
+    label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
+    return prefix, part, label, key[len(prefix) + len(part) + 1 :]
 
 
 def split_feed_key(feed_key: str) -> tuple[str, str] | None:

@@ -36,10 +36,9 @@ logger = logging.getLogger("diffs")
 
 #: Connection attribute: the notes of the transaction open on it.
 _NOTES = "_diffs_m2m_notes"
-#: Instance attribute (a ``remove()``): the pks asked for that were linked.
-_REMOVED = "_diffs_m2m_removed"
-#: Instance attribute (the reverse side of a ``clear()``): owners linked before it.
-_CLEARED_OWNERS = "_diffs_m2m_cleared_owners"
+#: Instance attribute, from a ``remove()``'s or ``clear()``'s pre_ signal to its post_
+#: one: the pks on the other side that lose their link to the instance.
+_UNLINKED = "_diffs_m2m_unlinked"
 
 
 class _Field:
@@ -54,6 +53,17 @@ class _Field:
         self.symmetrical = bool(field.remote_field.symmetrical) and (
             field.remote_field.model in (owner, "self")
         )
+
+    def linked(
+        self, alias: str, pk: Any, reverse: bool, among: Iterable[Any] | None = None
+    ) -> set[Any]:
+        """The pks linked to ``pk`` (an object of the other side when ``reverse``),
+        limited to ``among`` when given (one query)."""
+        column, other = (self.target, self.source) if reverse else (self.source, self.target)
+        rows = self.through._base_manager.using(alias).filter(**{column: pk})
+        if among is not None:
+            rows = rows.filter(**{f"{other}__in": list(among)})
+        return set(rows.values_list(other, flat=True))
 
     def lists(self, alias: str, pks: Iterable[Any]) -> dict[Any, list[Any]]:
         """The related pks of each of ``pks`` (one query), in pk order."""
@@ -151,33 +161,20 @@ def _record_one(owner: models.Model, name: str, related: list[Any], old: Any, us
         owner.__dict__.pop(M2M_VALUES_ATTRIBUTE, None)
 
 
-class _Named:
-    """Gives a callable object the ``__qualname__`` Django logs a failing callback by."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "__qualname__":
-            return type(self).__qualname__
-        raise AttributeError(name)
-
-
-class _Noted(_Named, transactions.CommitToken):
+class _Noted(transactions.NamedCallback):
     """Adds one change's objects to the transaction's notes when it commits (a
     savepoint's rollback drops it, and with it the change)."""
 
     __slots__ = ("changed", "key", "notes")
 
     def __init__(self, notes: _Notes, key: tuple[str, str], changed: dict[Any, Any]) -> None:
-        super().__init__()
         self.notes, self.key, self.changed = notes, key, changed
 
     def __call__(self) -> None:
-        self.ran = True
         self.notes.changed.setdefault(self.key, {}).update(self.changed)
 
 
-class _RecordAtCommit(_Named):
+class _RecordAtCommit(transactions.NamedCallback):
     """Kept last in the transaction's callbacks: records the notes; only the newest acts."""
 
     __slots__ = ("active", "notes")
@@ -234,41 +231,27 @@ def _note(
 ) -> None:
     if action in ("pre_add", "post_add", "pre_remove", "post_remove") and not pk_set:
         return  # nothing added or removed: no list changed
-    if action == "pre_remove" and pk_set:
-        # Django passes the pks asked for: keep those actually linked (one query).
-        column, other = (field.target, field.source) if reverse else (field.source, field.target)
-        linked = (
-            field.through._base_manager.using(alias)
-            .filter(**{column: instance.pk, f"{other}__in": list(pk_set)})
-            .values_list(other, flat=True)
-        )
-        instance.__dict__[_REMOVED] = set(linked)
-    if action.endswith("remove"):
-        pk_set = set(instance.__dict__.get(_REMOVED, ()))
-        if action == "post_remove":
-            instance.__dict__.pop(_REMOVED, None)
-        if not pk_set:
+    removing, clearing = action.endswith("remove"), action.endswith("clear")
+    if action == "pre_remove" or (action == "pre_clear" and (reverse or field.symmetrical)):
+        # Who loses a link, read while the rows are there (one query): Django passes a
+        # remove() the pks asked for, linked or not, and a clear() none at all.
+        among = pk_set if removing else None
+        instance.__dict__[_UNLINKED] = field.linked(alias, instance.pk, reverse, among)
+    unlinked = set(instance.__dict__.get(_UNLINKED, ())) if removing or clearing else set()
+    if action in ("post_remove", "post_clear"):
+        instance.__dict__.pop(_UNLINKED, None)
+    if removing:
+        if not unlinked:
             return  # none of them was linked
-    if action == "pre_clear" and (reverse or field.symmetrical):
-        # Who loses this object: read now, while the rows are there.
-        column, other = (field.target, field.source) if reverse else (field.source, field.target)
-        linked = (
-            field.through._base_manager.using(alias)
-            .filter(**{column: instance.pk})
-            .values_list(other, flat=True)
-        )
-        instance.__dict__[_CLEARED_OWNERS] = set(linked)
-    cleared = (
-        set(instance.__dict__.get(_CLEARED_OWNERS, ())) if action.endswith("clear") else set()
-    )
+        pk_set = unlinked
     changed: dict[Any, tuple[models.Model | None, contextvars.Context]]
     if reverse:
-        touched = cleared if action.endswith("clear") else pk_set
+        touched = unlinked if clearing else pk_set
         changed = {pk: (None, contextvars.copy_context()) for pk in touched or ()}
     else:
         changed = {instance.pk: (instance, contextvars.copy_context())}
         if field.symmetrical:
-            others = cleared if action.endswith("clear") else pk_set or set()
+            others = unlinked if clearing else pk_set or set()
             changed.update({pk: (None, contextvars.copy_context()) for pk in others})
     if not changed:
         return
@@ -282,8 +265,6 @@ def _note(
             if unseen:
                 old.update(field.lists(alias, unseen))
         return
-    if action == "post_clear":
-        instance.__dict__.pop(_CLEARED_OWNERS, None)
     if not connections[alias].in_atomic_block:  # a signal sent by hand, outside add() & co
         notes.changed.setdefault(key, {}).update(changed)
         notes.record()

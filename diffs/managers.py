@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
 import redis
@@ -178,21 +179,7 @@ class DiffModelManager(Generic[_M]):
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
             ValueError: ``limit`` is not between 1 and 1000.
         """
-        check_limit(limit)
-        conf = get_settings()
-        return reads.read(
-            functools.partial(
-                model_page,
-                get_connection(),
-                self.model,
-                current_layout().model_keys(self.model),
-                cursor,
-                limit=limit,
-                max_bytes=conf.page_bytes,
-                max_element_age=conf.max_element_age,
-            ),
-            f"the feed of {model_label(self.model)}",
-        )
+        return self._feed_page(model_page, cursor, limit)
 
     def newest(self, before: str | None = None, limit: int = 100) -> FeedPage:
         """Return a page of the model's diffs newest first, for browsing (the admin).
@@ -207,15 +194,22 @@ class DiffModelManager(Generic[_M]):
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
             ValueError: ``limit`` is not between 1 and 1000.
         """
+        return self._feed_page(model_page_before, before, limit)
+
+    def _feed_page(
+        self, read_page: Callable[..., FeedPage], cursor: Since, limit: int
+    ) -> FeedPage:
+        """A page of the model's feed read by ``read_page`` (``feed.model_page`` or
+        ``model_page_before``), through the reads' door."""
         check_limit(limit)
         conf = get_settings()
         return reads.read(
             functools.partial(
-                model_page_before,
+                read_page,
                 get_connection(),
                 self.model,
                 current_layout().model_keys(self.model),
-                before,
+                cursor,
                 limit=limit,
                 max_bytes=conf.page_bytes,
                 max_element_age=conf.max_element_age,

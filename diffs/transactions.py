@@ -31,6 +31,22 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 CALLBACK_INDEX = 1
 
 
+class NamedCallback:
+    """An on-commit callback object with the ``__qualname__`` of its class.
+
+    Django logs a robust on-commit callback that raised as ``func.__qualname__``, which
+    an instance does not have: the log line itself would then raise AttributeError
+    after the commit, and Django would run none of the callbacks after it.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "__qualname__":
+            return type(self).__qualname__
+        raise AttributeError(name)
+
+
 class CommitToken:
     """An on-commit callback whose ``ran`` turns True if the transaction commits.
 

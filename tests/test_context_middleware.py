@@ -8,7 +8,6 @@ import pytest
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.utils.functional import SimpleLazyObject
@@ -16,6 +15,7 @@ from django.utils.functional import SimpleLazyObject
 from diffs.middleware import DiffsContextMiddleware
 from diffs.settings import find_problems
 from tests.conftest import diffs_settings
+from tests.test_context import create_question
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,15 +36,6 @@ def not_a_dict(request):
 def saving_view(request):
     Question.objects.create(question_text=request.path)
     return HttpResponse("ok")
-
-
-def create_question(**fields):
-    # In sync_to_async's thread: its database connection is closed when done (left
-    # open, it keeps the test database from being dropped).
-    try:
-        return Question.objects.create(**fields)
-    finally:
-        connections.close_all()
 
 
 async def async_saving_view(request):

@@ -19,7 +19,7 @@ from django.db import models
 
 from diffs.delivery.record import OutgoingDiff
 from diffs.diff import Diff
-from diffs.keys import pk_value, split_feed_key
+from diffs.keys import object_of, pk_value
 from diffs.signals import diff_recorded
 
 logger = logging.getLogger("diffs")
@@ -91,10 +91,8 @@ def _as_read(outgoing: OutgoingDiff, score: float) -> tuple[type[models.Model], 
 
 
 def _holder_of(outgoing: OutgoingDiff) -> tuple[str, str]:
-    # The set's key is "<prefix><model part>:<pk>", the feed's "<prefix>feed:<model part>".
-    split = split_feed_key(outgoing.feed_key)
-    if split is None:
+    found = object_of(outgoing.key, outgoing.feed_key)
+    if found is None:
         return outgoing.label, outgoing.object_pk
-    prefix, part = split
-    label = part[1:-1] if part.startswith("{") and part.endswith("}") else part
-    return label, outgoing.key[len(prefix) + len(part) + 1 :]
+    _, _, label, pk_text = found
+    return label, pk_text

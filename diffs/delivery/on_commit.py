@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -44,7 +43,7 @@ from diffs.delivery import background, losses, outbox, queue
 from diffs.delivery.record import OutgoingDiff
 from diffs.exceptions import DiffsWriteError
 from diffs.settings import get_settings
-from diffs.transactions import CommitToken
+from diffs.transactions import CommitToken, NamedCallback
 
 logger = logging.getLogger("diffs")
 
@@ -60,23 +59,7 @@ PIECE_BYTES = 1_048_576
 #: ``DIFFS_SETTINGS["spill_after_bytes"]``.)
 
 
-class _Named:
-    """Gives a callable object the ``__qualname__`` of its class.
-
-    Django logs a robust on-commit callback that raised as ``func.__qualname__``, which
-    an instance does not have: the log line itself would then raise AttributeError
-    after the commit, and Django would run none of the callbacks after it.
-    """
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "__qualname__":
-            return type(self).__qualname__
-        raise AttributeError(name)
-
-
-class _QueueOnCommit(_Named, CommitToken):
+class _QueueOnCommit(NamedCallback, CommitToken):
     """Queues one diff when the transaction (and every savepoint around it) commits."""
 
     __slots__ = ("diff",)
@@ -91,7 +74,7 @@ class _QueueOnCommit(_Named, CommitToken):
         queue.enqueue((self.diff,))
 
 
-class _WriteAfterCommit(_Named):
+class _WriteAfterCommit(NamedCallback):
     """Writes the queue once the transaction's diffs are in it; only the newest acts.
 
     ``bulk`` is the transaction's bulk-write state, when it has one: the write reports
@@ -215,7 +198,7 @@ def _hold(
     return _PieceOnCommit(bulk, alias, piece, None if rows is None else array("q", rows), size)
 
 
-class _PieceOnCommit(_Named):
+class _PieceOnCommit(NamedCallback):
     """Hands one piece of a bulk write's diffs to delivery when the transaction commits:
     from memory (``piece``), or read back from the outbox rows ``rows``."""
 
