@@ -99,6 +99,18 @@ def screenshots_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def click_and_wait(driver, element) -> None:
+    """Click ``element`` and wait for the page it leads to: a find right after a click
+    can otherwise still see the page being left."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(old_page))
+
+
 def test_recent_changes_pages_in_a_browser(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -106,19 +118,19 @@ def test_recent_changes_pages_in_a_browser(server, browser, tmp_path):
     driver.get(f"{server}/admin/login/")
     driver.find_element(By.NAME, "username").send_keys("editor")
     driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "input[type=submit]"))
 
     driver.get(f"{server}/admin/polls/question/add/")
     driver.find_element(By.NAME, "question_text").send_keys("Lunch at noon?")
     driver.find_element(By.NAME, "moderator_note").send_keys("a-secret-note")
     driver.find_element(By.NAME, "choices-0-choice_text").send_keys("Yes")
-    driver.find_element(By.NAME, "_continue").click()
+    click_and_wait(driver, driver.find_element(By.NAME, "_continue"))
     text = driver.find_element(By.NAME, "question_text")
     text.clear()
     text.send_keys("Lunch at one?")
-    driver.find_element(By.NAME, "_continue").click()
+    click_and_wait(driver, driver.find_element(By.NAME, "_continue"))
 
-    driver.find_element(By.CSS_SELECTOR, "a.diffs-link").click()
+    click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "a.diffs-link"))
     assert "Recent changes: Lunch at one?" in driver.title
     rows = driver.find_elements(By.CSS_SELECTOR, "tr.diffs-row")
     kinds = [row.find_element(By.CSS_SELECTOR, ".diffs-kind").text for row in rows]
@@ -134,7 +146,7 @@ def test_recent_changes_pages_in_a_browser(server, browser, tmp_path):
     assert driver.save_screenshot(str(directory / "admin_object_changes.png"))
 
     driver.get(f"{server}/admin/polls/question/")
-    driver.find_element(By.CSS_SELECTOR, "a.diffs-link").click()
+    click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "a.diffs-link"))
     feed_rows = driver.find_elements(By.CSS_SELECTOR, "tr.diffs-row")
     assert len(feed_rows) == len(rows)
     objects = [row.find_element(By.CSS_SELECTOR, ".diffs-object").text for row in feed_rows]
