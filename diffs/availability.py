@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis
@@ -71,6 +71,27 @@ def read(call: Callable[[], _T], what: str) -> _T:
         RedisUnavailable: Redis failed less than ``PAUSE_SECONDS`` ago, or ``call``
             found it out of reach now (the pause then starts).
     """
+    _refuse_while_paused(what)
+    try:
+        return call()
+    except (redis.RedisError, RedisClusterException) as error:
+        if not is_outage(error):
+            raise
+        raise _unavailable(error, what) from error
+
+
+async def aread(call: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """:func:`read` for an async read: awaits ``call()`` unless Redis is paused."""
+    _refuse_while_paused(what)
+    try:
+        return await call()
+    except (redis.RedisError, RedisClusterException) as error:
+        if not is_outage(error):
+            raise
+        raise _unavailable(error, what) from error
+
+
+def _refuse_while_paused(what: str) -> None:
     left = remaining()
     if left > 0:
         msg = (
@@ -78,11 +99,10 @@ def read(call: Callable[[], _T], what: str) -> _T:
             f"for {left:.2f} s."
         )
         raise RedisUnavailable(msg, retry_after=left)
-    try:
-        return call()
-    except (redis.RedisError, RedisClusterException) as error:
-        if not is_outage(error):
-            raise
-        trip()
-        msg = f"Could not read {what} from Redis ({type(error).__name__}: {error})."
-        raise RedisUnavailable(msg, retry_after=PAUSE_SECONDS) from error
+
+
+def _unavailable(error: Exception, what: str) -> RedisUnavailable:
+    """What a read that met the outage ``error`` raises; the pause starts."""
+    trip()
+    msg = f"Could not read {what} from Redis ({type(error).__name__}: {error})."
+    return RedisUnavailable(msg, retry_after=PAUSE_SECONDS)

@@ -32,12 +32,12 @@ from typing import Any
 import redis
 from django.db import models
 
-from diffs.connection import cached_script
 from diffs.cursors import Since, check_fresh, decode_cursor, encode_cursor, start_of
 from diffs.diff import Diff
 from diffs.horizon import READ_HORIZON_LUA
 from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries, pairs
+from diffs.steps import ScriptCall, Steps, run
 
 logger = logging.getLogger("diffs")
 
@@ -265,11 +265,27 @@ def read_object(
         CursorExpired: ``since`` is older than the window or the model's horizon.
         InvalidCursor: ``since`` is malformed or in the future.
     """
+    steps = read_object_steps(
+        keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age, check=check
+    )
+    return run(client, steps)
+
+
+def read_object_steps(
+    keys: ObjectKeys,
+    since: Since,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+    check: bool = True,
+) -> Steps[Page]:
+    """:func:`read_object` as steps (:mod:`diffs.steps`), for a sync or an async client."""
     bound, score = _bound(since)
-    script = cached_script(client, _OBJECT_PAGE_SCRIPT)
-    raw = script(
-        keys=[keys.key, keys.feed, keys.horizon, keys.birth],
-        args=[bound, repr(float(max_element_age)), limit, max_bytes],
+    raw = yield ScriptCall(
+        _OBJECT_PAGE_SCRIPT,
+        [keys.key, keys.feed, keys.horizon, keys.birth],
+        [bound, repr(float(max_element_age)), limit, max_bytes],
     )
     window = _window(raw, since, score, max_element_age, check=check)
     flat = raw[5:]
@@ -289,9 +305,26 @@ def object_page(
     max_element_age: float,
 ) -> FeedPage:
     """One object's diffs after ``since``: at most ``limit`` and about ``max_bytes``."""
+    steps = object_page_steps(
+        keys, model, pk, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
+    )
+    return run(client, steps)
+
+
+def object_page_steps(
+    keys: ObjectKeys,
+    model: type[models.Model],
+    pk: Any,
+    since: Since,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+) -> Steps[FeedPage]:
+    """:func:`object_page` as steps (:mod:`diffs.steps`)."""
     check_limit(limit)
-    page = read_object(
-        client, keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
+    page = yield from read_object_steps(
+        keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
     )
     diffs = decode_entries(keys.key, page.entries, model._meta.label_lower, pk, eager=True)
     return FeedPage(diffs, page.cursor(), page.has_more)
@@ -308,10 +341,28 @@ def model_page(
     max_element_age: float,
 ) -> FeedPage:
     """A model's diffs (its feed) after ``since``: at most ``limit``, about ``max_bytes``."""
+    steps = model_page_steps(
+        model, keys, since, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
+    )
+    return run(client, steps)
+
+
+def model_page_steps(
+    model: type[models.Model],
+    keys: ModelKeys,
+    since: Since,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+) -> Steps[FeedPage]:
+    """:func:`model_page` as steps (:mod:`diffs.steps`)."""
     check_limit(limit)
     bound, score = _bound(since)
-    raw = cached_script(client, _FEED_PAGE_SCRIPT)(
-        keys=[keys.feed, keys.horizon], args=[bound, repr(float(max_element_age)), limit + 1]
+    raw = yield ScriptCall(
+        _FEED_PAGE_SCRIPT,
+        [keys.feed, keys.horizon],
+        [bound, repr(float(max_element_age)), limit + 1],
     )
     window = _window(raw, since, score, max_element_age)
     flat = raw[3:]
@@ -319,7 +370,7 @@ def model_page(
     has_more = len(listed) > limit
     listed = listed[:limit]
     pointers = _pointers(keys.feed, listed)
-    diffs, taken = _fetch(client, model, keys, pointers, max_bytes)
+    diffs, taken = yield from _fetch(model, keys, pointers, max_bytes)
     if taken < len(pointers):
         # The byte budget ended the page early: it resumes right after the last diff taken.
         page = Page([(None, pointers[taken - 1][2])], True, window)
@@ -346,26 +397,43 @@ def model_page_before(
     Raises:
         InvalidCursor: ``before`` is malformed.
     """
+    steps = model_page_before_steps(
+        model, keys, before, limit=limit, max_bytes=max_bytes, max_element_age=max_element_age
+    )
+    return run(client, steps)
+
+
+def model_page_before_steps(
+    model: type[models.Model],
+    keys: ModelKeys,
+    before: str | None,
+    *,
+    limit: int,
+    max_bytes: int,
+    max_element_age: float,
+) -> Steps[FeedPage]:
+    """:func:`model_page_before` as steps (:mod:`diffs.steps`)."""
     check_limit(limit)
     bound = "(+inf" if before is None else f"({decode_cursor(before)!r}"
-    raw = cached_script(client, _FEED_PAGE_BEFORE_SCRIPT)(
-        keys=[keys.feed, keys.horizon], args=[bound, repr(float(max_element_age)), limit + 1]
+    raw = yield ScriptCall(
+        _FEED_PAGE_BEFORE_SCRIPT,
+        [keys.feed, keys.horizon],
+        [bound, repr(float(max_element_age)), limit + 1],
     )
     listed = pairs(raw[3:])
     pointers = _pointers(keys.feed, listed[:limit])
-    diffs, taken = _fetch(client, model, keys, pointers, max_bytes)
+    diffs, taken = yield from _fetch(model, keys, pointers, max_bytes)
     more = len(listed) > limit or taken < len(pointers)
     cursor = encode_cursor(pointers[taken - 1][2]) if more and taken else None
     return FeedPage(diffs, cursor, more)
 
 
 def _fetch(
-    client: redis.Redis,
     model: Any,
     keys: ModelKeys,
     pointers: list[tuple[str, str, float]],
     max_bytes: int,
-) -> tuple[list[Diff], int]:
+) -> Steps[tuple[list[Diff], int]]:
     """The diffs ``pointers`` name, up to about ``max_bytes``; and how many were taken."""
     if not pointers:
         return [], 0
@@ -378,7 +446,7 @@ def _fetch(
         args += (index, repr(score), diff_id)
     script_keys = [keys.key_base + pk_text for pk_text in sets]
     script_keys += [keys.birth_base + pk_text for pk_text in sets]
-    raw = cached_script(client, _FETCH_SCRIPT)(keys=script_keys, args=args)
+    raw = yield ScriptCall(_FETCH_SCRIPT, script_keys, args)
     taken = int(raw[0])
     births = {pk_text: _score_or_none(raw[index]) for pk_text, index in sets.items()}
     members = raw[1 + len(sets) :]

@@ -48,6 +48,8 @@ _GLOB_SPECIALS = frozenset("*?[]\\")
 FEED_MARKER = "feed:"
 HORIZON_MARKER = "horizon:"
 BIRTH_MARKER = "born:"
+#: The name of the pub/sub channel of new diffs, after the prefix.
+CHANGES_MARKER = "changes"
 DIFF_ID_LENGTH = 16
 
 
@@ -114,6 +116,12 @@ class KeyLayout:
     def from_settings(cls, conf: DiffsSettings) -> KeyLayout:
         """The layout the settings ``conf`` ask for."""
         return cls(prefix=conf.prefix, cluster=conf.cluster)
+
+    @property
+    def changes_channel(self) -> str:
+        """The pub/sub channel on which each write names the feeds it added to
+        (``diffs.live``). A channel, not a key: pruning and key scans never meet it."""
+        return f"{self.prefix}{CHANGES_MARKER}"
 
     def model_part(self, model: type[models.Model]) -> str:
         """The part of every key of ``model`` that names it (``{label}`` on a cluster)."""

@@ -12,7 +12,8 @@ import redis
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from diffs import reads
+from diffs import live, reads
+from diffs.async_connection import get_async_connection
 from diffs.clock import datetime_to_ms, fixed_score_problem, now_ms
 from diffs.connection import cached_script, get_connection
 from diffs.cursors import Since, decode_cursor, encode_cursor
@@ -22,17 +23,21 @@ from diffs.feed import (
     MAX_LIMIT,
     FeedPage,
     check_limit,
-    model_page,
     model_page_before,
-    object_page,
-    read_object,
+    model_page_steps,
+    object_page_steps,
+    read_object_steps,
 )
 from diffs.keys import ObjectKeys, feed_member, model_label, normalize_pk, pk_value
 from diffs.layout import current_layout
 from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet, decode_entries
+from diffs.steps import Steps, arun, run
 
 _M = TypeVar("_M", bound=models.Model)
+
+#: A read of one page after a cursor: its steps (``diffs.steps``) and its name in errors.
+_Reader = Callable[[Since], tuple[Steps[FeedPage], str]]
 
 # Hides what an object's set holds so far from reads of that object: its birth moves
 # to just above its newest diff (and the clock). KEYS: the set, its birth key. ARGV[1]:
@@ -106,64 +111,95 @@ class DiffModelManager(Generic[_M]):
             InvalidCursor: ``since`` is malformed.
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
         """
-        conf = get_settings()
-        keys = self._object_keys(pk)
+        steps, what = self._object_diffs(pk, since)
+        return reads.read(lambda: run(get_connection(), steps), what)
+
+    async def aget_by_object_id(self, pk: Any, since: Since = None) -> list[Diff]:
+        """:meth:`get_by_object_id` for async code: the same diffs and errors, read with
+        ``redis.asyncio`` on the running event loop."""
+        steps, what = self._object_diffs(pk, since)
+        return await reads.aread(lambda: arun(get_async_connection(), steps), what)
+
+    def _object_diffs(self, pk: Any, since: Since) -> tuple[Steps[list[Diff]], str]:
         label, pk_python = model_label(self.model), pk_value(self.model, pk)
-        client = get_connection()
+        return (
+            self._object_diffs_steps(self._object_keys(pk), since, label, pk_python),
+            f"the diffs of {label} pk={pk_python!r}",
+        )
+
+    @staticmethod
+    def _object_diffs_steps(
+        keys: ObjectKeys, since: Since, label: str, pk_python: Any
+    ) -> Steps[list[Diff]]:
+        conf = get_settings()
         diffs: list[Diff] = []
         cursor = since
         while True:
-            page = reads.read(
-                functools.partial(
-                    read_object,
-                    client,
-                    keys,
-                    cursor,
-                    limit=MAX_LIMIT,
-                    max_bytes=conf.page_bytes,
-                    max_element_age=conf.max_element_age,
-                    # Only the caller's cursor is checked; later pages go on from ours.
-                    check=cursor is since,
-                ),
-                f"the diffs of {label} pk={pk_python!r}",
+            page = yield from read_object_steps(
+                keys,
+                cursor,
+                limit=MAX_LIMIT,
+                max_bytes=conf.page_bytes,
+                max_element_age=conf.max_element_age,
+                # Only the caller's cursor is checked; later pages go on from ours.
+                check=cursor is since,
             )
             diffs += decode_entries(keys.key, page.entries, label, pk_python)
             if not page.has_more:
                 return diffs
             cursor = page.cursor()
 
-    def object_since(self, pk: Any, cursor: Since = None, limit: int = 100) -> FeedPage:
+    def object_since(
+        self, pk: Any, cursor: Since = None, limit: int = 100, *, wait: float | None = None
+    ) -> FeedPage:
         """Return a page of the object ``pk``'s diffs after ``cursor``, oldest first.
 
         Unlike :meth:`get_by_object_id`, the page carries a cursor even when it is empty,
         which keeps a polling client's cursor fresh while nothing changes. A page holds
         at most ``limit`` diffs and about ``page_bytes`` (always at least one diff).
+        With ``wait`` (seconds), an empty page is not returned at once: the call returns
+        as soon as a diff after ``cursor`` exists, or after ``wait`` with an empty page
+        and a fresh cursor (see :meth:`since`).
 
         Raises:
             CursorExpired: ``cursor`` is older than ``max_element_age``.
             InvalidCursor: ``cursor`` is malformed.
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
-            ValueError: ``limit`` is not between 1 and 1000.
+            ValueError: ``limit`` is not between 1 and 1000, or ``wait`` is negative.
         """
+        read, feeds = self._object_reader(pk, limit)
+        return self._sync_page(read, cursor, feeds, wait)
+
+    async def aobject_since(
+        self, pk: Any, cursor: Since = None, limit: int = 100, *, wait: float | None = None
+    ) -> FeedPage:
+        """:meth:`object_since` for async code (``redis.asyncio``, no thread hop)."""
+        read, feeds = self._object_reader(pk, limit)
+        return await self._async_page(read, cursor, feeds, wait)
+
+    def _object_reader(self, pk: Any, limit: int) -> tuple[_Reader, list[str]]:
         check_limit(limit)
-        conf = get_settings()
         label, pk_python = model_label(self.model), pk_value(self.model, pk)
-        return reads.read(
-            functools.partial(
-                object_page,
-                get_connection(),
-                self._object_keys(pk),
+        keys = self._object_keys(pk)
+
+        def read(cursor: Since) -> tuple[Steps[FeedPage], str]:
+            conf = get_settings()
+            steps = object_page_steps(
+                keys,
                 self.model,
                 pk_python,
                 cursor,
                 limit=limit,
                 max_bytes=conf.page_bytes,
                 max_element_age=conf.max_element_age,
-            ),
-            f"the diffs of {label} pk={pk_python!r}",
-        )
+            )
+            return steps, f"the diffs of {label} pk={pk_python!r}"
 
-    def since(self, cursor: Since = None, limit: int = 100) -> FeedPage:
+        return read, [keys.feed]
+
+    def since(
+        self, cursor: Since = None, limit: int = 100, *, wait: float | None = None
+    ) -> FeedPage:
         """Return a page of the diffs of every object of this model, oldest first.
 
         Pass the page's ``cursor`` back to get the next page; ``has_more`` says whether
@@ -173,13 +209,69 @@ class DiffModelManager(Generic[_M]):
         their ``model`` and ``pk`` name the child. Diffs of an earlier row with the same
         pk (deleted, then the pk used again) are included with ``superseded=True``.
 
+        With ``wait`` (seconds), a long poll: when nothing follows ``cursor`` yet, the
+        call waits for the next diff of the model and returns as soon as one is
+        written, or after ``wait`` with an empty page and a fresh cursor. Waiting costs
+        no Redis traffic: one subscription per process wakes every waiting reader
+        (``diffs.live``).
+
         Raises:
             CursorExpired: ``cursor`` is older than ``max_element_age``.
             InvalidCursor: ``cursor`` is malformed.
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
-            ValueError: ``limit`` is not between 1 and 1000.
+            ValueError: ``limit`` is not between 1 and 1000, or ``wait`` is negative.
         """
-        return self._feed_page(model_page, cursor, limit)
+        read, feeds = self._feed_reader(limit)
+        return self._sync_page(read, cursor, feeds, wait)
+
+    async def asince(
+        self, cursor: Since = None, limit: int = 100, *, wait: float | None = None
+    ) -> FeedPage:
+        """:meth:`since` for async code: the same pages and errors, read with
+        ``redis.asyncio`` on the running event loop; ``wait`` waits on the loop."""
+        read, feeds = self._feed_reader(limit)
+        return await self._async_page(read, cursor, feeds, wait)
+
+    def _feed_reader(self, limit: int) -> tuple[_Reader, list[str]]:
+        check_limit(limit)
+        model = self.model
+        keys = current_layout().model_keys(model)
+
+        def read(cursor: Since) -> tuple[Steps[FeedPage], str]:
+            conf = get_settings()
+            steps = model_page_steps(
+                model,
+                keys,
+                cursor,
+                limit=limit,
+                max_bytes=conf.page_bytes,
+                max_element_age=conf.max_element_age,
+            )
+            return steps, f"the feed of {model_label(model)}"
+
+        return read, [keys.feed]
+
+    @staticmethod
+    def _sync_page(read: _Reader, cursor: Since, feeds: list[str], wait: float | None) -> FeedPage:
+        def once(since: Since) -> FeedPage:
+            steps, what = read(since)
+            return reads.read(lambda: run(get_connection(), steps), what)
+
+        if wait is None:
+            return once(cursor)
+        return live.wait_for_page(once, cursor, feeds, live.check_wait(wait))
+
+    @staticmethod
+    async def _async_page(
+        read: _Reader, cursor: Since, feeds: list[str], wait: float | None
+    ) -> FeedPage:
+        async def once(since: Since) -> FeedPage:
+            steps, what = read(since)
+            return await reads.aread(lambda: arun(get_async_connection(), steps), what)
+
+        if wait is None:
+            return await once(cursor)
+        return await live.await_page(once, cursor, feeds, live.check_wait(wait))
 
     def newest(self, before: str | None = None, limit: int = 100) -> FeedPage:
         """Return a page of the model's diffs newest first, for browsing (the admin).
@@ -194,22 +286,15 @@ class DiffModelManager(Generic[_M]):
             RedisUnavailable: Redis cannot be reached, or failed a moment ago.
             ValueError: ``limit`` is not between 1 and 1000.
         """
-        return self._feed_page(model_page_before, before, limit)
-
-    def _feed_page(
-        self, read_page: Callable[..., FeedPage], cursor: Since, limit: int
-    ) -> FeedPage:
-        """A page of the model's feed read by ``read_page`` (``feed.model_page`` or
-        ``model_page_before``), through the reads' door."""
         check_limit(limit)
         conf = get_settings()
         return reads.read(
             functools.partial(
-                read_page,
+                model_page_before,
                 get_connection(),
                 self.model,
                 current_layout().model_keys(self.model),
-                cursor,
+                before,
                 limit=limit,
                 max_bytes=conf.page_bytes,
                 max_element_age=conf.max_element_age,

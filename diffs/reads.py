@@ -8,11 +8,13 @@ again until the pause ends (:mod:`diffs.availability`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from asgiref.sync import sync_to_async
+
 from diffs import availability
-from diffs.delivery import write_before_read
+from diffs.delivery import needs_write_before_read, write_before_read
 
 _T = TypeVar("_T")
 
@@ -28,3 +30,16 @@ def read(call: Callable[[], _T], what: str) -> _T:
     """
     write_before_read()
     return availability.read(call, what)
+
+
+async def aread(call: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """:func:`read` for an async read (``call()`` returns an awaitable).
+
+    The process's own waiting diffs are written first as for a sync read; that write
+    is sync code, so it runs in a thread, and only when there is something to write
+    (with ``write_behind``, diffs of this process not yet sent). The read itself runs
+    on the event loop.
+    """
+    if needs_write_before_read():
+        await sync_to_async(write_before_read, thread_sensitive=False)()
+    return await availability.aread(call, what)

@@ -44,11 +44,12 @@ def test_only_the_door_applies_the_read_rules():
     callers = {}
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        for call in ("availability.read(", "write_before_read()"):
-            for match in re.finditer(r"(?<!def )" + re.escape(call), text):
+        for call in ("availability.read(", "availability.aread(", "write_before_read()"):
+            for match in re.finditer(r"(?<!def )(?<!\w)" + re.escape(call), text):
                 line = text[: match.start()].count("\n") + 1
                 callers.setdefault(call, []).append(f"{path.relative_to(PACKAGE)}:{line}")
     assert [c.split(":")[0] for c in callers["availability.read("]] == ["reads.py"]
+    assert [c.split(":")[0] for c in callers["availability.aread("]] == ["reads.py"]
     assert sorted(c.split(":")[0] for c in callers["write_before_read()"]) == [
         "managers.py",  # create(): a write, after the process's own
         "reads.py",

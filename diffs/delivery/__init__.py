@@ -19,7 +19,7 @@ the one flush. Inside, one module per job:
 
 from __future__ import annotations
 
-from diffs.delivery.background import write_before_read
+from diffs.delivery.background import needs_write_before_read, write_before_read
 from diffs.delivery.exit_hooks import at_exit, install_exit_hooks, write_waiting_diffs
 from diffs.delivery.flush import FlushReport, flush_diffs
 from diffs.delivery.on_commit import schedule, schedule_many
@@ -35,6 +35,7 @@ __all__ = [
     "clear",
     "flush_diffs",
     "install_exit_hooks",
+    "needs_write_before_read",
     "outbox_model",
     "schedule",
     "schedule_many",

@@ -44,8 +44,13 @@ def write_soon() -> None:
 def write_before_read() -> None:
     """With ``write_behind``, write what this process queued, so a read sees it (and
     wait for a write the background thread has in flight)."""
-    if queue.is_busy() and get_settings().write_behind:
+    if needs_write_before_read():
         queue.write_queued()
+
+
+def needs_write_before_read() -> bool:
+    """Whether :func:`write_before_read` has anything to do now (cheap: no I/O)."""
+    return queue.is_busy() and get_settings().write_behind
 
 
 class _BackgroundThread:

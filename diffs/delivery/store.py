@@ -39,6 +39,7 @@ from redis.crc import key_slot
 from diffs.connection import cached_script
 from diffs.delivery.record import OutgoingDiff
 from diffs.horizon import GUARD_HORIZON_LUA
+from diffs.layout import current_layout
 from diffs.settings import get_settings
 
 #: Most diffs one script call writes, whatever their size.
@@ -50,7 +51,9 @@ CHUNK_SIZE = 500
 # key; ARGV[4i-1] member, ARGV[4i] feed member, ARGV[4i+1] a fixed score or "",
 # ARGV[4i+2] "1" when the diff records its own object's creation, or "b:<id>" for the
 # birth of an object created without a diff (member and feed member then empty).
-# A birth key holds a score, or "<score>|<id>" when written without a diff.
+# A birth key holds a score, or "<score>|<id>" when written without a diff. The last
+# ARGV is the channel on which the feed keys this call added to are published, once
+# each, to wake readers waiting for the next diff (diffs.live).
 # Returns each diff's score as text. Scores are formatted with %.17g: Lua's default
 # number-to-string conversion keeps only 14 digits, which would round epoch
 # milliseconds to whole milliseconds.
@@ -120,6 +123,7 @@ local guarded = {}
 -- a thousand diffs sharing one fixed time take consecutive free scores instead of each
 -- searching from the start.
 local after_fixed = {}
+local added = {}
 for i = 1, #KEYS / 4 do
   local keys = {KEYS[4 * i - 3], KEYS[4 * i - 2]}
   local base = 4 * i - 2
@@ -171,6 +175,7 @@ for i = 1, #KEYS / 4 do
     local text = fmt(score)
     redis.call('ZADD', keys[1], text, member)
     redis.call('ZADD', keys[2], text, entry)
+    added[keys[2]] = true
     if earlier then
       redis.call('SET', KEYS[4 * i], text, 'PX', ttl)
     end
@@ -193,6 +198,7 @@ for i = 1, #KEYS / 4 do
     end
   end
 end
+for feed in pairs(added) do redis.call('PUBLISH', ARGV[#ARGV], feed) end
 return scores
 """
 )
@@ -242,12 +248,14 @@ def _write_in_chunks(
     scores: list[float] = []
     script = _script(client)
     age = repr(float(get_settings().max_element_age))
+    channel = current_layout().changes_channel
     for chunk in chunks(diffs, get_settings().write_batch_bytes):
         keys: list[str] = []
         args: list[str] = [ttl_ms, age]
         for diff in chunk:
             keys += diff.script_keys()
             args += diff.script_args()
+        args.append(channel)
         scores.extend(float(score) for score in script(keys=keys, args=args))
     return scores
 

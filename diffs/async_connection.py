@@ -1,0 +1,118 @@
+"""The ``redis.asyncio`` clients of the async reads: one per event loop.
+
+An asyncio connection belongs to the event loop that opened it, and Django may run
+several loops in one process (``async_to_sync`` starts one per call in a sync
+context), so each running loop gets a client of its own, built lazily from the same
+``DIFFS_SETTINGS`` as the sync client (:mod:`diffs.connection`) and forgotten with
+its loop. A change of ``DIFFS_SETTINGS`` drops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+
+from diffs.connection import LUPA_HINT, LUPA_MISSING, get_fake_server, lupa_installed
+from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
+
+_lock = threading.Lock()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+# Options of the sync client that are objects made for it and mean nothing (or the
+# wrong thing) to an asyncio client: the async client builds its own.
+_SYNC_ONLY_OPTIONS = ("connection_pool", "connection_class", "retry")
+
+
+def get_async_connection() -> Any:
+    """The ``redis.asyncio`` client of the running event loop (built on first use).
+
+    Raises:
+        RuntimeError: called outside a running event loop.
+    """
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        with _lock:
+            client = _clients.get(loop)
+            if client is None:
+                client = _clients[loop] = build_async_client(get_settings())
+    return client
+
+
+def reset_async_connections() -> None:
+    """Forget every loop's client; the next async read builds a new one."""
+    with _lock:
+        _clients.clear()
+
+
+@receiver(setting_changed, dispatch_uid="diffs.async_connection.setting_changed")
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        reset_async_connections()
+
+
+def build_async_client(conf: DiffsSettings) -> Any:
+    """A new ``redis.asyncio`` client for ``conf`` (uncached: most code wants
+    :func:`get_async_connection`). It has the sync client's address, credentials, TLS
+    options and timeouts."""
+    if conf.test_mode:
+        return _fake_client(conf)
+    options = _options(conf)
+    if conf.cluster:
+        options.pop("db", None)
+        options["retry"] = AsyncRetry(NoBackoff(), 0)
+        if conf.url:
+            return AsyncRedisCluster.from_url(plain_url(conf.url), **options)
+        address = {k: conf.redis[k] for k in ("host", "port") if k in conf.redis}
+        return AsyncRedisCluster(**(options | address))
+    if conf.url:
+        for key in ("host", "port", "db", "unix_socket_path"):
+            options.pop(key, None)
+        return redis.asyncio.Redis.from_url(conf.url, **options)
+    return redis.asyncio.Redis(**options)
+
+
+def _options(conf: DiffsSettings) -> dict[str, Any]:
+    """The connection options of ``conf`` for an asyncio client."""
+    user = dict(conf.user_redis)
+    pool = user.get("connection_pool")
+    if pool is not None:
+        # A sync pool given by hand: its connection options, on new asyncio connections.
+        user = {**pool.connection_kwargs}
+        if getattr(pool.connection_class, "__name__", "") == "SSLConnection":
+            user["ssl"] = True
+    for key in _SYNC_ONLY_OPTIONS:
+        user.pop(key, None)
+    base = {} if pool is not None else dict(conf.redis)
+    for key in _SYNC_ONLY_OPTIONS:
+        base.pop(key, None)
+    # The same failure policy as the sync client (diffs.connection): every call gives up
+    # after socket_timeout; only a connection that fails at once is retried, once.
+    timeouts = {
+        "socket_timeout": conf.socket_timeout,
+        "socket_connect_timeout": conf.socket_timeout,
+        "retry": AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+    return {**base, **timeouts, **user}
+
+
+def _fake_client(conf: DiffsSettings) -> Any:
+    # Imported here: fakeredis is optional (the test extra), needed in test mode only.
+    import fakeredis
+
+    if not lupa_installed():  # as diffs.connection refuses it
+        msg = f"{LUPA_MISSING} {LUPA_HINT}"
+        raise ImproperlyConfigured(msg)
+    options = {key: conf.redis[key] for key in ("db", "decode_responses") if key in conf.redis}
+    return fakeredis.FakeAsyncRedis(server=get_fake_server(), **options)

@@ -1,0 +1,250 @@
+"""Readers that wait for the next diff, woken by one subscription per process.
+
+Each call of the write script publishes, on the channel ``<prefix>changes``
+(``KeyLayout.changes_channel``), the name of every feed it added a diff to. A process
+with a reader waiting (``since(..., wait=)``, ``asince(..., wait=)``, the REST
+endpoint's ``?wait=``, the event stream) runs one listener thread holding one pub/sub
+connection; each message wakes the readers waiting on that feed, which then read
+again with their cursor. Waiting readers never poll Redis: a hundred of them cost one
+connection and one thread, and a read each time something they watch changes.
+
+Pub/sub loses messages while the connection is down. So a reader reads again every
+``FALLBACK_SECONDS`` while the listener is not subscribed (starting, or Redis out of
+reach), and every reader is woken each time the subscription is made again: a lost
+message delays a reader by at most that long, and never makes it miss a diff (the
+cursor, not the message, says what is new). The listener stops after
+``IDLE_SECONDS`` with no reader waiting.
+
+Async readers wait on an ``asyncio.Event`` of their own loop, set from the listener
+thread with ``call_soon_threadsafe``: their reads run on the loop, not in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+from diffs.connection import get_connection
+from diffs.cursors import Since
+from diffs.feed import FeedPage
+from diffs.layout import current_layout
+
+logger = logging.getLogger("diffs")
+
+#: How often (seconds) a waiting reader reads again while the listener is not subscribed.
+FALLBACK_SECONDS = 1.0
+#: How long (seconds) the listener stays subscribed with no reader waiting.
+IDLE_SECONDS = 30.0
+#: How long (seconds) the listener waits for a message before looking at its settings.
+_POLL_SECONDS = 0.5
+#: The pause (seconds) before subscribing again after the connection failed.
+_RETRY_SECONDS = 1.0
+
+
+def check_wait(wait: object) -> float:
+    """``wait`` as seconds: a finite number, 0 or more.
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait):
+        msg = f"wait must be a number of seconds (0 or more), not {wait!r}."
+        raise ValueError(msg)
+    if wait < 0:
+        msg = f"wait must be 0 or more seconds, not {wait!r}."
+        raise ValueError(msg)
+    return float(wait)
+
+
+class _Waiter:
+    """One waiting reader: the feeds it watches and how to wake it."""
+
+    def __init__(self, feeds: frozenset[str], loop: asyncio.AbstractEventLoop | None) -> None:
+        self.feeds = feeds
+        self.loop = loop
+        self.thread_event = threading.Event()
+        self.loop_event = asyncio.Event() if loop is not None else None
+
+    def wake(self) -> None:
+        if self.loop_event is None:
+            self.thread_event.set()
+            return
+        assert self.loop is not None  # set together with loop_event
+        with contextlib.suppress(RuntimeError):  # the loop closed; its reader is gone
+            self.loop.call_soon_threadsafe(self.loop_event.set)
+
+    def clear(self) -> None:
+        self.thread_event.clear()
+        if self.loop_event is not None:
+            self.loop_event.clear()
+
+
+class _Listener:
+    """The process's one subscription to the changes channel, and who waits on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiters: dict[str, set[_Waiter]] = {}
+        self.subscribed = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.idle_since = time.monotonic()
+
+    def add(self, waiter: _Waiter) -> None:
+        with self.lock:
+            for feed in waiter.feeds:
+                self.waiters.setdefault(feed, set()).add(waiter)
+            self._ensure_running()
+
+    def remove(self, waiter: _Waiter) -> None:
+        with self.lock:
+            for feed in waiter.feeds:
+                watching = self.waiters.get(feed)
+                if watching is not None:
+                    watching.discard(waiter)
+                    if not watching:
+                        del self.waiters[feed]
+            if not self.waiters:
+                self.idle_since = time.monotonic()
+
+    def waiting(self) -> int:
+        """How many readers wait now (for tests and the benchmark)."""
+        with self.lock:
+            return len({w for watching in self.waiters.values() for w in watching})
+
+    def _ensure_running(self) -> None:
+        # Called with the lock held. A forked child has no thread: it starts its own.
+        if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
+            return
+        self.pid = os.getpid()
+        self.subscribed.clear()
+        self.thread = threading.Thread(target=self._run, name="diffs-live", daemon=True)
+        self.thread.start()
+
+    def _wake(self, feed: str) -> None:
+        with self.lock:
+            woken = list(self.waiters.get(feed, ()))
+        for waiter in woken:
+            waiter.wake()
+
+    def _wake_all(self) -> None:
+        with self.lock:
+            woken = {w for watching in self.waiters.values() for w in watching}
+        for waiter in woken:
+            waiter.wake()
+
+    def _idle(self) -> bool:
+        """True (and the listener is let go) once no reader has waited for a while."""
+        with self.lock:
+            if self.waiters or time.monotonic() - self.idle_since < IDLE_SECONDS:
+                return False
+            if self.thread is threading.current_thread():
+                self.thread = None  # the next reader starts a new listener
+            return True
+
+    def _run(self) -> None:
+        while True:
+            failed = False
+            try:
+                self._listen()
+            except Exception as error:  # any failure: readers fall back
+                failed = True
+                logger.debug("django-diffs stopped listening for new diffs: %r", error)
+            self.subscribed.clear()
+            self._wake_all()
+            if self.thread is not threading.current_thread():
+                return
+            if failed:
+                time.sleep(_RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        """Subscribe and wake readers until the settings change or no one waits."""
+        client = get_connection()
+        channel = current_layout().changes_channel
+        pubsub: Any = cast(Any, client).pubsub()  # redis-py leaves it untyped
+        try:
+            pubsub.subscribe(channel)
+            while get_connection() is client and current_layout().changes_channel == channel:
+                if self._idle():
+                    return
+                message = pubsub.get_message(timeout=_POLL_SECONDS)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    # From here on no write is missed: wake every reader, whose last
+                    # read may have come before the subscription.
+                    self.subscribed.set()
+                    self._wake_all()
+                elif message["type"] == "message":
+                    data = message["data"]
+                    self._wake(data.decode() if isinstance(data, bytes) else str(data))
+        finally:
+            self.subscribed.clear()
+            pubsub.close()
+
+
+_listener = _Listener()
+
+
+def waiting_readers() -> int:
+    """How many readers of this process wait for a diff now."""
+    return _listener.waiting()
+
+
+def wait_for_page(
+    read: Callable[[Since], FeedPage], cursor: Since, feeds: Iterable[str], wait: float
+) -> FeedPage:
+    """Read a page after ``cursor``; while it is empty, wait for a write to one of
+    ``feeds`` (at most ``wait`` seconds in all) and read again.
+
+    Returns the first page with diffs, or the empty page of a read made after ``wait``
+    ran out (its cursor is fresh).
+    """
+    deadline = time.monotonic() + wait
+    waiter = _Waiter(frozenset(feeds), None)
+    _listener.add(waiter)
+    try:
+        while True:
+            waiter.clear()
+            page = read(cursor)
+            left = deadline - time.monotonic()
+            if page.diffs or page.has_more or left <= 0:
+                return page
+            cursor = page.cursor
+            waiter.thread_event.wait(_pause(left))
+    finally:
+        _listener.remove(waiter)
+
+
+async def await_page(
+    read: Callable[[Since], Awaitable[FeedPage]], cursor: Since, feeds: Iterable[str], wait: float
+) -> FeedPage:
+    """:func:`wait_for_page` for async readers: waits on the event loop."""
+    deadline = time.monotonic() + wait
+    waiter = _Waiter(frozenset(feeds), asyncio.get_running_loop())
+    assert waiter.loop_event is not None  # a loop was given
+    _listener.add(waiter)
+    try:
+        while True:
+            waiter.clear()
+            page = await read(cursor)
+            left = deadline - time.monotonic()
+            if page.diffs or page.has_more or left <= 0:
+                return page
+            cursor = page.cursor
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter.loop_event.wait(), _pause(left))
+    finally:
+        _listener.remove(waiter)
+
+
+def _pause(left: float) -> float:
+    """How long a reader waits before reading again, at most."""
+    return left if _listener.subscribed.is_set() else min(left, FALLBACK_SECONDS)
