@@ -27,27 +27,45 @@ from diffs.connection import LUPA_HINT, LUPA_MISSING, get_fake_server, lupa_inst
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
 
 _lock = threading.Lock()
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+    weakref.WeakKeyDictionary()
+)
 
 # Options of the sync client that are objects made for it and mean nothing (or the
 # wrong thing) to an asyncio client: the async client builds its own.
 _SYNC_ONLY_OPTIONS = ("connection_pool", "connection_class", "retry")
 
 
-def get_async_connection() -> Any:
+async def get_async_connection() -> Any:
     """The ``redis.asyncio`` client of the running event loop (built on first use).
 
-    Raises:
-        RuntimeError: called outside a running event loop.
+    A cluster client learns the cluster's layout before its first command here:
+    redis-py's async cluster client, asked by many tasks at once before it has, fails
+    some of them.
     """
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
+    entry = _clients.get(loop)
+    if entry is None:
         with _lock:
-            client = _clients.get(loop)
-            if client is None:
-                client = _clients[loop] = build_async_client(get_settings())
-    return client
+            entry = _clients.get(loop)
+            if entry is None:
+                entry = _clients[loop] = _LoopClient(build_async_client(get_settings()))
+    if not entry.ready:
+        async with entry.starting:
+            if not entry.ready:
+                if isinstance(entry.client, AsyncRedisCluster):
+                    await entry.client.initialize()
+                entry.ready = True
+    return entry.client
+
+
+class _LoopClient:
+    """One loop's client, and whether it is ready for commands."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.ready = False
+        self.starting = asyncio.Lock()
 
 
 def reset_async_connections() -> None:

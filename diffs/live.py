@@ -96,6 +96,8 @@ class _Listener:
         self.thread: threading.Thread | None = None
         self.pid = 0
         self.idle_since = time.monotonic()
+        #: The client the subscription was made with.
+        self.client: Any = None
 
     def add(self, waiter: _Waiter) -> None:
         with self.lock:
@@ -166,7 +168,7 @@ class _Listener:
 
     def _listen(self) -> None:
         """Subscribe and wake readers until the settings change or no one waits."""
-        client = get_connection()
+        client = self.client = get_connection()
         channel = current_layout().changes_channel
         pubsub: Any = cast(Any, client).pubsub()  # redis-py leaves it untyped
         try:

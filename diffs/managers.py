@@ -35,6 +35,7 @@ from diffs.sortedset import DiffSortedSet, decode_entries
 from diffs.steps import Steps, arun, run
 
 _M = TypeVar("_M", bound=models.Model)
+_T = TypeVar("_T")
 
 #: A read of one page after a cursor: its steps (``diffs.steps``) and its name in errors.
 _Reader = Callable[[Since], tuple[Steps[FeedPage], str]]
@@ -118,7 +119,7 @@ class DiffModelManager(Generic[_M]):
         """:meth:`get_by_object_id` for async code: the same diffs and errors, read with
         ``redis.asyncio`` on the running event loop."""
         steps, what = self._object_diffs(pk, since)
-        return await reads.aread(lambda: arun(get_async_connection(), steps), what)
+        return await reads.aread(lambda: _arun(steps), what)
 
     def _object_diffs(self, pk: Any, since: Since) -> tuple[Steps[list[Diff]], str]:
         label, pk_python = model_label(self.model), pk_value(self.model, pk)
@@ -267,7 +268,7 @@ class DiffModelManager(Generic[_M]):
     ) -> FeedPage:
         async def once(since: Since) -> FeedPage:
             steps, what = read(since)
-            return await reads.aread(lambda: arun(get_async_connection(), steps), what)
+            return await reads.aread(lambda: _arun(steps), what)
 
         if wait is None:
             return await once(cursor)
@@ -395,6 +396,11 @@ class DiffModelManager(Generic[_M]):
             cursor=encode_cursor(score),
             holder_pk=pk_value(model, pk),
         )
+
+
+async def _arun(steps: Steps[_T]) -> _T:
+    """Run ``steps`` with the running loop's ``redis.asyncio`` client."""
+    return await arun(await get_async_connection(), steps)
 
 
 def _check_pk(model: type[models.Model], pk: Any) -> None:

@@ -1,0 +1,190 @@
+"""Long-poll: since(..., wait=) returns at the next diff, or after wait with a fresh cursor."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from django.db import connections
+
+from diffs import live, steps
+from diffs.connection import get_connection
+from diffs.cursors import decode_cursor
+from tests.testapp.models import Memo, Question
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Far longer than any wake-up takes: a test that waits this long has failed.
+LONG_WAIT = 20.0
+
+
+def save_later(delay: float, text: str) -> threading.Thread:
+    def save():
+        time.sleep(delay)
+        try:
+            Question.objects.create(question_text=text)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    return thread
+
+
+def wait_until_listening(timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    # Subscribed with the client of this test (one of an earlier test resubscribes).
+    while not (live._listener.subscribed.is_set() and live._listener.client is get_connection()):
+        assert time.monotonic() < deadline, "the listener did not subscribe"
+        time.sleep(0.01)
+
+
+def test_since_with_wait_returns_as_soon_as_a_diff_is_written():
+    cursor = Question.diffs.since().cursor
+    writer = save_later(0.3, "news")
+    started = time.monotonic()
+    page = Question.diffs.since(cursor, wait=LONG_WAIT)
+    elapsed = time.monotonic() - started
+    writer.join()
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["news"]
+    assert elapsed < LONG_WAIT / 2
+
+
+def test_since_with_wait_returns_at_once_when_diffs_are_there():
+    Question.objects.create(question_text="already")
+    started = time.monotonic()
+    page = Question.diffs.since(wait=LONG_WAIT)
+    assert len(page.diffs) == 1
+    assert time.monotonic() - started < LONG_WAIT / 2
+
+
+def test_an_empty_wait_ends_with_an_empty_page_and_a_fresh_cursor():
+    cursor = Question.diffs.since().cursor
+    time.sleep(0.01)
+    started = time.monotonic()
+    page = Question.diffs.since(cursor, wait=0.4)
+    assert time.monotonic() - started >= 0.4
+    assert page.diffs == [] and not page.has_more
+    # Read after the wait ran out: the cursor moved on by about the wait.
+    assert decode_cursor(page.cursor) - decode_cursor(cursor) >= 350
+    Question.objects.create(question_text="later")
+    assert len(Question.diffs.since(page.cursor).diffs) == 1
+
+
+def test_a_diff_of_another_model_does_not_end_the_wait():
+    cursor = Question.diffs.since().cursor
+    Memo.objects.create(title="elsewhere")
+    page = Question.diffs.since(cursor, wait=0.3)
+    assert page.diffs == []
+    assert len(Memo.diffs.since(wait=0.3).diffs) == 1
+
+
+def test_object_since_waits_for_the_objects_model():
+    question = Question.objects.create(question_text="a")
+    cursor = Question.diffs.object_since(question.pk).cursor
+
+    def edit():
+        time.sleep(0.3)
+        try:
+            Question.objects.filter(pk=question.pk).update(question_text="b")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=edit)
+    thread.start()
+    page = Question.diffs.object_since(question.pk, cursor, wait=LONG_WAIT)
+    thread.join()
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["b"]
+
+
+def test_asince_with_wait_waits_on_the_event_loop():
+    cursor = Question.diffs.since().cursor
+
+    async def wait_and_tick():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.ensure_future(ticker())
+        writer = save_later(0.3, "async news")
+        page = await Question.diffs.asince(cursor, wait=LONG_WAIT)
+        ticking.cancel()
+        await asyncio.to_thread(writer.join)
+        return page, ticks
+
+    started = time.monotonic()
+    page, ticks = asyncio.run(wait_and_tick())
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["async news"]
+    assert time.monotonic() - started < LONG_WAIT / 2
+    assert ticks >= 10, "the loop was blocked while the read waited"
+
+
+def test_waiting_readers_do_not_poll_redis(monkeypatch):
+    """A reader waiting with nothing to read reads once, then once after the wait."""
+    cursor = Question.diffs.since().cursor
+    Question.diffs.since(cursor, wait=0.05)  # starts the listener
+    wait_until_listening()
+    reads_made = []
+    real_run = steps.run
+
+    def counting_run(client, read_steps):
+        reads_made.append(time.monotonic())
+        return real_run(client, read_steps)
+
+    monkeypatch.setattr("diffs.managers.run", counting_run)
+    Question.diffs.since(cursor, wait=1.5)
+    assert len(reads_made) == 2
+
+
+def test_many_waiting_readers_share_one_listener_and_all_wake():
+    cursor = Question.diffs.since().cursor
+
+    async def many():
+        readers = [
+            asyncio.ensure_future(Question.diffs.asince(cursor, wait=LONG_WAIT)) for _ in range(50)
+        ]
+        while live.waiting_readers() < 50:
+            await asyncio.sleep(0.01)
+        listeners = [t for t in threading.enumerate() if t.name == "diffs-live"]
+        writer = save_later(0.0, "for everyone")
+        pages = await asyncio.gather(*readers)
+        await asyncio.to_thread(writer.join)
+        return pages, listeners
+
+    started = time.monotonic()
+    pages, listeners = asyncio.run(many())
+    assert len(listeners) == 1
+    assert all(len(page.diffs) == 1 for page in pages)
+    assert time.monotonic() - started < LONG_WAIT / 2
+    assert live.waiting_readers() == 0
+
+
+def test_a_reader_still_gets_the_diff_when_the_listener_cannot_subscribe(monkeypatch):
+    """Without the subscription (Redis refused it), waiting readers read again every
+    FALLBACK_SECONDS: later, but nothing is missed."""
+    monkeypatch.setattr(live, "FALLBACK_SECONDS", 0.2)
+
+    def refuse(self):
+        raise ConnectionError("no pub/sub here")
+
+    monkeypatch.setattr(live._Listener, "_listen", refuse)
+    live._listener.subscribed.clear()
+    cursor = Question.diffs.since().cursor
+    writer = save_later(0.3, "seen anyway")
+    page = Question.diffs.since(cursor, wait=LONG_WAIT)
+    writer.join()
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["seen anyway"]
+
+
+@pytest.mark.parametrize("wait", [-1, float("nan"), float("inf"), "5", True])
+def test_a_bad_wait_is_refused(wait):
+    with pytest.raises(ValueError, match="wait must be"):
+        Question.diffs.since(wait=wait)
+    with pytest.raises(ValueError, match="wait must be"):
+        asyncio.run(Question.diffs.asince(wait=wait))
