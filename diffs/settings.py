@@ -331,6 +331,25 @@ def _check_socket_timeout(key: str, value: Any) -> list[Problem]:
     ]
 
 
+#: The largest ``max_wait`` accepted: a request held longer outlives most proxies' timeouts.
+MAX_WAIT_LIMIT = 3600
+
+
+def _check_max_wait(key: str, value: Any) -> list[Problem]:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and 0 < value <= MAX_WAIT_LIMIT:
+        return []
+    return [
+        Problem(
+            "diffs.E034",
+            f"{SETTING_NAME}['max_wait'] must be a number of seconds above 0 and at most "
+            f"{MAX_WAIT_LIMIT}, not {value!r}.",
+            "Set how long a request may wait for the next diff (?wait= of the REST "
+            "endpoint, one event stream), e.g. 30; keep it below your proxy's timeout.",
+        )
+    ]
+
+
 def _positive_int_check(check_id: str, example: str) -> Check:
     def check(key: str, value: Any) -> list[Problem]:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -510,6 +529,9 @@ class DiffsSettings:
     #: Dotted path of a function of the request that returns more context values for
     #: ``DiffsContextMiddleware`` (``diffs.middleware``), or None.
     request_context: str | None = _option(None, _check_request_context)
+    #: The longest wait (seconds) a request may ask for: the REST endpoint's ``?wait=``
+    #: and how long one event stream lasts before the client reconnects.
+    max_wait: float = _option(30.0, _check_max_wait)
     #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
     user_redis: dict[str, Any] = field(default_factory=dict)
 

@@ -13,10 +13,12 @@ serializer shows. Errors are 400, 410 (expired cursor, with a fresh one) or 503 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -25,6 +27,7 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from django.http import HttpResponseBase
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
@@ -33,12 +36,14 @@ from rest_framework.relations import (
     PrimaryKeyRelatedField,
     SlugRelatedField,
 )
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer, ListSerializer
 from rest_framework.utils.encoders import JSONEncoder
 
 from diffs.connection import REDIS_ERRORS
+from diffs.contrib.events import EventStreamRenderer, event_stream_response
 from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
 from diffs.cursors import Since
 from diffs.diff import Diff
@@ -47,6 +52,7 @@ from diffs.feed import MAX_LIMIT, FeedPage
 from diffs.keys import model_label, pk_value
 from diffs.managers import DiffModelManager
 from diffs.registry import is_registered
+from diffs.settings import get_settings
 
 __all__ = [
     "DiffsCursorGone",
@@ -62,6 +68,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 # At most 7 digits: int() of a huge string is slow (and refused past 4300 digits).
 _LIMIT_RE = re.compile(r"[0-9]{1,7}")
+# Seconds, with at most three decimals: "25", "2.5".
+_WAIT_RE = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,3})?")
 #: The longest ``since`` worth parsing: a cursor is a float's repr (at most 24
 #: characters), Unix milliseconds fewer still.
 _MAX_SINCE_CHARS = 64
@@ -86,6 +94,17 @@ _DEFAULT_RECORD_KEYS = frozenset({"model", "pk", "fields"})
 def _diffs_action(*, detail: bool) -> Callable[[_F], _F]:
     """``@action(methods=["get"], url_path="diffs")``, typed (DRF has no annotations)."""
     return cast("Callable[[_F], _F]", action(methods=["get"], detail=detail, url_path="diffs"))
+
+
+def _stream_action() -> Callable[[_F], _F]:
+    """The ``diffs/stream`` action: it accepts ``Accept: text/event-stream``."""
+    decorator = action(
+        methods=["get"],
+        detail=False,
+        url_path="diffs/stream",
+        renderer_classes=[EventStreamRenderer, JSONRenderer],
+    )
+    return cast("Callable[[_F], _F]", decorator)
 
 
 class InvalidDiffsParameter(ValidationError):  # type: ignore[misc]
@@ -152,6 +171,7 @@ class DiffsViewSetMixin:
     #: names instead.
     diffs_action_aliases: ClassVar[Mapping[str, str]] = {
         "diffs_feed": "list",
+        "diffs_stream": "list",
         "object_diffs": "retrieve",
     }
     #: Serializers of child models whose diffs reach this model's sets through
@@ -201,36 +221,75 @@ class DiffsViewSetMixin:
 
     @_diffs_action(detail=False)
     def diffs_feed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """The diffs of every object the user may see, oldest first, after ``since``."""
+        """The diffs of every object the user may see, oldest first, after ``since``.
+
+        With ``?wait=`` (seconds, capped by ``DIFFS_SETTINGS["max_wait"]``) the response
+        waits for the first diff the user may see, or until the wait ends.
+        """
         with self._diffs_aliased_action():
             since, limit = self.get_diffs_params(request)
-            queryset = self.get_diffs_queryset()
-            manager = self._diffs_manager(queryset.model)
-            page = _read(lambda: manager.since(since, limit), since, queryset.model)
-            diffs = self.visible_diffs(_decodable(page.diffs, queryset.model))
-            return self.diffs_response(page, diffs)
+            wait = self.get_diffs_wait(request)
+            page, entries = self._diffs_feed_page(since, limit, wait)
+            return self.diffs_response(page, entries)
 
     @_diffs_action(detail=True)
     def object_diffs(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """One object's diffs, oldest first, after ``since`` (404 if it may not be seen)."""
+        """One object's diffs, oldest first, after ``since`` (404 if it may not be seen);
+        ``?wait=`` waits for the next as the feed does."""
         with self._diffs_aliased_action():
             since, limit = self.get_diffs_params(request)
+            wait = self.get_diffs_wait(request)
             instance = self.get_object()
             model = self.get_queryset().model
             manager = self._diffs_manager(model)
-            page = _read(lambda: manager.object_since(instance.pk, since, limit), since, model)
+            page = _read(
+                lambda: manager.object_since(instance.pk, since, limit, wait=wait or None),
+                since,
+                model,
+            )
             return self.diffs_response(page, _decodable(page.diffs, model, instance.pk))
+
+    @_stream_action()
+    def diffs_stream(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        """The feed as server-sent events (``text/event-stream``): each diff the user may
+        see is an event whose ``id`` is its cursor; the stream resumes from
+        ``Last-Event-ID`` (or ``?since=``) and ends after ``max_wait`` seconds, when the
+        browser reconnects (and is authenticated again). See the README's "Live
+        updates"."""
+        with self._diffs_aliased_action():
+            since, limit = self.get_diffs_params(request)
+            resumed = request.META.get("HTTP_LAST_EVENT_ID") or None
+            if resumed is not None:
+                since = self._diffs_checked_since(resumed)
+            page, entries = self._diffs_feed_page(since, limit, 0.0)
+            return event_stream_response(self, request, page, entries, limit)
+
+    def _diffs_feed_page(
+        self, since: Since, limit: int, wait: float
+    ) -> tuple[FeedPage, list[Diff]]:
+        """A feed page after ``since`` and the diffs of it the user may see, waiting up to
+        ``wait`` seconds for one (diffs the user may not see do not end the wait)."""
+        queryset = self.get_diffs_queryset()
+        model = queryset.model
+        manager = self._diffs_manager(model)
+        deadline = time.monotonic() + wait
+        cursor = since
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            page = _read(
+                functools.partial(manager.since, cursor, limit, wait=left or None), cursor, model
+            )
+            diffs = self.visible_diffs(_decodable(page.diffs, model))
+            if diffs or page.has_more or not page.diffs or left <= 0:
+                return page, diffs
+            cursor = page.cursor  # only diffs this user may not see: wait on
 
     def get_diffs_params(self, request: Request) -> tuple[str | None, int]:
         """Return ``(since, limit)`` from the query string, or raise a 400."""
         params = request.query_params
         since = params.get("since") or None
-        if since is not None and len(since) > _MAX_SINCE_CHARS:
-            msg = (
-                f"Invalid 'since': {_echo(since)} is not a cursor (a cursor has at most "
-                f"{_MAX_SINCE_CHARS} characters): pass back the cursor of a diff or page."
-            )
-            raise InvalidDiffsParameter(msg, "invalid_cursor")
+        if since is not None:
+            since = self._diffs_checked_since(since)
         raw = params.get("limit") or ""
         if not raw:
             return since, self.diffs_page_size
@@ -238,6 +297,28 @@ class DiffsViewSetMixin:
             return since, int(raw)
         msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
         raise InvalidDiffsParameter(msg, "invalid_limit")
+
+    def get_diffs_wait(self, request: Request) -> float:
+        """The seconds ``?wait=`` asks for (0 without it), at most ``max_wait``; a 400
+        for anything but a number of seconds."""
+        raw = request.query_params.get("wait") or ""
+        if not raw:
+            return 0.0
+        if not _WAIT_RE.fullmatch(raw):
+            msg = f"wait must be a number of seconds (e.g. 25 or 2.5), not {_echo(raw)}."
+            raise InvalidDiffsParameter(msg, "invalid_wait")
+        return min(float(raw), get_settings().max_wait)
+
+    @staticmethod
+    def _diffs_checked_since(since: str) -> str:
+        """``since`` (or a ``Last-Event-ID``), refused with a 400 when too long to parse."""
+        if len(since) > _MAX_SINCE_CHARS:
+            msg = (
+                f"Invalid 'since': {_echo(since)} is not a cursor (a cursor has at most "
+                f"{_MAX_SINCE_CHARS} characters): pass back the cursor of a diff or page."
+            )
+            raise InvalidDiffsParameter(msg, "invalid_cursor")
+        return since
 
     def get_diffs_queryset(self) -> models.QuerySet[Any]:
         """The rows whose diffs the feed shows: ``filter_queryset(get_queryset())``.
@@ -349,11 +430,17 @@ class DiffsViewSetMixin:
         """
         return Response(
             {
-                "results": _renderable(diffs, [self.diff_representation(d) for d in diffs]),
+                "results": self.diffs_entries(diffs),
                 "cursor": page.cursor,
                 "has_more": page.has_more,
             }
         )
+
+    def diffs_entries(self, diffs: list[Diff]) -> list[dict[str, Any]]:
+        """The entries of ``results`` (and of the event stream) for ``diffs``, those the
+        user may see: one :meth:`diff_representation` each, leaving out (with a warning)
+        any that is not strict JSON."""
+        return _renderable(diffs, [self.diff_representation(d) for d in diffs])
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
         """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, its ``old``

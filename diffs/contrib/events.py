@@ -1,0 +1,208 @@
+"""Server-sent events: a model's feed as a ``text/event-stream`` response.
+
+The REST endpoint's ``<list>/diffs/stream/`` (``DiffsViewSetMixin.diffs_stream``)
+checks authentication, permissions and throttling as the feed does and reads the
+first page before the response starts, so a bad or expired cursor still gets a 400 or
+410. Then :func:`event_stream_response` streams:
+
+* one ``diff`` event per diff the user may see: ``id:`` its cursor, ``data:`` the
+  entry the REST feed would show (one line of JSON);
+* an event with only an ``id:`` when the cursor moves past diffs the user may not see,
+  or (a heartbeat, with a ``:`` comment) when nothing happened for
+  ``HEARTBEAT_SECONDS``: the browser's ``Last-Event-ID`` stays fresh and proxies see
+  traffic;
+* ``diffs-error`` (data ``{"code", "cursor"?}``) when reading fails, and the stream ends.
+
+The stream ends after ``DIFFS_SETTINGS["max_wait"]`` seconds; the browser reconnects
+after ``retry:`` milliseconds, sending ``Last-Event-ID``, and the request is
+authenticated and checked again.
+
+Under ASGI the body is an async iterator: waiting for a diff and reading Redis happen
+on the event loop (``asince(wait=...)``, one subscription per process). Deciding what
+the user may see needs the database, so it runs in a small pool of
+``DATABASE_THREADS`` threads shared by every stream, each with its own database
+connection: a thousand streams do not open a thousand connections. Under WSGI the body
+is a sync iterator that holds its worker thread for as long as the stream lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer
+from rest_framework.utils.encoders import JSONEncoder
+
+from diffs.connection import REDIS_ERRORS
+from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
+from diffs.feed import FeedPage
+from diffs.settings import get_settings
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
+
+    from diffs.contrib.drf import DiffsViewSetMixin
+    from diffs.diff import Diff
+
+logger = logging.getLogger("diffs")
+
+_T = TypeVar("_T")
+
+#: Seconds without a diff after which a stream sends a heartbeat.
+HEARTBEAT_SECONDS = 15.0
+#: Milliseconds the browser waits before reconnecting (the ``retry:`` field).
+RECONNECT_MS = 2000
+#: Threads that decide, for every stream of the process, which diffs a user may see.
+DATABASE_THREADS = 4
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+class EventStreamRenderer(BaseRenderer):  # type: ignore[misc]
+    """Lets DRF's content negotiation accept ``Accept: text/event-stream`` (what
+    ``EventSource`` sends). The stream itself is not rendered by DRF; an error answered
+    before it starts (400, 403, 410, 503) is rendered as JSON."""
+
+    media_type = "text/event-stream"
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
+    ) -> bytes:
+        return json.dumps(data, cls=JSONEncoder).encode()
+
+
+def event_stream_response(
+    view: DiffsViewSetMixin,
+    request: Request,
+    page: FeedPage,
+    first: list[Diff],
+    limit: int,
+) -> StreamingHttpResponse:
+    """The ``text/event-stream`` response that goes on from ``page`` (already read,
+    ``first`` being the diffs of it the user may see)."""
+    stream = _Stream(view, page, first, limit)
+    body: Iterator[bytes] | AsyncIterator[bytes]
+    body = stream.events() if isinstance(request._request, ASGIRequest) else stream.sync_events()
+    response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
+    return response
+
+
+class _Stream:
+    """One client's stream: where it stands and how to render a page for its user."""
+
+    def __init__(self, view: DiffsViewSetMixin, page: FeedPage, first: list[Diff], limit: int):
+        self.view = view
+        self.model = view.get_diffs_queryset().model
+        self.limit = limit
+        self.first = (page, first)
+        self.cursor = page.cursor
+        self.ends_at = time.monotonic() + get_settings().max_wait
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The events, for an ASGI server."""
+        manager = self.view._diffs_manager(self.model)
+        yield self._opening()
+        while (left := self.ends_at - time.monotonic()) > 0:
+            try:
+                page = await manager.asince(
+                    self.cursor, self.limit, wait=min(HEARTBEAT_SECONDS, left)
+                )
+            except Exception as error:
+                yield self._failure(error)
+                return
+            yield await _in_database_thread(self._render, page)
+
+    def sync_events(self) -> Iterator[bytes]:
+        """The events, for a WSGI server (the worker thread waits with the stream)."""
+        manager = self.view._diffs_manager(self.model)
+        yield self._opening()
+        while (left := self.ends_at - time.monotonic()) > 0:
+            try:
+                page = manager.since(self.cursor, self.limit, wait=min(HEARTBEAT_SECONDS, left))
+            except Exception as error:
+                yield self._failure(error)
+                return
+            yield self._render(page)
+
+    def _opening(self) -> bytes:
+        page, diffs = self.first
+        return f"retry: {RECONNECT_MS}\n\n".encode() + self._events(page, diffs)
+
+    def _render(self, page: FeedPage) -> bytes:
+        """The events of ``page``: what the user may see of it, then its cursor."""
+        # Imported here: diffs.contrib.drf imports this module.
+        from diffs.contrib.drf import _decodable
+
+        with self.view._diffs_aliased_action():
+            diffs = self.view.visible_diffs(_decodable(page.diffs, self.model))
+            return self._events(page, diffs)
+
+    def _events(self, page: FeedPage, diffs: list[Diff]) -> bytes:
+        with self.view._diffs_aliased_action():
+            entries = self.view.diffs_entries(diffs)
+        parts = []
+        last = None
+        for entry in entries:
+            data = json.dumps(entry, cls=JSONEncoder, ensure_ascii=False, allow_nan=False)
+            last = entry["cursor"]
+            parts.append(f"id: {last}\nevent: diff\ndata: {data}\n\n")
+        if not page.diffs:
+            parts.append(": heartbeat\n")
+        if page.cursor is not None:
+            if page.cursor != last:
+                parts.append(f"id: {page.cursor}\n\n")
+            self.cursor = page.cursor
+        return "".join(parts).encode()
+
+    def _failure(self, error: Exception) -> bytes:
+        """The ``diffs-error`` event that ends a stream whose read failed."""
+        body: dict[str, Any]
+        if isinstance(error, CursorExpired):
+            body = {"code": "cursor_expired", "cursor": error.restart_cursor}
+        elif isinstance(error, InvalidCursor):
+            body = {"code": "invalid_cursor"}
+        elif isinstance(error, (RedisUnavailable, *REDIS_ERRORS)):
+            body = {"code": "redis_unavailable"}
+        else:
+            logger.exception("A django-diffs event stream of %s failed.", self.model._meta.label)
+            body = {"code": "error"}
+        return f"event: diffs-error\ndata: {json.dumps(body)}\n\n".encode()
+
+
+async def _in_database_thread(job: Callable[..., _T], *args: Any) -> _T:
+    """Run ``job`` in the streams' database threads, as Django runs a request: old or
+    broken connections are closed before and after (``CONN_MAX_AGE`` applies)."""
+
+    def run() -> _T:
+        close_old_connections()
+        try:
+            return job(*args)
+        finally:
+            close_old_connections()
+
+    return await asyncio.get_running_loop().run_in_executor(_database_executor(), run)
+
+
+def _database_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="diffs-events")
+        return _executor
