@@ -41,6 +41,8 @@ DEV_REQUIRES = [
     "celery>=5.3",
     # The admin pages are tested in headless Chromium (Debian's chromium-driver).
     "selenium>=4.20",
+    # The event stream is tested, and benchmarked, under a real ASGI server.
+    "uvicorn>=0.30",
 ]
 
 setup(

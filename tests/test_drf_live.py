@@ -164,7 +164,9 @@ def test_the_stream_has_the_feeds_permissions_rows_and_columns():
     with diffs_settings(max_wait=0.2):
         voted = parse(stream_text(api, "/voted-questions/diffs/stream/"))
         secret = stream_text(api, "/secretive/diffs/stream/")
-    texts = [json.loads(e["data"])["data"][0]["fields"]["question_text"] for e in voted if "data" in e]
+    texts = [
+        json.loads(e["data"])["data"][0]["fields"]["question_text"] for e in voted if "data" in e
+    ]
     assert texts == ["shown"]
     assert "s3cr3t" not in secret and '"name": "n"' in secret
 
