@@ -23,7 +23,13 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
-from diffs.connection import LUPA_HINT, LUPA_MISSING, get_fake_server, lupa_installed
+from diffs.connection import (
+    LUPA_HINT,
+    LUPA_MISSING,
+    get_fake_server,
+    lupa_installed,
+    waiting_for_connections,
+)
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
 
 _lock = threading.Lock()
@@ -97,8 +103,10 @@ def build_async_client(conf: DiffsSettings) -> Any:
     if conf.url:
         for key in ("host", "port", "db", "unix_socket_path"):
             options.pop(key, None)
-        return redis.asyncio.Redis.from_url(conf.url, **options)
-    return redis.asyncio.Redis(**options)
+        client = redis.asyncio.Redis.from_url(conf.url, **options)
+    else:
+        client = redis.asyncio.Redis(**options)
+    return waiting_for_connections(client, redis.asyncio, conf.socket_timeout)
 
 
 def _options(conf: DiffsSettings) -> dict[str, Any]:

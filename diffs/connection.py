@@ -181,8 +181,30 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
         # unix_socket_path on to a TCP connection class, which refuses it on every call.
         for key in ("host", "port", "db", "unix_socket_path"):
             options.pop(key, None)
-        return redis.Redis.from_url(conf.url, **options)
-    return redis.Redis(**{**conf.redis, **options})
+        client = redis.Redis.from_url(conf.url, **options)
+    else:
+        client = redis.Redis(**{**conf.redis, **options})
+    return cast(redis.Redis, waiting_for_connections(client, redis, conf.socket_timeout))
+
+
+def waiting_for_connections(client: Any, package: Any, timeout: float | None) -> Any:
+    """``client`` (``redis.Redis`` or ``redis.asyncio.Redis``, from ``package``) with a
+    pool that waits up to ``timeout`` for a free connection when all are in use.
+
+    redis-py's default pool refuses at once (``MaxConnectionsError``, 100 connections
+    in redis-py 6 and later): a burst of threads or tasks, two hundred event streams
+    opening together say, would fail reads and saves that a moment's wait serves.
+    """
+    pool = client.connection_pool
+    blocking = package.BlockingConnectionPool(
+        max_connections=pool.max_connections,
+        timeout=timeout,
+        connection_class=pool.connection_class,
+        **pool.connection_kwargs,
+    )
+    waiting = package.Redis(connection_pool=blocking)
+    waiting.auto_close_connection_pool = True  # close() disconnects the pool, as before
+    return waiting
 
 
 def _build_cluster_client(conf: DiffsSettings) -> redis.Redis:

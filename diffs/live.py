@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, cast
 
 from diffs.connection import get_connection
@@ -226,17 +228,32 @@ def wait_for_page(
 
 
 async def await_page(
-    read: Callable[[Since], Awaitable[FeedPage]], cursor: Since, feeds: Iterable[str], wait: float
+    read: Callable[[Since], Awaitable[FeedPage]],
+    cursor: Since,
+    feeds: Iterable[str],
+    wait: float,
+    share_as: Hashable | None = None,
 ) -> FeedPage:
-    """:func:`wait_for_page` for async readers: waits on the event loop."""
+    """:func:`wait_for_page` for async readers: waits on the event loop.
+
+    Readers of one loop that wait on the same thing (``share_as``: what is read, and
+    how, except the cursor) and hold the same cursor share their reads: a write that
+    wakes a thousand streams costs one read, not a thousand (see :func:`_shared_read`).
+    """
     deadline = time.monotonic() + wait
     waiter = _Waiter(frozenset(feeds), asyncio.get_running_loop())
     assert waiter.loop_event is not None  # a loop was given
     _listener.add(waiter)
     try:
         while True:
+            woken_at = time.monotonic()
             waiter.clear()
-            page = await read(cursor)
+            if share_as is None:
+                page = await read(cursor)
+            else:
+                page = await _shared_read(
+                    (share_as, cursor), woken_at, functools.partial(read, cursor)
+                )
             left = deadline - time.monotonic()
             if page.diffs or page.has_more or left <= 0:
                 return page
@@ -245,6 +262,38 @@ async def await_page(
                 await asyncio.wait_for(waiter.loop_event.wait(), _pause(left))
     finally:
         _listener.remove(waiter)
+
+
+# Per loop: the reads in flight, by what they read, with when each started.
+_flights: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Hashable, tuple[float, asyncio.Future[FeedPage]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _shared_read(
+    key: Hashable, not_before: float, read: Callable[[], Awaitable[FeedPage]]
+) -> FeedPage:
+    """``read()``, or the result of the same read already in flight on this loop if it
+    started at ``not_before`` or later.
+
+    A reader woken by a write asks for a read started after it was woken: such a read
+    reached Redis after the write's script had run (the message that woke it was sent
+    by that script), so it sees the write. An older read in flight may not.
+    """
+    loop = asyncio.get_running_loop()
+    flights = _flights.setdefault(loop, {})
+    flight = flights.get(key)
+    if flight is not None and flight[0] >= not_before:
+        return await asyncio.shield(flight[1])
+    future: asyncio.Future[FeedPage] = asyncio.ensure_future(read())
+    flights[key] = (time.monotonic(), future)
+
+    def forget(done: asyncio.Future[FeedPage]) -> None:
+        if flights.get(key, (0.0, None))[1] is done:
+            del flights[key]
+
+    future.add_done_callback(forget)
+    return await asyncio.shield(future)
 
 
 def _pause(left: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar, overload
 
 import redis
@@ -176,7 +176,8 @@ class DiffModelManager(Generic[_M]):
     ) -> FeedPage:
         """:meth:`object_since` for async code (``redis.asyncio``, no thread hop)."""
         read, feeds = self._object_reader(pk, limit)
-        return await self._async_page(read, cursor, feeds, wait)
+        read_as = ("object", model_label(self.model), str(pk_value(self.model, pk)), limit)
+        return await self._async_page(read, cursor, feeds, wait, read_as)
 
     def _object_reader(self, pk: Any, limit: int) -> tuple[_Reader, list[str]]:
         check_limit(limit)
@@ -231,7 +232,8 @@ class DiffModelManager(Generic[_M]):
         """:meth:`since` for async code: the same pages and errors, read with
         ``redis.asyncio`` on the running event loop; ``wait`` waits on the loop."""
         read, feeds = self._feed_reader(limit)
-        return await self._async_page(read, cursor, feeds, wait)
+        read_as = ("feed", model_label(self.model), limit)
+        return await self._async_page(read, cursor, feeds, wait, read_as)
 
     def _feed_reader(self, limit: int) -> tuple[_Reader, list[str]]:
         check_limit(limit)
@@ -264,7 +266,7 @@ class DiffModelManager(Generic[_M]):
 
     @staticmethod
     async def _async_page(
-        read: _Reader, cursor: Since, feeds: list[str], wait: float | None
+        read: _Reader, cursor: Since, feeds: list[str], wait: float | None, read_as: Hashable
     ) -> FeedPage:
         async def once(since: Since) -> FeedPage:
             steps, what = read(since)
@@ -272,7 +274,10 @@ class DiffModelManager(Generic[_M]):
 
         if wait is None:
             return await once(cursor)
-        return await live.await_page(once, cursor, feeds, live.check_wait(wait))
+        # Streams that wait on one feed with one cursor share their reads (diffs.live).
+        conf = get_settings()
+        share_as = (read_as, conf.page_bytes, conf.max_element_age, conf.prefix)
+        return await live.await_page(once, cursor, feeds, live.check_wait(wait), share_as)
 
     def newest(self, before: str | None = None, limit: int = 100) -> FeedPage:
         """Return a page of the model's diffs newest first, for browsing (the admin).

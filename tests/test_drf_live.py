@@ -171,20 +171,29 @@ def test_the_stream_has_the_feeds_permissions_rows_and_columns():
     assert "s3cr3t" not in secret and '"name": "n"' in secret
 
 
-@pytest.mark.parametrize(
-    ("last_event_id", "status", "code"),
-    [("x" * 65, 400, "invalid_cursor"), ("abc", 400, "invalid_cursor"), ("1000.5", 410, None)],
-)
-def test_a_bad_or_expired_last_event_id_is_answered_before_the_stream(last_event_id, status, code):
+@pytest.mark.parametrize("last_event_id", ["x" * 65, "abc", "-1"])
+def test_a_malformed_last_event_id_is_a_400_before_the_stream(last_event_id):
     response = APIClient().get(
         "/questions/diffs/stream/", HTTP_ACCEPT=STREAM, HTTP_LAST_EVENT_ID=last_event_id
     )
-    assert response.status_code == status
+    assert response.status_code == 400
     assert not response.streaming
-    if code:
-        assert json.loads(response.content)["code"] == code
-    else:
-        assert json.loads(response.content)["cursor"]
+    assert json.loads(response.content)["code"] == "invalid_cursor"
+
+
+def test_an_expired_cursor_ends_the_stream_with_an_event_that_moves_the_id_to_now():
+    with diffs_settings(max_wait=5):
+        text = stream_text(APIClient(), "/questions/diffs/stream/", HTTP_LAST_EVENT_ID="1000.5")
+    [error] = [e for e in parse(text) if e.get("event") == "diffs-error"]
+    body = json.loads(error["data"])
+    assert body["code"] == "cursor_expired"
+    assert error["id"] == body["cursor"] and float(body["cursor"]) > 1000.5
+    # The browser reconnects with that id, which reads from now.
+    with diffs_settings(max_wait=0.2):
+        again = stream_text(
+            APIClient(), "/questions/diffs/stream/", HTTP_LAST_EVENT_ID=error["id"]
+        )
+    assert "diffs-error" not in again
 
 
 def test_heartbeats_keep_the_id_fresh_while_nothing_changes(monkeypatch):

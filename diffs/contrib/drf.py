@@ -45,7 +45,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from diffs.connection import REDIS_ERRORS
 from diffs.contrib.events import EventStreamRenderer, event_stream_response
 from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
-from diffs.cursors import Since
+from diffs.cursors import Since, start_of
 from diffs.diff import Diff
 from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
 from diffs.feed import MAX_LIMIT, FeedPage
@@ -261,8 +261,14 @@ class DiffsViewSetMixin:
             resumed = request.META.get("HTTP_LAST_EVENT_ID") or None
             if resumed is not None:
                 since = self._diffs_checked_since(resumed)
-            page, entries = self._diffs_feed_page(since, limit, 0.0)
-            return event_stream_response(self, request, page, entries, limit)
+            model = self.get_diffs_queryset().model
+            self._diffs_manager(model)  # refuses a model not registered
+            try:
+                start_of(since, 0.0)
+            except InvalidCursor as error:
+                detail = _invalid_cursor_detail(error, since)
+                raise InvalidDiffsParameter(detail, "invalid_cursor") from error
+            return event_stream_response(self, request, since, limit)
 
     def _diffs_feed_page(
         self, since: Since, limit: int, wait: float

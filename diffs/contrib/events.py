@@ -1,9 +1,11 @@
 """Server-sent events: a model's feed as a ``text/event-stream`` response.
 
 The REST endpoint's ``<list>/diffs/stream/`` (``DiffsViewSetMixin.diffs_stream``)
-checks authentication, permissions and throttling as the feed does and reads the
-first page before the response starts, so a bad or expired cursor still gets a 400 or
-410. Then :func:`event_stream_response` streams:
+checks authentication, permissions and throttling as the feed does, and refuses a
+malformed cursor with a 400, before the response starts. It reads nothing from Redis
+itself: under ASGI, Django runs that part of every request in a thread of its own, and
+two hundred streams opening at once (a redeploy) would hold two hundred threads
+contending for Redis connections and the GIL. :func:`event_stream_response` streams:
 
 * one ``diff`` event per diff the user may see: ``id:`` its cursor, ``data:`` the
   entry the REST feed would show (one line of JSON);
@@ -11,7 +13,9 @@ first page before the response starts, so a bad or expired cursor still gets a 4
   or (a heartbeat, with a ``:`` comment) when nothing happened for
   ``HEARTBEAT_SECONDS``: the browser's ``Last-Event-ID`` stays fresh and proxies see
   traffic;
-* ``diffs-error`` (data ``{"code", "cursor"?}``) when reading fails, and the stream ends.
+* ``diffs-error`` (data ``{"code"}``) when reading fails, and the stream ends. For an
+  expired cursor (``"cursor_expired"``) its ``id:`` is a cursor standing for now: the
+  browser reconnects from there, and the page fetches what it shows afresh.
 
 The stream ends after ``DIFFS_SETTINGS["max_wait"]`` seconds; the browser reconnects
 after ``retry:`` milliseconds, sending ``Last-Event-ID``, and the request is
@@ -37,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.encoders import JSONEncoder
@@ -51,7 +55,6 @@ if TYPE_CHECKING:
     from rest_framework.request import Request
 
     from diffs.contrib.drf import DiffsViewSetMixin
-    from diffs.diff import Diff
 
 logger = logging.getLogger("diffs")
 
@@ -63,6 +66,8 @@ HEARTBEAT_SECONDS = 15.0
 RECONNECT_MS = 2000
 #: Threads that decide, for every stream of the process, which diffs a user may see.
 DATABASE_THREADS = 4
+
+_OPENING = f"retry: {RECONNECT_MS}\n\n".encode()
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -87,17 +92,17 @@ class EventStreamRenderer(BaseRenderer):  # type: ignore[misc]
 
 
 def event_stream_response(
-    view: DiffsViewSetMixin,
-    request: Request,
-    page: FeedPage,
-    first: list[Diff],
-    limit: int,
+    view: DiffsViewSetMixin, request: Request, since: str | None, limit: int
 ) -> StreamingHttpResponse:
-    """The ``text/event-stream`` response that goes on from ``page`` (already read,
-    ``first`` being the diffs of it the user may see)."""
-    stream = _Stream(view, page, first, limit)
+    """The ``text/event-stream`` response of the feed after ``since`` for ``view``'s
+    user (``view`` has checked the request)."""
+    stream = _Stream(view, since, limit)
     body: Iterator[bytes] | AsyncIterator[bytes]
-    body = stream.events() if isinstance(request._request, ASGIRequest) else stream.sync_events()
+    if isinstance(request._request, ASGIRequest):
+        body = stream.events()
+        _release_database_connections()
+    else:
+        body = stream.sync_events()
     response = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events on as they come
@@ -107,43 +112,42 @@ def event_stream_response(
 class _Stream:
     """One client's stream: where it stands and how to render a page for its user."""
 
-    def __init__(self, view: DiffsViewSetMixin, page: FeedPage, first: list[Diff], limit: int):
+    def __init__(self, view: DiffsViewSetMixin, since: str | None, limit: int) -> None:
         self.view = view
         self.model = view.get_diffs_queryset().model
         self.limit = limit
-        self.first = (page, first)
-        self.cursor = page.cursor
+        self.cursor: str | None = since
         self.ends_at = time.monotonic() + get_settings().max_wait
 
     async def events(self) -> AsyncIterator[bytes]:
         """The events, for an ASGI server."""
         manager = self.view._diffs_manager(self.model)
-        yield self._opening()
+        yield _OPENING
+        first = True
         while (left := self.ends_at - time.monotonic()) > 0:
+            wait = 0.0 if first else min(HEARTBEAT_SECONDS, left)
             try:
-                page = await manager.asince(
-                    self.cursor, self.limit, wait=min(HEARTBEAT_SECONDS, left)
-                )
-            except Exception as error:
+                page = await manager.asince(self.cursor, self.limit, wait=wait)
+            except Exception as error:  # any failure ends the stream, with its reason
                 yield self._failure(error)
                 return
+            first = False
             yield await _in_database_thread(self._render, page)
 
     def sync_events(self) -> Iterator[bytes]:
         """The events, for a WSGI server (the worker thread waits with the stream)."""
         manager = self.view._diffs_manager(self.model)
-        yield self._opening()
+        yield _OPENING
+        first = True
         while (left := self.ends_at - time.monotonic()) > 0:
+            wait = 0.0 if first else min(HEARTBEAT_SECONDS, left)
             try:
-                page = manager.since(self.cursor, self.limit, wait=min(HEARTBEAT_SECONDS, left))
-            except Exception as error:
+                page = manager.since(self.cursor, self.limit, wait=wait)
+            except Exception as error:  # any failure ends the stream, with its reason
                 yield self._failure(error)
                 return
+            first = False
             yield self._render(page)
-
-    def _opening(self) -> bytes:
-        page, diffs = self.first
-        return f"retry: {RECONNECT_MS}\n\n".encode() + self._events(page, diffs)
 
     def _render(self, page: FeedPage) -> bytes:
         """The events of ``page``: what the user may see of it, then its cursor."""
@@ -152,10 +156,6 @@ class _Stream:
 
         with self.view._diffs_aliased_action():
             diffs = self.view.visible_diffs(_decodable(page.diffs, self.model))
-            return self._events(page, diffs)
-
-    def _events(self, page: FeedPage, diffs: list[Diff]) -> bytes:
-        with self.view._diffs_aliased_action():
             entries = self.view.diffs_entries(diffs)
         parts = []
         last = None
@@ -166,7 +166,7 @@ class _Stream:
         if not page.diffs:
             parts.append(": heartbeat\n")
         if page.cursor is not None:
-            if page.cursor != last:
+            if page.cursor != last:  # past diffs not shown, or a quiet moment
                 parts.append(f"id: {page.cursor}\n\n")
             self.cursor = page.cursor
         return "".join(parts).encode()
@@ -175,8 +175,11 @@ class _Stream:
         """The ``diffs-error`` event that ends a stream whose read failed."""
         body: dict[str, Any]
         if isinstance(error, CursorExpired):
-            body = {"code": "cursor_expired", "cursor": error.restart_cursor}
-        elif isinstance(error, InvalidCursor):
+            # The id moves the browser's Last-Event-ID to now: it does not reconnect
+            # with the expired cursor again.
+            data = json.dumps({"code": "cursor_expired", "cursor": error.restart_cursor})
+            return f"id: {error.restart_cursor}\nevent: diffs-error\ndata: {data}\n\n".encode()
+        if isinstance(error, InvalidCursor):
             body = {"code": "invalid_cursor"}
         elif isinstance(error, (RedisUnavailable, *REDIS_ERRORS)):
             body = {"code": "redis_unavailable"}
@@ -184,6 +187,18 @@ class _Stream:
             logger.exception("A django-diffs event stream of %s failed.", self.model._meta.label)
             body = {"code": "error"}
         return f"event: diffs-error\ndata: {json.dumps(body)}\n\n".encode()
+
+
+def _release_database_connections() -> None:
+    """Close this thread's database connections (those not in a transaction).
+
+    Under ASGI the thread that ran the view is kept, with its connections, until the
+    response ends: for a stream, as long as the client listens. A thousand streams
+    would hold a thousand connections while the database threads do the work.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 async def _in_database_thread(job: Callable[..., _T], *args: Any) -> _T:
