@@ -25,6 +25,7 @@ from diffs.exceptions import (
     RegistrationError,
 )
 from diffs.feed import FeedPage
+from diffs.feeds import asince, since
 from diffs.managers import DiffModelDescriptor, DiffModelManager
 from diffs.registry import is_registered, registered_models
 from diffs.sortedset import DiffSortedSet
@@ -66,6 +67,7 @@ __all__ = [
     "RedisUnavailable",
     "RegistrationError",
     "__version__",
+    "asince",
     "context",
     "flush_diffs",
     "get_connection",
@@ -74,6 +76,7 @@ __all__ = [
     "register",
     "registered_models",
     "reset_connection",
+    "since",
     "unregister",
     "write_waiting_diffs",
 ]
