@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from django.db import models
 
@@ -39,6 +40,15 @@ from diffs.steps import Steps, arun, run
 MAX_MODELS = 20
 
 _SEPARATOR = "~"
+
+
+@dataclass(frozen=True)
+class ModelsPage(FeedPage):
+    """A page of several models' diffs: :class:`FeedPage`, and the feed each came from."""
+
+    #: For each diff of ``diffs``, the model whose feed holds it (for a child's diff
+    #: sent with ``get_diff_parent()``, the parent's model, not ``diff.model``).
+    feeds: list[type[models.Model]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ def since(
     models: Sequence[type[models.Model]],
     limit: int = 100,
     wait: float | None = None,
-) -> FeedPage:
+) -> ModelsPage:
     """Return a page of the diffs of several models, in one order, after ``cursor``.
 
     The page holds at most ``limit`` diffs and about ``page_bytes``, oldest first
@@ -124,13 +134,13 @@ def since(
     """
     chosen, feeds = _prepare(models, limit)
 
-    def once(after: Since) -> FeedPage:
+    def once(after: Since) -> ModelsPage:
         steps = _page_steps(chosen, after, limit)
         return reads.read(lambda: run(get_connection(), steps), _what(chosen))
 
     if wait is None:
         return once(cursor)
-    return live.wait_for_page(once, cursor, feeds, live.check_wait(wait))
+    return cast(ModelsPage, live.wait_for_page(once, cursor, feeds, live.check_wait(wait)))
 
 
 async def asince(
@@ -139,19 +149,20 @@ async def asince(
     models: Sequence[type[models.Model]],
     limit: int = 100,
     wait: float | None = None,
-) -> FeedPage:
+) -> ModelsPage:
     """:func:`since` for async code (``redis.asyncio`` on the running loop)."""
     chosen, feeds = _prepare(models, limit)
 
-    async def once(after: Since) -> FeedPage:
-        async def call() -> FeedPage:
+    async def once(after: Since) -> ModelsPage:
+        async def call() -> ModelsPage:
             return await arun(await get_async_connection(), _page_steps(chosen, after, limit))
 
         return await reads.aread(call, _what(chosen))
 
     if wait is None:
         return await once(cursor)
-    return await live.await_page(once, cursor, feeds, live.check_wait(wait))
+    page = await live.await_page(once, cursor, feeds, live.check_wait(wait))
+    return cast(ModelsPage, page)
 
 
 def _prepare(given: Sequence[type[models.Model]], limit: int) -> tuple[_Models, list[str]]:
@@ -165,7 +176,7 @@ def _what(chosen: _Models) -> str:
     return f"the feeds of {', '.join(chosen.labels)}"
 
 
-def _page_steps(chosen: _Models, cursor: Since, limit: int) -> Steps[FeedPage]:
+def _page_steps(chosen: _Models, cursor: Since, limit: int) -> Steps[ModelsPage]:
     positions = chosen.positions(cursor)
     conf = get_settings()
     layout = current_layout()
@@ -198,7 +209,7 @@ def _merge(
     pages: list[FeedPage],
     limit: int,
     max_bytes: int,
-) -> FeedPage:
+) -> ModelsPage:
     """One page of the models' pages: the oldest diffs first, each model's position
     moved exactly past those of it taken."""
     candidates: list[tuple[float, int, int, Diff]] = [
@@ -208,6 +219,7 @@ def _merge(
     ]
     candidates.sort(key=lambda entry: entry[:3])
     taken: list[Diff] = []
+    feeds: list[type[models.Model]] = []
     taken_of = [0] * len(pages)
     size = 0
     for _, index, _, diff in candidates:
@@ -215,6 +227,7 @@ def _merge(
         if len(taken) == limit or (taken and size + cost > max_bytes):
             break
         taken.append(diff)
+        feeds.append(chosen.models[index])
         taken_of[index] += 1
         size += cost
     moved: list[str] = []
@@ -228,4 +241,4 @@ def _merge(
             last = page.diffs[count - 1].cursor if count else positions[index]
             moved.append("" if last is None else str(last))
             has_more = True
-    return FeedPage(taken, chosen.cursor(moved), has_more)
+    return ModelsPage(taken, chosen.cursor(moved), has_more, feeds)

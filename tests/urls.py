@@ -17,4 +17,9 @@ router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
 router.register("secretive", views.SecretiveViewSet, basename="secretive")
 router.register("ledgers", views.LedgerViewSet, basename="ledger")
 
-urlpatterns = [path("admin/", admin.site.urls), *router.urls]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("changes/", views.ChangesView.as_view()),
+    path("signed-in-changes/", views.SignedInChangesView.as_view()),
+    *router.urls,
+]

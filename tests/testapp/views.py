@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from rest_framework import permissions, serializers, viewsets
 
 from diffs.contrib.drf import DiffsViewSetMixin
-from tests.testapp.models import Choice, Ledger, Question, Secretive, UUIDItem
+from diffs.contrib.drf_feeds import DiffsFeedsView
+from tests.testapp.models import Choice, Ledger, Memo, Question, Secretive, UUIDItem
 
 
 class QuestionSerializer(serializers.ModelSerializer):
@@ -110,4 +111,30 @@ class LedgerViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     queryset = Ledger.objects.all()
     serializer_class = LedgerSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class MemoSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Memo
+        fields = ["id", "title"]
+
+
+class MemoViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Memo.objects.all()
+    serializer_class = MemoSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class ChangesView(DiffsFeedsView):
+    """Questions and memos, for anyone."""
+
+    viewsets = [QuestionViewSet, MemoViewSet]
+    permission_classes = [permissions.AllowAny]
+
+
+class SignedInChangesView(DiffsFeedsView):
+    """Voted questions (signed-in users only) and memos."""
+
+    viewsets = [VotedQuestionViewSet, MemoViewSet]
     permission_classes = [permissions.AllowAny]

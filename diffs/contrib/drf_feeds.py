@@ -1,0 +1,138 @@
+"""One REST endpoint for several models' diffs, with one cursor (``diffs.since(models=)``).
+
+:class:`DiffsFeedsView` is a DRF view that names the viewsets whose feeds it joins::
+
+    class ChangesView(DiffsFeedsView):
+        viewsets = [QuestionViewSet, MemoViewSet]
+
+    urlpatterns = [path("api/changes/", ChangesView.as_view())]
+
+``GET /api/changes/?since=<cursor>&limit=<n>&wait=<seconds>`` answers as a viewset's
+``diffs/`` does (``{"results", "cursor", "has_more"}``, 400/410/503), and each diff is
+shown by the rules of the viewset of its model's feed: the request must pass every
+viewset's authentication, permission and throttle checks (403 otherwise: a cursor
+spanning models the user may not read would leak when they change), and a diff is
+shown when that viewset's feed would show it, with the columns its serializer shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from diffs.contrib.drf import (
+    DiffsViewSetMixin,
+    InvalidDiffsParameter,
+    _decodable,
+    _echo,
+    _read,
+)
+from diffs.cursors import Since
+from diffs.diff import Diff
+from diffs.feed import MAX_LIMIT
+from diffs.feeds import MAX_MODELS, ModelsPage, since
+from diffs.keys import model_label
+
+#: The longest cursor of several models worth parsing, per model.
+_CURSOR_CHARS_PER_MODEL = 32
+
+
+class DiffsFeedsView(APIView):  # type: ignore[misc]
+    """``GET``: the diffs of the feeds of :attr:`viewsets`, in one order, one cursor."""
+
+    #: The viewsets (each a :class:`DiffsViewSetMixin`) whose feeds this view joins.
+    viewsets: ClassVar[Sequence[type[Any]]] = ()
+    #: ``limit`` when the request gives none, and the largest it may ask for.
+    diffs_page_size: ClassVar[int] = 100
+    diffs_max_limit: ClassVar[int] = MAX_LIMIT
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """A page of the joined feeds after ``since``."""
+        views = [self._viewset_for(viewset, request) for viewset in self._checked_viewsets()]
+        by_label = {model_label(view.get_diffs_queryset().model): view for view in views}
+        models_ = [view.get_diffs_queryset().model for view in views]
+        first = views[0]
+        cursor, limit = self._params(request, len(views))
+        wait = first.get_diffs_wait(request)
+        deadline = time.monotonic() + wait
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            read = functools.partial(since, cursor, models=models_, limit=limit, wait=left or None)
+            page = cast(ModelsPage, _read(read, cursor, models_[0]))
+            entries = self._visible_entries(page, by_label)
+            if entries or page.has_more or not page.diffs or left <= 0:
+                body = {"results": entries, "cursor": page.cursor, "has_more": page.has_more}
+                return Response(body)
+            cursor = page.cursor  # only diffs this user may not see: wait on
+
+    def _visible_entries(
+        self, page: ModelsPage, by_label: dict[str, DiffsViewSetMixin]
+    ) -> list[dict[str, Any]]:
+        """The entries of ``page`` each diff's viewset shows, in the page's order."""
+        grouped: dict[str, list[Diff]] = {}
+        for diff, feed in zip(page.diffs, page.feeds, strict=True):
+            grouped.setdefault(model_label(feed), []).append(diff)
+        shown: dict[int, dict[str, Any]] = {}
+        for label, diffs in grouped.items():
+            view = by_label[label]
+            model = view.get_diffs_queryset().model
+            with view._diffs_aliased_action():
+                for diff in view.visible_diffs(_decodable(diffs, model)):
+                    # One at a time: an entry that is not strict JSON is left out.
+                    for entry in view.diffs_entries([diff]):
+                        shown[id(diff)] = entry
+        return [shown[id(diff)] for diff in page.diffs if id(diff) in shown]
+
+    def _params(self, request: Request, count: int) -> tuple[Since, int]:
+        params = request.query_params
+        cursor = params.get("since") or None
+        if cursor is not None and len(cursor) > _CURSOR_CHARS_PER_MODEL * (count + 1):
+            msg = f"Invalid 'since': {_echo(cursor)} is not a cursor of these feeds."
+            raise InvalidDiffsParameter(msg, "invalid_cursor")
+        raw = params.get("limit") or ""
+        if not raw:
+            return cursor, self.diffs_page_size
+        if raw.isdigit() and len(raw) <= 7 and 1 <= int(raw) <= self.diffs_max_limit:
+            return cursor, int(raw)
+        msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
+        raise InvalidDiffsParameter(msg, "invalid_limit")
+
+    def _checked_viewsets(self) -> Sequence[type[Any]]:
+        viewsets = self.viewsets
+        if not viewsets or len(viewsets) > MAX_MODELS:
+            msg = (
+                f"{type(self).__qualname__}.viewsets must name 1 to {MAX_MODELS} viewsets "
+                "whose diffs it joins."
+            )
+            raise ImproperlyConfigured(msg)
+        for viewset in cast(Sequence[object], viewsets):
+            if not (isinstance(viewset, type) and issubclass(viewset, DiffsViewSetMixin)):
+                msg = (
+                    f"{type(self).__qualname__}.viewsets: {viewset!r} is not a viewset with "
+                    "DiffsViewSetMixin."
+                )
+                raise ImproperlyConfigured(msg)
+        return viewsets
+
+    def _viewset_for(self, viewset: type[Any], request: Request) -> Any:
+        """An instance of ``viewset`` serving this request's feed: its checks are run
+        (authentication, permissions, throttling), as for its own ``diffs/``."""
+        view = viewset()
+        view.action_map = {"get": "diffs_feed"}
+        view.action = "diffs_feed"
+        view.request = request
+        view.args, view.kwargs = (), {}
+        view.format_kwarg = None
+        view.headers = {}
+        view.initial(request)
+        model: type[models.Model] = view.get_diffs_queryset().model
+        view._diffs_manager(model)  # refuses a model not registered
+        return view
