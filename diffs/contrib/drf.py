@@ -304,6 +304,12 @@ class DiffsViewSetMixin:
         msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
         raise InvalidDiffsParameter(msg, "invalid_limit")
 
+    def _diffs_shown_entries(self, page: FeedPage) -> list[dict[str, Any]]:
+        """The entries of a feed page this user may see (the event stream's)."""
+        model = self.get_diffs_queryset().model
+        with self._diffs_aliased_action():
+            return self.diffs_entries(self.visible_diffs(_decodable(page.diffs, model)))
+
     def get_diffs_wait(self, request: Request) -> float:
         """The seconds ``?wait=`` asks for (0 without it), at most ``max_wait``; a 400
         for anything but a number of seconds."""

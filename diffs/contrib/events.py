@@ -151,12 +151,7 @@ class _Stream:
 
     def _render(self, page: FeedPage) -> bytes:
         """The events of ``page``: what the user may see of it, then its cursor."""
-        # Imported here: diffs.contrib.drf imports this module.
-        from diffs.contrib.drf import _decodable
-
-        with self.view._diffs_aliased_action():
-            diffs = self.view.visible_diffs(_decodable(page.diffs, self.model))
-            entries = self.view.diffs_entries(diffs)
+        entries = self.view._diffs_shown_entries(page)
         parts = []
         last = None
         for entry in entries:
