@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 PG_NAME = "diffs_bench_sse"
+#: How long after the last write the clients keep listening: an event later than this
+#: counts as missing.
+DRAIN_SECONDS = 5.0
 # Inside the event's JSON, closing quote included: a marker cut by a read is not taken.
 MARKER = re.compile(rb'"bench-(\d+)-(\d+)"')
 
@@ -165,7 +168,7 @@ def measure(port: int, server_pid: int, clients: int, writes: int, run: int) -> 
         time.sleep(random.uniform(0.05, 0.1))
         started_at[(run, index)] = time.perf_counter()
         Question.objects.create(question_text=f"bench-{run}-{index}")
-    time.sleep(1.0)
+    time.sleep(DRAIN_SECONDS)
     rss = rss_kib(server_pid)
     here.send("done")
     arrivals = here.recv()

@@ -46,6 +46,8 @@ FALLBACK_SECONDS = 1.0
 IDLE_SECONDS = 30.0
 #: How long (seconds) the listener waits for a message before looking at its settings.
 _POLL_SECONDS = 0.5
+#: How long (seconds) a finished read stays on hand for readers holding the same cursor.
+_KEEP_SECONDS = 1.0
 #: The pause (seconds) before subscribing again after the connection failed.
 _RETRY_SECONDS = 1.0
 
@@ -73,8 +75,11 @@ class _Waiter:
         self.loop = loop
         self.thread_event = threading.Event()
         self.loop_event = asyncio.Event() if loop is not None else None
+        #: When the newest message for it was received (``time.monotonic()``).
+        self.message_at = 0.0
 
-    def wake(self) -> None:
+    def wake(self, received_at: float) -> None:
+        self.message_at = received_at  # before the event: a reader that sees it, sees this
         if self.loop_event is None:
             self.thread_event.set()
             return
@@ -133,16 +138,18 @@ class _Listener:
         self.thread.start()
 
     def _wake(self, feed: str) -> None:
+        received_at = time.monotonic()
         with self.lock:
             woken = list(self.waiters.get(feed, ()))
         for waiter in woken:
-            waiter.wake()
+            waiter.wake(received_at)
 
     def _wake_all(self) -> None:
+        received_at = time.monotonic()
         with self.lock:
             woken = {w for watching in self.waiters.values() for w in watching}
         for waiter in woken:
-            waiter.wake()
+            waiter.wake(received_at)
 
     def _idle(self) -> bool:
         """True (and the listener is let go) once no reader has waited for a while."""
@@ -245,21 +252,28 @@ async def await_page(
     assert waiter.loop_event is not None  # a loop was given
     _listener.add(waiter)
     try:
+        woken = False
         while True:
-            woken_at = time.monotonic()
+            started = time.monotonic()
             waiter.clear()
+            # Woken by a message: any read that reached Redis after the message came
+            # sees the write it announced, so a read in flight since then will do.
+            # Otherwise (the first read, or the wait ran out): a read from now on.
+            not_before = min(waiter.message_at, started) if woken else started
             if share_as is None:
                 page = await read(cursor)
             else:
-                page = await _shared_read(
-                    (share_as, cursor), woken_at, functools.partial(read, cursor)
-                )
+                one_read = functools.partial(read, cursor)
+                page = await _shared_read((share_as, cursor), not_before, one_read)
             left = deadline - time.monotonic()
             if page.diffs or page.has_more or left <= 0:
                 return page
-            cursor = page.cursor
-            with contextlib.suppress(asyncio.TimeoutError):
+            # The cursor stays: waiting readers that hold it share the next read.
+            try:
                 await asyncio.wait_for(waiter.loop_event.wait(), _pause(left))
+                woken = True
+            except asyncio.TimeoutError:
+                woken = False
     finally:
         _listener.remove(waiter)
 
@@ -273,26 +287,36 @@ _flights: weakref.WeakKeyDictionary[
 async def _shared_read(
     key: Hashable, not_before: float, read: Callable[[], Awaitable[FeedPage]]
 ) -> FeedPage:
-    """``read()``, or the result of the same read already in flight on this loop if it
-    started at ``not_before`` or later.
+    """``read()``, or the page of the same read made on this loop a moment ago.
 
-    A reader woken by a write asks for a read started after it was woken: such a read
-    reached Redis after the write's script had run (the message that woke it was sent
-    by that script), so it sees the write. An older read in flight may not.
+    A read that started at ``not_before`` or later serves as it is: a reader woken by
+    a write asks for one started after it was woken, and such a read reached Redis
+    after the write's script had run (the message that woke it was sent by that
+    script), so it sees the write. An older read (in flight, or done less than
+    ``_KEEP_SECONDS`` ago) serves only when it found diffs: those are a true answer
+    (the diffs right after the cursor, and a cursor that resumes after them), just
+    not the newest one. Readers that fall behind a busy feed, two hundred event
+    streams say, then read it once per change, not once each.
     """
     loop = asyncio.get_running_loop()
     flights = _flights.setdefault(loop, {})
     flight = flights.get(key)
-    if flight is not None and flight[0] >= not_before:
-        return await asyncio.shield(flight[1])
+    if flight is not None:
+        started, earlier = flight
+        if started >= not_before:
+            return await asyncio.shield(earlier)
+        with contextlib.suppress(Exception):  # its reader got the error; we read again
+            page = await asyncio.shield(earlier)
+            if page.diffs or page.has_more:
+                return page
     future: asyncio.Future[FeedPage] = asyncio.ensure_future(read())
     flights[key] = (time.monotonic(), future)
 
-    def forget(done: asyncio.Future[FeedPage]) -> None:
-        if flights.get(key, (0.0, None))[1] is done:
+    def forget() -> None:
+        if flights.get(key, (0.0, None))[1] is future:
             del flights[key]
 
-    future.add_done_callback(forget)
+    future.add_done_callback(lambda _: loop.call_later(_KEEP_SECONDS, forget))
     return await asyncio.shield(future)
 
 

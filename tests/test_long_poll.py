@@ -188,3 +188,35 @@ def test_a_bad_wait_is_refused(wait):
         Question.diffs.since(wait=wait)
     with pytest.raises(ValueError, match="wait must be"):
         asyncio.run(Question.diffs.asince(wait=wait))
+
+
+def test_async_readers_waiting_with_one_cursor_share_one_read(monkeypatch):
+    from diffs import managers
+
+    cursor = Question.diffs.since().cursor
+    reads_made = []
+    real_arun = managers.arun
+
+    async def counting_arun(client, read_steps):
+        reads_made.append(time.monotonic())
+        return await real_arun(client, read_steps)
+
+    monkeypatch.setattr(managers, "arun", counting_arun)
+
+    async def many():
+        readers = [
+            asyncio.ensure_future(Question.diffs.asince(cursor, wait=LONG_WAIT)) for _ in range(20)
+        ]
+        while live.waiting_readers() < 20:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        before = len(reads_made)
+        writer = save_later(0.0, "shared")
+        pages = await asyncio.gather(*readers)
+        await asyncio.to_thread(writer.join)
+        return pages, len(reads_made) - before
+
+    pages, woken_reads = asyncio.run(many())
+    assert all(len(page.diffs) == 1 for page in pages)
+    assert len({id(page) for page in pages}) == 1, "each reader read on its own"
+    assert woken_reads <= 2

@@ -43,7 +43,7 @@ from rest_framework.serializers import BaseSerializer, ListSerializer
 from rest_framework.utils.encoders import JSONEncoder
 
 from diffs.connection import REDIS_ERRORS
-from diffs.contrib.events import EventStreamRenderer, event_stream_response
+from diffs.contrib.events import EventStreamRenderer, event_stream_response, page_queries
 from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
 from diffs.cursors import Since, start_of
 from diffs.diff import Diff
@@ -860,12 +860,26 @@ _JSON_CONTAINERS = (dict, list, tuple)
 
 
 def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:
-    """Which of ``pks`` are rows of ``queryset`` (one query)."""
+    """Which of ``pks`` are rows of ``queryset`` (one query; while event streams render
+    one page together, one query per distinct SQL for all of them)."""
     query = queryset.query
     if query.is_sliced or query.combinator:
         # Such querysets cannot be filtered further; they are small or explicit.
         return {pk for pk in queryset.values_list("pk", flat=True) if pk in pks}
-    return set(queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True))
+    rows = queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True)
+    shared = page_queries.get()
+    if shared is None:
+        return set(rows)
+    sql, params = rows.query.sql_with_params()
+    # Types too: 1 and True are equal in Python, not always in SQL.
+    key = (rows.db, sql, tuple((type(value), value) for value in params))
+    try:
+        hash(key)
+    except TypeError:  # a list or dict parameter: not shared
+        return set(rows)
+    if key not in shared:
+        shared[key] = frozenset(rows)
+    return set(shared[key])
 
 
 def _holder_pk(model: type[models.Model], diff: Diff) -> Any:

@@ -36,9 +36,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections, connections
@@ -47,6 +49,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.encoders import JSONEncoder
 
 from diffs.connection import REDIS_ERRORS
+from diffs.cursors import decode_cursor
 from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
 from diffs.feed import FeedPage
 from diffs.settings import get_settings
@@ -57,8 +60,6 @@ if TYPE_CHECKING:
     from diffs.contrib.drf import DiffsViewSetMixin
 
 logger = logging.getLogger("diffs")
-
-_T = TypeVar("_T")
 
 #: Seconds without a diff after which a stream sends a heartbeat.
 HEARTBEAT_SECONDS = 15.0
@@ -132,7 +133,7 @@ class _Stream:
                 yield self._failure(error)
                 return
             first = False
-            yield await _in_database_thread(self._render, page)
+            yield await _render_batched(self, page)
 
     def sync_events(self) -> Iterator[bytes]:
         """The events, for a WSGI server (the worker thread waits with the stream)."""
@@ -163,8 +164,26 @@ class _Stream:
         if page.cursor is not None:
             if page.cursor != last:  # past diffs not shown, or a quiet moment
                 parts.append(f"id: {page.cursor}\n\n")
-            self.cursor = page.cursor
+            self.cursor = self._read_position(page)
         return "".join(parts).encode()
+
+    def _read_position(self, page: FeedPage) -> str | None:
+        """Where the next read starts: the browser's id is the page's cursor, but the
+        stream reads on from the last diff it was given while that is recent. Streams
+        that were given the same diff then hold the same position and share their reads
+        and their rendering (a watermark, the cursor of a quiet moment, differs for each
+        stream); after half of ``max_element_age`` the position moves to the page's
+        cursor, so that it never expires."""
+        if page.has_more or page.cursor is None:
+            return page.cursor
+        if page.diffs:
+            return page.diffs[-1].cursor or page.cursor
+        if self.cursor is None:
+            return page.cursor
+        age_ms = decode_cursor(page.cursor) - decode_cursor(self.cursor)
+        if age_ms > get_settings().max_element_age * 500:
+            return page.cursor
+        return self.cursor
 
     def _failure(self, error: Exception) -> bytes:
         """The ``diffs-error`` event that ends a stream whose read failed."""
@@ -196,18 +215,77 @@ def _release_database_connections() -> None:
             connection.close()
 
 
-async def _in_database_thread(job: Callable[..., _T], *args: Any) -> _T:
-    """Run ``job`` in the streams' database threads, as Django runs a request: old or
-    broken connections are closed before and after (``CONN_MAX_AGE`` applies)."""
+#: While a batch of streams renders one page: the visibility queries already run for
+#: it, by (database, SQL, parameters). Two streams whose users' querysets make the same
+#: query get the same rows: the query is run once (see ``drf._present``).
+page_queries: ContextVar[dict[Any, Any] | None] = ContextVar("page_queries", default=None)
 
-    def run() -> _T:
+
+class _Batch:
+    """The streams of one loop that render one page, run by one job of the threads."""
+
+    def __init__(self, page: FeedPage) -> None:
+        self.page = page
+        self.jobs: list[tuple[_Stream, asyncio.Future[bytes]]] = []
+
+
+# Per loop: the batch still open for each page (by identity: woken streams that share
+# a read hold the very same page object).
+_open_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _Batch]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _render_batched(stream: _Stream, page: FeedPage) -> bytes:
+    """``stream._render(page)`` in the streams' database threads, together with every
+    other stream of this loop rendering the same page in the same moment: a write that
+    wakes two hundred streams costs one hop to a thread, and each distinct visibility
+    query once, instead of two hundred of each."""
+    loop = asyncio.get_running_loop()
+    batches = _open_batches.setdefault(loop, {})
+    batch = batches.get(id(page))
+    if batch is None:
+        batch = batches[id(page)] = _Batch(page)
+        # After the streams woken with this one have run up to here and joined.
+        loop.call_soon(_start_batch, loop, batches, id(page), batch)
+    future: asyncio.Future[bytes] = loop.create_future()
+    batch.jobs.append((stream, future))
+    return await future
+
+
+def _start_batch(
+    loop: asyncio.AbstractEventLoop, batches: dict[int, _Batch], key: int, batch: _Batch
+) -> None:
+    if batches.get(key) is batch:
+        del batches[key]
+    loop.run_in_executor(_database_executor(), _run_batch, loop, batch)
+
+
+def _run_batch(loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+    """Render ``batch`` (in a database thread), as Django runs a request: old or broken
+    connections are closed before and after (``CONN_MAX_AGE`` applies)."""
+    close_old_connections()
+    token = page_queries.set({})
+    try:
+        for stream, future in batch.jobs:
+            try:
+                result = stream._render(batch.page)
+            except Exception as error:  # that stream's failure, not the others'
+                loop.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+    finally:
+        page_queries.reset(token)
         close_old_connections()
-        try:
-            return job(*args)
-        finally:
-            close_old_connections()
 
-    return await asyncio.get_running_loop().run_in_executor(_database_executor(), run)
+
+def _settle(future: asyncio.Future[bytes], result: bytes | None, error: Exception | None) -> None:
+    if future.done():  # its stream went away (the client disconnected)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or b"")
 
 
 def _database_executor() -> ThreadPoolExecutor:
