@@ -19,7 +19,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -861,25 +862,51 @@ _JSON_CONTAINERS = (dict, list, tuple)
 
 def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:
     """Which of ``pks`` are rows of ``queryset`` (one query; while event streams render
-    one page together, one query per distinct SQL for all of them)."""
+    one page together, one query for all the streams whose querysets are the same SQL)."""
     query = queryset.query
     if query.is_sliced or query.combinator:
         # Such querysets cannot be filtered further; they are small or explicit.
         return {pk for pk in queryset.values_list("pk", flat=True) if pk in pks}
     rows = queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True)
     shared = page_queries.get()
-    if shared is None:
-        return set(rows)
-    sql, params = rows.query.sql_with_params()
-    # Types too: 1 and True are equal in Python, not always in SQL.
-    key = (rows.db, sql, tuple((type(value), value) for value in params))
-    try:
-        hash(key)
-    except TypeError:  # a list or dict parameter: not shared
+    key = _query_key(queryset, pks) if shared is not None else None
+    if shared is None or key is None:
         return set(rows)
     if key not in shared:
         shared[key] = frozenset(rows)
     return set(shared[key])
+
+
+# Per queryset (the one a stream's view keeps): its database, SQL and parameters,
+# compiled once rather than once per page.
+_compiled: weakref.WeakKeyDictionary[models.QuerySet[Any], tuple[Any, ...] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _query_key(queryset: models.QuerySet[Any], pks: set[Any]) -> Hashable | None:
+    """What makes ``_present(queryset, pks)`` the answer it is: the queryset's database,
+    SQL and parameters, and ``pks``; None when a parameter cannot be a key (a list)."""
+    if queryset not in _compiled:
+        sql, params = queryset.query.sql_with_params()
+        # Types too: 1 and True are equal in Python, not always in SQL.
+        made: tuple[Any, ...] | None = (
+            queryset.db,
+            sql,
+            tuple((type(value), value) for value in params),
+        )
+        try:
+            hash(made)
+        except TypeError:
+            made = None
+        _compiled[queryset] = made
+    known = _compiled[queryset]
+    if known is None:
+        return None
+    try:
+        return (known, frozenset((type(pk), pk) for pk in pks))
+    except TypeError:
+        return None
 
 
 def _holder_pk(model: type[models.Model], diff: Diff) -> Any:
