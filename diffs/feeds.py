@@ -218,6 +218,13 @@ def _merge(
         for order, diff in enumerate(page.diffs)
     ]
     candidates.sort(key=lambda entry: entry[:3])
+    # A model with more diffs than its page holds may have one scored below another
+    # model's next diff: nothing scored after the end of such a page is taken yet, or
+    # the page would not be in score order.
+    cut = [decode_cursor(page.cursor) for page in pages if page.has_more and page.cursor]
+    if cut:
+        bound = min(cut)
+        candidates = [entry for entry in candidates if entry[0] <= bound]
     taken: list[Diff] = []
     feeds: list[type[models.Model]] = []
     taken_of = [0] * len(pages)

@@ -61,6 +61,23 @@ def test_each_viewsets_rules_hold():
     assert [shown(r) for r in results] == ["voted", "memo"]
 
 
+def test_each_viewset_authenticates_the_request_itself():
+    """A viewset that authenticates by its own means is not bypassed by the joined view's."""
+    User.objects.create_user("reader", password="pw")
+    Memo.objects.create(title="header-only")
+    by_session = APIClient()
+    assert by_session.login(username="reader", password="pw")
+    assert by_session.get("/mixed-auth-changes/").status_code in (401, 403)
+    # Authenticated by the header for the memos only: not the same user everywhere.
+    by_header = APIClient(HTTP_X_READER="reader")
+    assert by_header.get("/mixed-auth-changes/").status_code == 403
+    both = APIClient(HTTP_X_READER="reader")
+    assert both.login(username="reader", password="pw")
+    assert [shown(r) for r in both.get("/mixed-auth-changes/").json()["results"]] == [
+        "header-only"
+    ]
+
+
 @pytest.mark.parametrize(
     ("params", "status", "code"),
     [

@@ -171,6 +171,21 @@ def test_the_stream_has_the_feeds_permissions_rows_and_columns():
     assert "s3cr3t" not in secret and '"name": "n"' in secret
 
 
+@pytest.mark.parametrize("prefix", ["per-action", "older-aliases", "unaliased"])
+def test_the_stream_runs_under_the_feeds_action_whatever_the_aliases(prefix):
+    """Rules that branch on self.action treat the stream exactly as the feed."""
+    Question.objects.create(question_text="hidden", votes=0)
+    api = APIClient()
+    feed = api.get(f"/{prefix}/diffs/")
+    stream = api.get(f"/{prefix}/diffs/stream/", HTTP_ACCEPT=STREAM)
+    assert stream.status_code == feed.status_code
+    if feed.status_code == 200:
+        with diffs_settings(max_wait=0.2):
+            text = stream_text(api, f"/{prefix}/diffs/stream/")
+        shown = [json.loads(e["data"]) for e in parse(text) if e.get("event") == "diff"]
+        assert shown == feed.json()["results"]
+
+
 @pytest.mark.parametrize("last_event_id", ["x" * 65, "abc", "-1"])
 def test_a_malformed_last_event_id_is_a_400_before_the_stream(last_event_id):
     response = APIClient().get(
@@ -247,3 +262,22 @@ def test_a_failed_read_ends_the_stream_with_an_error_event(monkeypatch):
         text = b"".join(response.streaming_content).decode()
     [error] = [e for e in parse(text) if e.get("event") == "diffs-error"]
     assert json.loads(error["data"]) == {"code": "redis_unavailable"}
+
+
+def test_a_permission_revoked_mid_stream_ends_it(monkeypatch):
+    from tests.testapp.views import Switch
+
+    monkeypatch.setattr(events, "HEARTBEAT_SECONDS", 0.1)
+    Question.objects.create(question_text="before")
+    with diffs_settings(max_wait=10):
+        response = APIClient().get("/switched/diffs/stream/", HTTP_ACCEPT=STREAM)
+        chunks = iter(response.streaming_content)
+        seen = b""
+        while b"before" not in seen:
+            seen += next(chunks)
+        monkeypatch.setattr(Switch, "allowed", False)
+        started = time.monotonic()
+        rest = b"".join(chunks).decode()
+    assert time.monotonic() - started < 5
+    [error] = [e for e in parse(rest) if e.get("event") == "diffs-error"]
+    assert json.loads(error["data"]) == {"code": "permission_denied"}

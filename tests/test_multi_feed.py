@@ -157,3 +157,14 @@ def test_asince_gives_the_same_pages():
     assert [d.id for d in again.diffs] == [d.id for d in first.diffs]
     assert again.cursor == first.cursor
     assert [label(d) for d in second.diffs] == ["q2", "m2"]
+
+
+def test_a_page_cut_short_by_bytes_keeps_the_order_across_models():
+    for n in range(2):
+        Question.objects.create(question_text=f"q{n}" + "x" * 150)
+    Memo.objects.create(title="m0")
+    # Room for q0 and m0 (about 230 and 110 bytes) but not for q0 and q1.
+    with diffs_settings(page_bytes=400):
+        pages, _ = follow(lambda after: diffs.since(after, models=MODELS, limit=100), None)
+    order = [label(d).rstrip("x") for page in pages for d in page.diffs]
+    assert order == ["q0", "q1", "m0"]

@@ -13,6 +13,8 @@ router.register("questions", views.QuestionViewSet, basename="question")
 router.register("voted-questions", views.VotedQuestionViewSet, basename="voted-question")
 router.register("per-action", views.PerActionQuestionViewSet, basename="per-action")
 router.register("unaliased", views.UnaliasedQuestionViewSet, basename="unaliased")
+router.register("switched", views.SwitchedQuestionViewSet, basename="switched")
+router.register("older-aliases", views.OlderAliasesQuestionViewSet, basename="older-aliases")
 router.register("uuid-items", views.UUIDItemViewSet, basename="uuid-item")
 router.register("secretive", views.SecretiveViewSet, basename="secretive")
 router.register("ledgers", views.LedgerViewSet, basename="ledger")
@@ -21,5 +23,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("changes/", views.ChangesView.as_view()),
     path("signed-in-changes/", views.SignedInChangesView.as_view()),
+    path("mixed-auth-changes/", views.MixedAuthChangesView.as_view()),
     *router.urls,
 ]

@@ -306,9 +306,11 @@ class DiffsViewSetMixin:
         raise InvalidDiffsParameter(msg, "invalid_limit")
 
     def _diffs_shown_entries(self, page: FeedPage) -> list[dict[str, Any]]:
-        """The entries of a feed page this user may see (the event stream's)."""
+        """The entries of a feed page this user may see (the event stream's). The
+        permissions are checked again first: a stream lasts up to ``max_wait``."""
         model = self.get_diffs_queryset().model
         with self._diffs_aliased_action():
+            cast("Any", self).check_permissions(self.request)
             return self.diffs_entries(self.visible_diffs(_decodable(page.diffs, model)))
 
     def get_diffs_wait(self, request: Request) -> float:
@@ -518,7 +520,13 @@ class DiffsViewSetMixin:
     @contextlib.contextmanager
     def _diffs_aliased_action(self) -> Iterator[None]:
         real = getattr(self, "action", None)
-        alias = self.diffs_action_aliases.get(real) if real is not None else None
+        aliases = self.diffs_action_aliases
+        if real == "diffs_stream" and real not in aliases:
+            # The stream is the feed: whatever rules the feed runs under, it does too
+            # (aliases written before the stream existed, or {}: "diffs_feed").
+            alias: str | None = aliases.get("diffs_feed", "diffs_feed")
+        else:
+            alias = aliases.get(real) if real is not None else None
         if alias is None:
             yield
             return

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -58,6 +59,9 @@ class DiffsFeedsView(APIView):  # type: ignore[misc]
         """A page of the joined feeds after ``since``."""
         views = [self._viewset_for(viewset, request) for viewset in self._checked_viewsets()]
         by_label = {model_label(view.get_diffs_queryset().model): view for view in views}
+        if len(by_label) < len(views):
+            msg = f"{type(self).__qualname__}.viewsets: two viewsets serve one model's feed."
+            raise ImproperlyConfigured(msg)
         models_ = [view.get_diffs_queryset().model for view in views]
         first = views[0]
         cursor, limit = self._params(request, len(views))
@@ -123,16 +127,25 @@ class DiffsFeedsView(APIView):  # type: ignore[misc]
         return viewsets
 
     def _viewset_for(self, viewset: type[Any], request: Request) -> Any:
-        """An instance of ``viewset`` serving this request's feed: its checks are run
-        (authentication, permissions, throttling), as for its own ``diffs/``."""
+        """An instance of ``viewset`` serving this request's feed, its checks run as for
+        its own ``diffs/``: its own authenticators, permissions and throttles. It must
+        find the same user as this view: a viewset that authenticates otherwise (a
+        token where this view took the session, say) answers 403."""
         view = viewset()
         view.action_map = {"get": "diffs_feed"}
-        view.action = "diffs_feed"
-        view.request = request
         view.args, view.kwargs = (), {}
         view.format_kwarg = None
         view.headers = {}
-        view.initial(request)
+        own = view.initialize_request(request._request)
+        view.request = own
+        view.initial(own)
+        if _identity(own.user) != _identity(request.user):
+            msg = "This request is authenticated differently by the feeds it joins."
+            raise PermissionDenied(msg)
         model: type[models.Model] = view.get_diffs_queryset().model
         view._diffs_manager(model)  # refuses a model not registered
         return view
+
+
+def _identity(user: Any) -> tuple[bool, Any]:
+    return bool(getattr(user, "is_authenticated", False)), getattr(user, "pk", None)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import weakref
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections, connections
 from django.http import StreamingHttpResponse
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -69,6 +71,8 @@ RECONNECT_MS = 2000
 DATABASE_THREADS = 4
 
 _OPENING = f"retry: {RECONNECT_MS}\n\n".encode()
+# What an event id may be: a cursor (no newline can end the field early).
+_ID = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -133,7 +137,12 @@ class _Stream:
                 yield self._failure(error)
                 return
             first = False
-            yield await _render_batched(self, page)
+            try:
+                rendered = await _render_batched(self, page)
+            except Exception as error:  # the database, a hook, a revoked permission
+                yield self._failure(error)
+                return
+            yield rendered
 
     def sync_events(self) -> Iterator[bytes]:
         """The events, for a WSGI server (the worker thread waits with the stream)."""
@@ -148,7 +157,12 @@ class _Stream:
                 yield self._failure(error)
                 return
             first = False
-            yield self._render(page)
+            try:
+                rendered = self._render(page)
+            except Exception as error:  # the database, a hook, a revoked permission
+                yield self._failure(error)
+                return
+            yield rendered
 
     def _render(self, page: FeedPage) -> bytes:
         """The events of ``page``: what the user may see of it, then its cursor."""
@@ -156,9 +170,14 @@ class _Stream:
         parts = []
         last = None
         for entry in entries:
-            data = json.dumps(entry, cls=JSONEncoder, ensure_ascii=False, allow_nan=False)
-            last = entry["cursor"]
-            parts.append(f"id: {last}\nevent: diff\ndata: {data}\n\n")
+            # ASCII: a lone surrogate in the data cannot break the encoding of the page.
+            data = json.dumps(entry, cls=JSONEncoder, ensure_ascii=True, allow_nan=False)
+            cursor = entry.get("cursor")  # a diff_representation() override may drop it
+            if isinstance(cursor, str) and _ID.fullmatch(cursor):
+                last = cursor
+                parts.append(f"id: {last}\nevent: diff\ndata: {data}\n\n")
+            else:
+                parts.append(f"event: diff\ndata: {data}\n\n")
         if not page.diffs:
             parts.append(": heartbeat\n")
         if page.cursor is not None:
@@ -195,6 +214,8 @@ class _Stream:
             return f"id: {error.restart_cursor}\nevent: diffs-error\ndata: {data}\n\n".encode()
         if isinstance(error, InvalidCursor):
             body = {"code": "invalid_cursor"}
+        elif isinstance(error, (PermissionDenied, NotAuthenticated)):
+            body = {"code": "permission_denied"}
         elif isinstance(error, (RedisUnavailable, *REDIS_ERRORS)):
             body = {"code": "redis_unavailable"}
         else:

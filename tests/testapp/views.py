@@ -76,6 +76,12 @@ class UnaliasedQuestionViewSet(PerActionQuestionViewSet):
     diffs_action_aliases = {}
 
 
+class OlderAliasesQuestionViewSet(PerActionQuestionViewSet):
+    """Aliases written before the event stream existed: the stream runs as the feed."""
+
+    diffs_action_aliases = {"diffs_feed": "list", "object_diffs": "retrieve"}
+
+
 class UUIDItemViewSet(DiffsViewSetMixin, viewsets.ReadOnlyModelViewSet):
     queryset = UUIDItem.objects.all()
     serializer_class = UUIDItemSerializer
@@ -138,3 +144,44 @@ class SignedInChangesView(DiffsFeedsView):
 
     viewsets = [VotedQuestionViewSet, MemoViewSet]
     permission_classes = [permissions.AllowAny]
+
+
+class ReaderHeaderAuthentication:
+    """Authenticates the user named by the X-Reader header (for one viewset only)."""
+
+    def authenticate(self, request: Any) -> tuple[Any, None] | None:
+        from django.contrib.auth.models import User
+
+        name = request.META.get("HTTP_X_READER")
+        user = User.objects.filter(username=name).first() if name else None
+        return (user, None) if user is not None else None
+
+    def authenticate_header(self, request: Any) -> str:
+        return "X-Reader"
+
+
+class HeaderOnlyMemoViewSet(MemoViewSet):
+    """Memos for users who name themselves in X-Reader, and no one else."""
+
+    authentication_classes = [ReaderHeaderAuthentication]
+    permission_classes = [permissions.IsAuthenticated]
+
+
+class MixedAuthChangesView(DiffsFeedsView):
+    """Questions (the project's authentication) and header-only memos."""
+
+    viewsets = [QuestionViewSet, HeaderOnlyMemoViewSet]
+    permission_classes = [permissions.AllowAny]
+
+
+class Switch(permissions.BasePermission):
+    """Allows while ``Switch.allowed`` is true (a permission revoked mid-stream)."""
+
+    allowed = True
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return Switch.allowed
+
+
+class SwitchedQuestionViewSet(QuestionViewSet):
+    permission_classes = [Switch]
