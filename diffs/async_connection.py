@@ -10,6 +10,7 @@ its loop. A change of ``DIFFS_SETTINGS`` drops them all.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import weakref
 from typing import Any
@@ -55,6 +56,7 @@ async def get_async_connection() -> Any:
         with _lock:
             entry = _clients.get(loop)
             if entry is None:
+                _forget_closed_loops()
                 entry = _clients[loop] = _LoopClient(build_async_client(get_settings()))
     if not entry.ready:
         async with entry.starting:
@@ -77,7 +79,32 @@ class _LoopClient:
 def reset_async_connections() -> None:
     """Forget every loop's client; the next async read builds a new one."""
     with _lock:
+        for entry in _clients.values():
+            _drop_sockets(entry.client)
         _clients.clear()
+
+
+def _forget_closed_loops() -> None:
+    """Drop the clients of loops that have closed (``asyncio.run()`` and
+    ``async_to_sync`` close theirs), with their sockets. Called with the lock held.
+
+    The weak keys alone do not do it: a client's connections hold its loop.
+    """
+    for loop in [loop for loop in _clients if loop.is_closed()]:
+        _drop_sockets(_clients.pop(loop).client)
+
+
+def _drop_sockets(client: Any) -> None:
+    """Close the sockets of ``client``'s pooled connections at once, without its loop
+    (which may be closed). Best effort: a cluster client's are left to the collector."""
+    pool = getattr(client, "connection_pool", None)
+    for name in ("_available_connections", "_in_use_connections"):
+        for connection in list(getattr(pool, name, None) or ()):
+            writer = getattr(connection, "_writer", None)
+            # The socket itself: the transport's abort() needs its loop, which is closed.
+            sock = getattr(getattr(writer, "transport", None), "_sock", None)
+            if isinstance(sock, socket.socket):  # fakeredis' transports have none
+                sock.close()
 
 
 @receiver(setting_changed, dispatch_uid="diffs.async_connection.setting_changed")

@@ -143,3 +143,12 @@ def test_an_async_read_writes_the_processs_waiting_diffs_first_in_a_thread():
         # Whether the thread wrote it already or not, the read sees it.
         diffs = asyncio.run(Question.diffs.aget_by_object_id(question.pk))
     assert [d.data[0]["fields"]["question_text"] for d in diffs] == ["a"]
+
+
+def test_the_clients_of_closed_loops_are_let_go():
+    from diffs import async_connection
+
+    Question.objects.create(question_text="a")
+    for _ in range(10):
+        asyncio.run(Question.diffs.asince())
+    assert len(async_connection._clients) <= 1
