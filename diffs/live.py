@@ -30,13 +30,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from typing import Any, cast
 
 from diffs.connection import get_connection
 from diffs.cursors import Since
 from diffs.feed import FeedPage
 from diffs.layout import current_layout
+from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
 
@@ -209,6 +210,52 @@ def waiting_readers() -> int:
     return _listener.waiting()
 
 
+class _ThreadSlots:
+    """How many threads of the process wait now, against ``max_waiting_threads``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.taken = 0
+        self.held = threading.local()  # depth of this thread's holding
+
+    def take(self) -> bool:
+        depth = getattr(self.held, "depth", 0)
+        if depth:  # this thread holds a slot already (an event stream's reads)
+            self.held.depth = depth + 1
+            return True
+        with self.lock:
+            if self.taken >= get_settings().max_waiting_threads:
+                return False
+            self.taken += 1
+        self.held.depth = 1
+        return True
+
+    def give_back(self) -> None:
+        # A stream's generator may be closed by the collector, in another thread.
+        depth = getattr(self.held, "depth", 1) - 1
+        self.held.depth = depth
+        if depth <= 0:
+            self.held.depth = 0
+            with self.lock:
+                self.taken -= 1
+
+
+_thread_slots = _ThreadSlots()
+
+
+@contextlib.contextmanager
+def waiting_thread() -> Iterator[bool]:
+    """A slot for this thread to wait for a diff in: True while held, False when
+    ``max_waiting_threads`` threads of the process wait already. A waiting thread is a
+    request a sync server cannot serve meanwhile; the slots bound how many."""
+    taken = _thread_slots.take()
+    try:
+        yield taken
+    finally:
+        if taken:
+            _thread_slots.give_back()
+
+
 def wait_for_page(
     read: Callable[[Since], FeedPage], cursor: Since, feeds: Iterable[str], wait: float
 ) -> FeedPage:
@@ -216,8 +263,20 @@ def wait_for_page(
     ``feeds`` (at most ``wait`` seconds in all) and read again.
 
     Returns the first page with diffs, or the empty page of a read made after ``wait``
-    ran out (its cursor is fresh).
+    ran out (its cursor is fresh). Without ``wait``, or when ``max_waiting_threads``
+    threads of the process wait already, it reads once and returns.
     """
+    if wait <= 0:
+        return read(cursor)
+    with waiting_thread() as may_wait:
+        if not may_wait:
+            return read(cursor)
+        return _wait_for_page(read, cursor, feeds, wait)
+
+
+def _wait_for_page(
+    read: Callable[[Since], FeedPage], cursor: Since, feeds: Iterable[str], wait: float
+) -> FeedPage:
     deadline = time.monotonic() + wait
     waiter = _Waiter(frozenset(feeds), None)
     _listener.add(waiter)
@@ -247,6 +306,8 @@ async def await_page(
     how, except the cursor) and hold the same cursor share their reads: a write that
     wakes a thousand streams costs one read, not a thousand (see :func:`_shared_read`).
     """
+    if wait <= 0:
+        return await read(cursor)
     deadline = time.monotonic() + wait
     waiter = _Waiter(frozenset(feeds), asyncio.get_running_loop())
     assert waiter.loop_event is not None  # a loop was given

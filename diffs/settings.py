@@ -532,6 +532,9 @@ class DiffsSettings:
     #: The longest wait (seconds) a request may ask for: the REST endpoint's ``?wait=``
     #: and how long one event stream lasts before the client reconnects.
     max_wait: float = _option(30.0, _check_max_wait)
+    #: Most threads of a process that may wait for a diff at once (sync long polls and
+    #: event streams served by WSGI); past it, waits answer at once.
+    max_waiting_threads: int = _option(4, _positive_int_check("diffs.E035", "4"))
     #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
     user_redis: dict[str, Any] = field(default_factory=dict)
 

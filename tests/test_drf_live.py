@@ -281,3 +281,29 @@ def test_a_permission_revoked_mid_stream_ends_it(monkeypatch):
     assert time.monotonic() - started < 5
     [error] = [e for e in parse(rest) if e.get("event") == "diffs-error"]
     assert json.loads(error["data"]) == {"code": "permission_denied"}
+
+
+def test_a_wsgi_stream_without_a_free_waiting_thread_ends_busy():
+    from diffs import live
+
+    with diffs_settings(max_waiting_threads=1, max_wait=5), live.waiting_thread() as held:
+        assert held
+        holder = threading.Thread(target=lambda: None)  # the slot is this thread's
+        holder.start()
+        holder.join()
+        done = threading.Event()
+        result = {}
+
+        def stream_elsewhere():
+            try:
+                result["text"] = stream_text(APIClient(), "/questions/diffs/stream/")
+            finally:
+                connections.close_all()
+                done.set()
+
+        other = threading.Thread(target=stream_elsewhere)
+        other.start()
+        assert done.wait(5)
+        other.join()
+    [error] = [e for e in parse(result["text"]) if e.get("event") == "diffs-error"]
+    assert json.loads(error["data"]) == {"code": "busy"}

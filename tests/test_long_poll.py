@@ -12,6 +12,7 @@ from django.db import connections
 from diffs import live, steps
 from diffs.connection import get_connection
 from diffs.cursors import decode_cursor
+from tests.conftest import diffs_settings
 from tests.testapp.models import Memo, Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -220,3 +221,25 @@ def test_async_readers_waiting_with_one_cursor_share_one_read(monkeypatch):
     assert all(len(page.diffs) == 1 for page in pages)
     assert len({id(page) for page in pages}) == 1, "each reader read on its own"
     assert woken_reads <= 2
+
+
+def test_past_max_waiting_threads_a_long_poll_answers_at_once():
+    cursor = Question.diffs.since().cursor
+    with diffs_settings(max_waiting_threads=1):
+        holder = threading.Thread(target=lambda: Question.diffs.since(cursor, wait=1.0))
+        holder.start()
+        time.sleep(0.2)  # the holder waits in the one slot
+        started = time.monotonic()
+        page = Question.diffs.since(cursor, wait=LONG_WAIT)
+        assert time.monotonic() - started < 0.5
+        assert page.diffs == []
+        holder.join()
+        started = time.monotonic()
+        Question.diffs.since(cursor, wait=0.3)  # the slot is free again: it waits
+        assert time.monotonic() - started >= 0.3
+
+
+def test_a_wait_of_zero_reads_once_without_listening(monkeypatch):
+    monkeypatch.setattr(live._Listener, "add", lambda self, waiter: 1 / 0)
+    assert Question.diffs.since(wait=0).diffs == []
+    assert asyncio.run(Question.diffs.asince(wait=0)).diffs == []

@@ -50,6 +50,7 @@ from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.encoders import JSONEncoder
 
+from diffs import live
 from diffs.connection import REDIS_ERRORS
 from diffs.cursors import decode_cursor
 from diffs.exceptions import CursorExpired, InvalidCursor, RedisUnavailable
@@ -145,13 +146,22 @@ class _Stream:
             yield rendered
 
     def sync_events(self) -> Iterator[bytes]:
-        """The events, for a WSGI server (the worker thread waits with the stream)."""
+        """The events, for a WSGI server: the worker thread waits with the stream, in
+        one of the process's ``max_waiting_threads`` slots (none free: ``busy``)."""
+        with live.waiting_thread() as may_wait:
+            if not may_wait:
+                yield _OPENING + b'event: diffs-error\ndata: {"code": "busy"}\n\n'
+                return
+            yield from self._sync_events()
+
+    def _sync_events(self) -> Iterator[bytes]:
         manager = self.view._diffs_manager(self.model)
         yield _OPENING
         first = True
         while (left := self.ends_at - time.monotonic()) > 0:
             wait = 0.0 if first else min(HEARTBEAT_SECONDS, left)
             try:
+                # This thread holds its slot: since() waits in it.
                 page = manager.since(self.cursor, self.limit, wait=wait)
             except Exception as error:  # any failure ends the stream, with its reason
                 yield self._failure(error)
