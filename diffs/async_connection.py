@@ -10,6 +10,7 @@ its loop. A change of ``DIFFS_SETTINGS`` drops them all.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import weakref
@@ -82,6 +83,16 @@ def reset_async_connections() -> None:
         for entry in _clients.values():
             _drop_sockets(entry.client)
         _clients.clear()
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()  # the parent's loops and sockets
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _forget_closed_loops() -> None:

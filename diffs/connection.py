@@ -187,6 +187,10 @@ def build_client(conf: DiffsSettings) -> redis.Redis:
     return cast(redis.Redis, waiting_for_connections(client, redis, conf.socket_timeout))
 
 
+#: Past this many connections the pool stays redis-py's own (see waiting_for_connections).
+_MAX_BLOCKING_SLOTS = 10_000
+
+
 def waiting_for_connections(client: Any, package: Any, timeout: float | None) -> Any:
     """``client`` (``redis.Redis`` or ``redis.asyncio.Redis``, from ``package``) with a
     pool that waits up to ``timeout`` for a free connection when all are in use.
@@ -196,6 +200,8 @@ def waiting_for_connections(client: Any, package: Any, timeout: float | None) ->
     opening together say, would fail reads and saves that a moment's wait serves.
     """
     pool = client.connection_pool
+    if pool.max_connections > _MAX_BLOCKING_SLOTS:
+        return client  # a blocking pool sets a slot aside per connection up front
     blocking = package.BlockingConnectionPool(
         max_connections=pool.max_connections,
         timeout=timeout,

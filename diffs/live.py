@@ -47,6 +47,9 @@ FALLBACK_SECONDS = 1.0
 IDLE_SECONDS = 30.0
 #: How long (seconds) the listener waits for a message before looking at its settings.
 _POLL_SECONDS = 0.5
+#: How often (seconds) the listener pings its connection; three times that in silence
+#: and it connects again.
+_PING_SECONDS = 5.0
 #: How long (seconds) a finished read stays on hand for readers holding the same cursor.
 _KEEP_SECONDS = 1.0
 #: The pause (seconds) before subscribing again after the connection failed.
@@ -169,26 +172,41 @@ class _Listener:
             except Exception as error:  # any failure: readers fall back
                 failed = True
                 logger.debug("django-diffs stopped listening for new diffs: %r", error)
+            if self.thread is not threading.current_thread():
+                return  # replaced (or let go): the new listener owns "subscribed"
             self.subscribed.clear()
             self._wake_all()
-            if self.thread is not threading.current_thread():
-                return
             if failed:
                 time.sleep(_RETRY_SECONDS)
+                if self._idle():  # Redis out of reach and no one waiting: stop trying
+                    return
 
     def _listen(self) -> None:
-        """Subscribe and wake readers until the settings change or no one waits."""
+        """Subscribe and wake readers until the settings change or no one waits.
+
+        The connection is pinged every ``_PING_SECONDS``: a connection that died
+        without a word (a failover, a NAT timeout) would otherwise look like a quiet
+        feed for as long as TCP keepalive takes, readers waiting their full wait."""
         client = self.client = get_connection()
         channel = current_layout().changes_channel
         pubsub: Any = cast(Any, client).pubsub()  # redis-py leaves it untyped
         try:
             pubsub.subscribe(channel)
+            heard = pinged = time.monotonic()
             while get_connection() is client and current_layout().changes_channel == channel:
                 if self._idle():
                     return
+                now = time.monotonic()
+                if now - heard > 3 * _PING_SECONDS:
+                    msg = f"no answer from Redis on {channel!r} for {now - heard:.0f} s"
+                    raise ConnectionError(msg)
+                if now - pinged > _PING_SECONDS and self.subscribed.is_set():
+                    pubsub.ping()
+                    pinged = now
                 message = pubsub.get_message(timeout=_POLL_SECONDS)
                 if message is None:
                     continue
+                heard = time.monotonic()
                 if message["type"] == "subscribe":
                     # From here on no write is missed: wake every reader, whose last
                     # read may have come before the subscription.
@@ -198,11 +216,22 @@ class _Listener:
                     data = message["data"]
                     self._wake(data.decode() if isinstance(data, bytes) else str(data))
         finally:
-            self.subscribed.clear()
+            if self.thread is threading.current_thread():
+                self.subscribed.clear()
             pubsub.close()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: no thread, no readers (the parent's stay the parent's)."""
+        self.lock = threading.Lock()
+        self.waiters = {}
+        self.subscribed = threading.Event()
+        self.thread = None
+        self.client = None
 
 
 _listener = _Listener()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_listener.forget_after_fork)
 
 
 def waiting_readers() -> int:
@@ -241,6 +270,8 @@ class _ThreadSlots:
 
 
 _thread_slots = _ThreadSlots()
+if hasattr(os, "register_at_fork"):  # a lock held at the fork stays held in the child
+    os.register_at_fork(after_in_child=lambda: globals().update(_thread_slots=_ThreadSlots()))
 
 
 @contextlib.contextmanager

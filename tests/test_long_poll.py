@@ -243,3 +243,22 @@ def test_a_wait_of_zero_reads_once_without_listening(monkeypatch):
     monkeypatch.setattr(live._Listener, "add", lambda self, waiter: 1 / 0)
     assert Question.diffs.since(wait=0).diffs == []
     assert asyncio.run(Question.diffs.asince(wait=0)).diffs == []
+
+
+def test_a_subscription_that_goes_silent_is_made_again(monkeypatch):
+    """A connection that died without a word (no pong) is replaced, not trusted."""
+    import redis.client
+
+    monkeypatch.setattr(live, "_PING_SECONDS", 0.1)
+    monkeypatch.setattr(redis.client.PubSub, "ping", lambda self, message=None: None)
+    listens = []
+    real_listen = live._Listener._listen
+
+    def counting_listen(self):
+        listens.append(time.monotonic())
+        return real_listen(self)
+
+    monkeypatch.setattr(live._Listener, "_listen", counting_listen)
+    cursor = Question.diffs.since().cursor
+    Question.diffs.since(cursor, wait=2.5)
+    assert len(listens) >= 2, "the silent subscription was kept"

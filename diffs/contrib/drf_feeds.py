@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections as db_connections
 from django.db import models
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -66,6 +67,8 @@ class DiffsFeedsView(APIView):  # type: ignore[misc]
         first = views[0]
         cursor, limit = self._params(request, len(views))
         wait = first.get_diffs_wait(request)
+        if any(db_connections[v.get_diffs_queryset().db].in_atomic_block for v in views):
+            wait = 0.0  # ATOMIC_REQUESTS: see DiffsViewSetMixin._diffs_feed_page
         deadline = time.monotonic() + wait
         while True:
             left = max(0.0, deadline - time.monotonic())

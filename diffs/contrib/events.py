@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -317,6 +318,15 @@ def _settle(future: asyncio.Future[bytes], result: bytes | None, error: Exceptio
         future.set_exception(error)
     else:
         future.set_result(result or b"")
+
+
+def _forget_executor_after_fork() -> None:
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()  # the parent's threads are not here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor_after_fork)
 
 
 def _database_executor() -> ThreadPoolExecutor:

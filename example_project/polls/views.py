@@ -15,6 +15,8 @@ def live(request: HttpRequest) -> HttpResponse:
     page again through the stream, and applying it twice does no harm. Read the other
     way round, a change made in between would be missed.
     """
-    cursor = Question.diffs.since().cursor
+    newest = Question.diffs.newest(limit=1).diffs
+    # After the newest diff kept; with none kept, a watermark read now.
+    cursor = newest[0].cursor if newest else Question.diffs.since().cursor
     questions = Question.objects.order_by("pk")
     return render(request, "polls/live.html", {"questions": questions, "cursor": cursor})
