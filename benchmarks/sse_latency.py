@@ -63,7 +63,8 @@ def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    msg = f"no VmRSS in /proc/{pid}/status"
+    raise RuntimeError(msg)
 
 
 # --- The client process -------------------------------------------------------------
@@ -157,7 +158,9 @@ def measure(port: int, server_pid: int, clients: int, writes: int, run: int) -> 
 
     connected = multiprocessing.Event()
     here, there = multiprocessing.Pipe()
-    process = multiprocessing.Process(target=client_process, args=(port, clients, connected, there))
+    process = multiprocessing.Process(
+        target=client_process, args=(port, clients, connected, there)
+    )
     process.start()
     if not connected.wait(60):
         process.kill()
