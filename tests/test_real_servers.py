@@ -73,3 +73,45 @@ def test_wrong_password_is_clear_at_the_first_write_and_in_deploy_checks(caplog)
         assert f"127.0.0.1:{server.port} db 2" in error.msg
         with diffs_settings(url=f"redis://:topsecret@127.0.0.1:{server.port}/2"):
             assert check_redis_reachable() == []
+
+
+def test_a_user_allowed_no_channels_still_writes_and_waiting_readers_still_get_diffs():
+    """Redis 7 gives a new ACL user no pub/sub channels: the write script's PUBLISH is
+    refused (and ignored), the listener cannot subscribe, and a waiting reader reads
+    again every second instead of being woken."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    with redis_server("--requirepass", "topsecret") as server:
+        import redis
+
+        admin = redis.Redis(port=server.port, password="topsecret")
+        admin.acl_setuser(
+            "nochannels",
+            enabled=True,
+            passwords=["+userpass"],
+            keys=["diffs:*"],
+            commands=["+@all"],
+            channels=[],
+            reset_channels=True,
+        )
+        url = f"redis://nochannels:userpass@127.0.0.1:{server.port}/2"
+        with diffs_settings(url=url):
+            cursor = Question.diffs.since().cursor
+
+            def save_later():
+                time.sleep(0.3)
+                try:
+                    Question.objects.create(question_text="no channels")
+                finally:
+                    connections.close_all()
+
+            writer = threading.Thread(target=save_later)
+            writer.start()
+            started = time.monotonic()
+            page = Question.diffs.since(cursor, wait=10)
+            writer.join()
+            assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["no channels"]
+            assert time.monotonic() - started < 5

@@ -198,7 +198,9 @@ for i = 1, #KEYS / 4 do
     end
   end
 end
-for feed in pairs(added) do redis.call('PUBLISH', ARGV[#ARGV], feed) end
+-- pcall: a Redis user whose ACL allows no channels still writes (readers that wait
+-- then re-read every second instead of being woken, see diffs.live).
+for feed in pairs(added) do redis.pcall('PUBLISH', ARGV[#ARGV], feed) end
 return scores
 """
 )
