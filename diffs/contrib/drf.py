@@ -243,7 +243,7 @@ class DiffsViewSetMixin:
             wait = self.get_diffs_wait(request)
             instance = self.get_object()
             if db_connections[self.get_queryset().db].in_atomic_block:
-                wait = 0.0  # ATOMIC_REQUESTS: see _diffs_feed_page
+                wait = 0.0  # ATOMIC_REQUESTS: see wait_for_shown
             model = self.get_queryset().model
             manager = self._diffs_manager(model)
             page = _read(
@@ -282,21 +282,17 @@ class DiffsViewSetMixin:
         queryset = self.get_diffs_queryset()
         model = queryset.model
         manager = self._diffs_manager(model)
-        if wait and db_connections[queryset.db].in_atomic_block:
-            # ATOMIC_REQUESTS: the visibility check would read the snapshot the
-            # transaction took, blind to rows made while waiting: answer at once.
-            wait = 0.0
-        deadline = time.monotonic() + wait
-        cursor = since
-        while True:
-            left = max(0.0, deadline - time.monotonic())
-            page = _read(
-                functools.partial(manager.since, cursor, limit, wait=left or None), cursor, model
-            )
-            diffs = self.visible_diffs(_decodable(page.diffs, model))
-            if diffs or page.has_more or not page.diffs or left <= 0:
-                return page, diffs
-            cursor = page.cursor  # only diffs this user may not see: wait on
+
+        def read(cursor: Since, left: float | None) -> FeedPage:
+            return _read(functools.partial(manager.since, cursor, limit, wait=left), cursor, model)
+
+        return wait_for_shown(
+            read,
+            lambda page: self.visible_diffs(_decodable(page.diffs, model)),
+            since,
+            wait,
+            in_transaction=db_connections[queryset.db].in_atomic_block,
+        )
 
     def get_diffs_params(self, request: Request) -> tuple[str | None, int]:
         """Return ``(since, limit)`` from the query string, or raise a 400."""
@@ -304,13 +300,7 @@ class DiffsViewSetMixin:
         since = params.get("since") or None
         if since is not None:
             since = self._diffs_checked_since(since)
-        raw = params.get("limit") or ""
-        if not raw:
-            return since, self.diffs_page_size
-        if _LIMIT_RE.fullmatch(raw) and 1 <= int(raw) <= self.diffs_max_limit:
-            return since, int(raw)
-        msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
-        raise InvalidDiffsParameter(msg, "invalid_limit")
+        return since, parse_limit(params, self.diffs_page_size, self.diffs_max_limit)
 
     def _diffs_shown_entries(self, page: FeedPage) -> list[dict[str, Any]]:
         """The entries of a feed page this user may see (the event stream's). The
@@ -719,6 +709,45 @@ def _installed_model(label: str) -> type[models.Model] | None:
 def _same_pk(model: type[models.Model], data_pk: Any, diff_pk: Any) -> bool:
     """Whether the data's pk and the diff's are one value of ``model``'s primary key."""
     return bool(pk_value(model, data_pk) == pk_value(model, diff_pk))
+
+
+_P = TypeVar("_P", bound=FeedPage)
+_S = TypeVar("_S")
+
+
+def wait_for_shown(
+    read: Callable[[Since, float | None], _P],
+    show: Callable[[_P], _S],
+    since: Since,
+    wait: float,
+    *,
+    in_transaction: bool,
+) -> tuple[_P, _S]:
+    """Read a page after ``since`` (``read(cursor, wait)``) and what ``show`` lets the
+    user see of it, waiting up to ``wait`` seconds for something shown: diffs the user
+    may not see do not end the wait. In a transaction (``ATOMIC_REQUESTS``) it answers at
+    once: the visibility check would read the transaction's snapshot, blind to rows
+    made while it waited."""
+    deadline = time.monotonic() + (0.0 if in_transaction else wait)
+    cursor = since
+    while True:
+        left = max(0.0, deadline - time.monotonic())
+        page = read(cursor, left or None)
+        shown = show(page)
+        if shown or page.has_more or not page.diffs or left <= 0:
+            return page, shown
+        cursor = page.cursor  # only diffs this user may not see: wait on
+
+
+def parse_limit(params: Mapping[str, str], default: int, maximum: int) -> int:
+    """``?limit=`` (``default`` without it), or a 400 outside 1..``maximum``."""
+    raw = params.get("limit") or ""
+    if not raw:
+        return default
+    if _LIMIT_RE.fullmatch(raw) and 1 <= int(raw) <= maximum:
+        return int(raw)
+    msg = f"limit must be a whole number from 1 to {maximum}, not {_echo(raw)}."
+    raise InvalidDiffsParameter(msg, "invalid_limit")
 
 
 def _read(read: Callable[[], FeedPage], since: Since, model: type[models.Model]) -> FeedPage:

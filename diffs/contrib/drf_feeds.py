@@ -18,7 +18,6 @@ shown when that viewset's feed would show it, with the columns its serializer sh
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
@@ -36,6 +35,8 @@ from diffs.contrib.drf import (
     _decodable,
     _echo,
     _read,
+    parse_limit,
+    wait_for_shown,
 )
 from diffs.cursors import Since
 from diffs.diff import Diff
@@ -66,19 +67,26 @@ class DiffsFeedsView(APIView):  # type: ignore[misc]
         models_ = [view.get_diffs_queryset().model for view in views]
         first = views[0]
         cursor, limit = self._params(request, len(views))
-        wait = first.get_diffs_wait(request)
-        if any(db_connections[v.get_diffs_queryset().db].in_atomic_block for v in views):
-            wait = 0.0  # ATOMIC_REQUESTS: see DiffsViewSetMixin._diffs_feed_page
-        deadline = time.monotonic() + wait
-        while True:
-            left = max(0.0, deadline - time.monotonic())
-            read = functools.partial(since, cursor, models=models_, limit=limit, wait=left or None)
-            page = cast(ModelsPage, _read(read, cursor, models_[0]))
-            entries = self._visible_entries(page, by_label)
-            if entries or page.has_more or not page.diffs or left <= 0:
-                body = {"results": entries, "cursor": page.cursor, "has_more": page.has_more}
-                return Response(body)
-            cursor = page.cursor  # only diffs this user may not see: wait on
+        in_transaction = any(
+            db_connections[view.get_diffs_queryset().db].in_atomic_block for view in views
+        )
+
+        def read(after: Since, left: float | None) -> ModelsPage:
+            page = _read(
+                functools.partial(since, after, models=models_, limit=limit, wait=left),
+                after,
+                models_[0],
+            )
+            return cast(ModelsPage, page)
+
+        page, entries = wait_for_shown(
+            read,
+            lambda page: self._visible_entries(page, by_label),
+            cursor,
+            first.get_diffs_wait(request),
+            in_transaction=in_transaction,
+        )
+        return Response({"results": entries, "cursor": page.cursor, "has_more": page.has_more})
 
     def _visible_entries(
         self, page: ModelsPage, by_label: dict[str, DiffsViewSetMixin]
@@ -104,13 +112,7 @@ class DiffsFeedsView(APIView):  # type: ignore[misc]
         if cursor is not None and len(cursor) > _CURSOR_CHARS_PER_MODEL * (count + 1):
             msg = f"Invalid 'since': {_echo(cursor)} is not a cursor of these feeds."
             raise InvalidDiffsParameter(msg, "invalid_cursor")
-        raw = params.get("limit") or ""
-        if not raw:
-            return cursor, self.diffs_page_size
-        if raw.isdigit() and len(raw) <= 7 and 1 <= int(raw) <= self.diffs_max_limit:
-            return cursor, int(raw)
-        msg = f"limit must be a whole number from 1 to {self.diffs_max_limit}, not {_echo(raw)}."
-        raise InvalidDiffsParameter(msg, "invalid_limit")
+        return cursor, parse_limit(params, self.diffs_page_size, self.diffs_max_limit)
 
     def _checked_viewsets(self) -> Sequence[type[Any]]:
         viewsets = self.viewsets
