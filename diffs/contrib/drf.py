@@ -45,7 +45,7 @@ from rest_framework.serializers import BaseSerializer, ListSerializer
 from rest_framework.utils.encoders import JSONEncoder
 
 from diffs.connection import REDIS_ERRORS
-from diffs.contrib.events import EventStreamRenderer, event_stream_response, page_queries
+from diffs.contrib.events import EventStreamRenderer, PageMemo, event_stream_response, page_memo
 from diffs.contrib.rowmatch import deleted_row, row_matches, selects_every_row
 from diffs.cursors import Since, start_of
 from diffs.diff import Diff
@@ -452,7 +452,42 @@ class DiffsViewSetMixin:
         """The entries of ``results`` (and of the event stream) for ``diffs``, those the
         user may see: one :meth:`diff_representation` each, leaving out (with a warning)
         any that is not strict JSON."""
-        return _renderable(diffs, [self.diff_representation(d) for d in diffs])
+        memo = page_memo.get()
+        if memo is None or not self._diffs_default_entries():
+            return _renderable(diffs, [self.diff_representation(d) for d in diffs])
+        return _renderable(diffs, [self._diffs_shared_entry(memo, d) for d in diffs], memo)
+
+    def _diffs_default_entries(self) -> bool:
+        """Whether entries are made by this mixin's own methods (nothing overridden)."""
+        made_by = type(self)
+        return (
+            made_by.diff_representation is DiffsViewSetMixin.diff_representation
+            and made_by.diff_data is DiffsViewSetMixin.diff_data
+            and made_by.diff_context is DiffsViewSetMixin.diff_context
+        )
+
+    def _diffs_shared_entry(self, memo: PageMemo, diff: Diff) -> dict[str, Any]:
+        """:meth:`diff_representation`, or the same entry made for another stream of
+        the page from the same inputs: the diff, the columns its model's serializer
+        shows to this stream's user, and the context keys. An entry whose columns are
+        not known yet (the stream's first diff of that model) is made afresh."""
+        known = self._diffs_columns or {}
+        if not isinstance(diff.model, str) or diff.model not in known:
+            entry = self.diff_representation(diff)
+        else:
+            key = (id(diff), known[diff.model], tuple(self.diffs_context_keys))
+            cached = memo.entries.get(key)
+            if cached is not None:
+                return cached
+            entry = self.diff_representation(diff)
+        if isinstance(diff.model, str) and diff.model in (self._diffs_columns or {}):
+            assert self._diffs_columns is not None
+            key = (id(diff), self._diffs_columns[diff.model], tuple(self.diffs_context_keys))
+            if key not in memo.entries:
+                memo.entries[key] = entry
+                memo.held.add(id(entry))
+            return memo.entries[key]
+        return entry
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
         """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, its ``old``
@@ -844,9 +879,16 @@ def _decoding_error(diff: Diff) -> str | None:
     return None
 
 
-def _renderable(diffs: list[Diff], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``entries`` (one per diff) without those that are not strict JSON (each logged)."""
+def _renderable(
+    diffs: list[Diff], entries: list[dict[str, Any]], memo: PageMemo | None = None
+) -> list[dict[str, Any]]:
+    """``entries`` (one per diff) without those that are not strict JSON (each logged).
+    With ``memo``, entries another stream's check found strict are not checked again."""
+    if memo is not None and all(id(entry) in memo.strict for entry in entries):
+        return entries
     if _strict_json_error(entries, _MAX_JSON_DEPTH + 1) is None:
+        if memo is not None:
+            memo.strict.update(id(e) for e in entries if id(e) in memo.held)
         return entries  # the usual case: one check for the whole page
     kept = []
     for diff, entry in zip(diffs, entries, strict=True):
@@ -911,14 +953,16 @@ def _present(queryset: models.QuerySet[Any], pks: set[Any]) -> set[Any]:
     if query.is_sliced or query.combinator:
         # Such querysets cannot be filtered further; they are small or explicit.
         return {pk for pk in queryset.values_list("pk", flat=True) if pk in pks}
-    rows = queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True)
-    shared = page_queries.get()
+    memo = page_memo.get()
+    shared = memo.queries if memo is not None else None
     key = _query_key(queryset, pks) if shared is not None else None
-    if shared is None or key is None:
-        return set(rows)
-    if key not in shared:
-        shared[key] = frozenset(rows)
-    return set(shared[key])
+    if shared is not None and key is not None and key in shared:
+        # Building the filtered queryset costs more than the lookup: only on a miss.
+        return set(shared[key])
+    rows = frozenset(queryset.filter(pk__in=pks).order_by().values_list("pk", flat=True))
+    if shared is not None and key is not None:
+        shared[key] = rows
+    return set(rows)
 
 
 # Per queryset (the one a stream's view keeps): its database, SQL and parameters,

@@ -39,7 +39,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -131,20 +131,23 @@ class _Stream:
         manager = self.view._diffs_manager(self.model)
         yield _OPENING
         first = True
-        while (left := self.ends_at - time.monotonic()) > 0:
-            wait = 0.0 if first else min(HEARTBEAT_SECONDS, left)
-            try:
-                page = await manager.asince(self.cursor, self.limit, wait=wait)
-            except Exception as error:  # any failure ends the stream, with its reason
-                yield self._failure(error)
-                return
-            first = False
-            try:
-                rendered = await _render_batched(self, page)
-            except Exception as error:  # the database, a hook, a revoked permission
-                yield self._failure(error)
-                return
-            yield rendered
+        # One registration for the stream's life: after a page that left nothing
+        # unread, the next wait starts without reading Redis again.
+        async with live.watching():
+            while (left := self.ends_at - time.monotonic()) > 0:
+                wait = 0.0 if first else min(HEARTBEAT_SECONDS, left)
+                try:
+                    page = await manager.asince(self.cursor, self.limit, wait=wait)
+                except Exception as error:  # any failure ends the stream, with its reason
+                    yield self._failure(error)
+                    return
+                first = False
+                try:
+                    rendered = await _render_batched(self, page)
+                except Exception as error:  # the database, a hook, a revoked permission
+                    yield self._failure(error)
+                    return
+                yield rendered
 
     def sync_events(self) -> Iterator[bytes]:
         """The events, for a WSGI server: the worker thread waits with the stream, in
@@ -178,11 +181,16 @@ class _Stream:
     def _render(self, page: FeedPage) -> bytes:
         """The events of ``page``: what the user may see of it, then its cursor."""
         entries = self.view._diffs_shown_entries(page)
+        memo = page_memo.get()
         parts = []
         last = None
         for entry in entries:
-            # ASCII: a lone surrogate in the data cannot break the encoding of the page.
-            data = json.dumps(entry, cls=JSONEncoder, ensure_ascii=True, allow_nan=False)
+            data = memo.encoded.get(id(entry)) if memo is not None else None
+            if data is None:
+                # ASCII: a lone surrogate in the data cannot break the encoding of the page.
+                data = json.dumps(entry, cls=JSONEncoder, ensure_ascii=True, allow_nan=False)
+                if memo is not None and id(entry) in memo.strict:  # a shared entry
+                    memo.encoded[id(entry)] = data
             cursor = entry.get("cursor")  # a diff_representation() override may drop it
             if isinstance(cursor, str) and _ID.fullmatch(cursor):
                 last = cursor
@@ -247,10 +255,30 @@ def _release_database_connections() -> None:
             connection.close()
 
 
-#: While a batch of streams renders one page: the visibility queries already run for
-#: it, by (database, SQL, parameters). Two streams whose users' querysets make the same
-#: query get the same rows: the query is run once (see ``drf._present``).
-page_queries: ContextVar[dict[Any, Any] | None] = ContextVar("page_queries", default=None)
+class PageMemo:
+    """What the streams rendering one page together have worked out already.
+
+    Only what provably does not depend on which stream asks is shared: a visibility
+    query's rows by its database, SQL and parameters (``drf._present``); an entry by
+    its diff and everything the default ``diff_representation()`` reads (the
+    serializer's columns, the context keys: ``drf.DiffsViewSetMixin.diffs_entries``);
+    an entry's JSON by the entry. A viewset that overrides how entries are made gets
+    its own, every time.
+    """
+
+    def __init__(self) -> None:
+        self.queries: dict[Hashable, frozenset[Any]] = {}
+        self.entries: dict[Hashable, dict[str, Any]] = {}
+        #: ids of the entries in ``entries`` (alive while the memo is: ids stay theirs).
+        self.held: set[int] = set()
+        #: ids of entries (kept alive in ``entries``) found to be strict JSON.
+        self.strict: set[int] = set()
+        #: JSON of entries, by the entry's id.
+        self.encoded: dict[int, str] = {}
+
+
+#: While a batch of streams renders one page (in a database thread): its memo.
+page_memo: ContextVar[PageMemo | None] = ContextVar("page_memo", default=None)
 
 
 class _Batch:
@@ -297,27 +325,34 @@ def _run_batch(loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
     """Render ``batch`` (in a database thread), as Django runs a request: old or broken
     connections are closed before and after (``CONN_MAX_AGE`` applies)."""
     close_old_connections()
-    token = page_queries.set({})
+    token = page_memo.set(PageMemo())
+    outcomes: list[tuple[asyncio.Future[bytes], bytes | None, Exception | None]] = []
     try:
         for stream, future in batch.jobs:
             try:
-                result = stream._render(batch.page)
+                outcomes.append((future, stream._render(batch.page), None))
             except Exception as error:  # that stream's failure, not the others'
-                loop.call_soon_threadsafe(_settle, future, None, error)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                outcomes.append((future, None, error))
     finally:
-        page_queries.reset(token)
+        page_memo.reset(token)
         close_old_connections()
+        # One wake-up of the loop for the whole batch. One per stream would hand the
+        # GIL back and forth with the loop's thread two hundred times, each hand-over
+        # waiting up to the interpreter's switch interval (5 ms): that, not rendering,
+        # was most of the latency with many clients.
+        loop.call_soon_threadsafe(_settle_all, outcomes)
 
 
-def _settle(future: asyncio.Future[bytes], result: bytes | None, error: Exception | None) -> None:
-    if future.done():  # its stream went away (the client disconnected)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result or b"")
+def _settle_all(
+    outcomes: list[tuple[asyncio.Future[bytes], bytes | None, Exception | None]],
+) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # its stream went away (the client disconnected)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or b"")
 
 
 def _forget_executor_after_fork() -> None:
