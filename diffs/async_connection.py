@@ -10,10 +10,12 @@ its loop. A change of ``DIFFS_SETTINGS`` drops them all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
@@ -44,6 +46,13 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
 _SYNC_ONLY_OPTIONS = ("connection_pool", "connection_class", "retry")
 
 
+#: How many async reads one event loop runs at once; the others wait their turn.
+#: Two hundred event streams opening together would otherwise take every pooled
+#: connection, each read slowed by all the others, and the last ones would give up
+#: waiting for a connection (``socket_timeout``) as if Redis were down.
+READS_AT_ONCE = 32
+
+
 async def get_async_connection() -> Any:
     """The ``redis.asyncio`` client of the running event loop (built on first use).
 
@@ -51,6 +60,21 @@ async def get_async_connection() -> Any:
     redis-py's async cluster client, asked by many tasks at once before it has, fails
     some of them.
     """
+    return (await _loop_client()).client
+
+
+@contextlib.asynccontextmanager
+async def read_turn() -> AsyncIterator[None]:
+    """Hold one of the running loop's ``READS_AT_ONCE`` turns to read (fewer when the
+    client's pool has fewer connections). A turn is waited for without a time limit:
+    each read that holds one ends within ``socket_timeout``, and once Redis is found
+    out of reach the reads waiting behind it fail at once (:mod:`diffs.availability`).
+    """
+    async with (await _loop_client()).turns:
+        yield
+
+
+async def _loop_client() -> _LoopClient:
     loop = asyncio.get_running_loop()
     entry = _clients.get(loop)
     if entry is None:
@@ -65,16 +89,22 @@ async def get_async_connection() -> Any:
                 if isinstance(entry.client, AsyncRedisCluster):
                     await entry.client.initialize()
                 entry.ready = True
-    return entry.client
+    return entry
 
 
 class _LoopClient:
-    """One loop's client, and whether it is ready for commands."""
+    """One loop's client, whether it is ready for commands, and its reading turns."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.ready = False
         self.starting = asyncio.Lock()
+        pooled = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+        at_once = READS_AT_ONCE
+        if isinstance(pooled, int) and pooled > 0:
+            at_once = min(at_once, pooled)
+        self.turns_at_once = at_once
+        self.turns = asyncio.Semaphore(at_once)
 
 
 def reset_async_connections() -> None:

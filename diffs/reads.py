@@ -14,6 +14,7 @@ from typing import TypeVar
 from asgiref.sync import sync_to_async
 
 from diffs import availability
+from diffs.async_connection import read_turn
 from diffs.delivery import needs_write_before_read, write_before_read
 
 _T = TypeVar("_T")
@@ -38,8 +39,9 @@ async def aread(call: Callable[[], Awaitable[_T]], what: str) -> _T:
     The process's own waiting diffs are written first as for a sync read; that write
     is sync code, so it runs in a thread, and only when there is something to write
     (with ``write_behind``, diffs of this process not yet sent). The read itself runs
-    on the event loop.
+    on the event loop, in one of the loop's turns (``async_connection.read_turn``).
     """
     if needs_write_before_read():
         await sync_to_async(write_before_read, thread_sensitive=False)()
-    return await availability.aread(call, what)
+    async with read_turn():  # a burst of reads queues here, not for connections
+        return await availability.aread(call, what)
