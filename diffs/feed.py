@@ -34,6 +34,7 @@ from django.db import models
 
 from diffs.cursors import Since, check_fresh, decode_cursor, encode_cursor, start_of
 from diffs.diff import Diff
+from diffs.exceptions import InvalidCursor
 from diffs.horizon import READ_HORIZON_LUA
 from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, parse_feed_member, pk_value
 from diffs.sortedset import decode_entries, pairs
@@ -218,6 +219,42 @@ class Page:
         if self.has_more:
             return encode_cursor(last)
         return encode_cursor(max(last, self.window.watermark, self.window.start))
+
+
+def position_of(since: Since) -> float | None:
+    """The score a feed cursor stands for, or None (no cursor, or not a valid one)."""
+    if since is None:
+        return None
+    try:
+        return decode_cursor(since)
+    except InvalidCursor:
+        return None
+
+
+def narrow_page(page: FeedPage, since: Since) -> FeedPage | None:
+    """The page a read of the same feed after ``since`` would have given, made from
+    ``page``, read at the same moment after an earlier cursor; None when ``page``
+    cannot tell (it ends before ``since``, or keeps nothing after it but has more).
+
+    The page itself when it holds nothing at or before ``since``: readers that share
+    it render it once (``diffs.contrib.events``).
+    """
+    score = position_of(since)
+    end = position_of(page.cursor)
+    if score is None or end is None or end < score:
+        return None
+    kept = []
+    for diff in page.diffs:
+        at = position_of(diff.cursor)
+        if at is None:
+            return None
+        if at > score:
+            kept.append(diff)
+    if len(kept) == len(page.diffs):
+        return page
+    if page.has_more and not kept:
+        return None
+    return FeedPage(kept, page.cursor, page.has_more)
 
 
 def _bound(since: Since) -> tuple[str, float | None]:

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, cast
 
 from diffs.connection import get_connection
@@ -72,29 +73,67 @@ def check_wait(wait: object) -> float:
 
 
 class _Waiter:
-    """One waiting reader: the feeds it watches and how to wake it."""
+    """One waiting reader: the feeds it watches and how to wake it (a thread's event,
+    or, for a reader on an event loop, the future it awaits on that loop)."""
 
     def __init__(self, feeds: frozenset[str], loop: asyncio.AbstractEventLoop | None) -> None:
         self.feeds = feeds
         self.loop = loop
-        self.thread_event = threading.Event()
-        self.loop_event = asyncio.Event() if loop is not None else None
+        self.thread_event = threading.Event() if loop is None else None
+        #: What the loop's reader awaits now (None: it is not waiting).
+        self.pending: asyncio.Future[None] | None = None
+        #: Where its reader's cursor stands (``Resume.position``), when known.
+        self.position: float | None = None
         #: When the newest message for it was received (``time.monotonic()``).
         self.message_at = 0.0
 
-    def wake(self, received_at: float) -> None:
-        self.message_at = received_at  # before the event: a reader that sees it, sees this
-        if self.loop_event is None:
-            self.thread_event.set()
-            return
-        assert self.loop is not None  # set together with loop_event
-        with contextlib.suppress(RuntimeError):  # the loop closed; its reader is gone
-            self.loop.call_soon_threadsafe(self.loop_event.set)
+    async def sleep(self, timeout: float) -> None:
+        """On its loop: until woken, or ``timeout`` seconds. One future and one timer:
+        ``asyncio.wait_for()`` would add a task per wait, and a stream waits after
+        every page."""
+        loop = asyncio.get_running_loop()
+        pending = self.pending = loop.create_future()
+        timer = loop.call_later(max(timeout, 0.0), _resolve, pending)
+        try:
+            await pending
+        finally:
+            timer.cancel()
+            self.pending = None
 
-    def clear(self) -> None:
-        self.thread_event.clear()
-        if self.loop_event is not None:
-            self.loop_event.clear()
+
+def _resolve(pending: asyncio.Future[None]) -> None:
+    if not pending.done():
+        pending.set_result(None)
+
+
+def _wake(waiters: Iterable[_Waiter], received_at: float) -> None:
+    """Wake ``waiters``: a thread's directly, a loop's readers with one call into
+    their loop for all of them. A call per reader would hand the GIL between this
+    thread and the loop's once per reader, each hand-over waiting up to the
+    interpreter's switch interval (5 ms): two hundred streams woke over a second."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+    for waiter in waiters:
+        waiter.message_at = received_at  # before the wake: a reader that wakes, sees it
+        if waiter.thread_event is not None:
+            waiter.thread_event.set()
+        elif waiter.loop is not None:
+            by_loop.setdefault(waiter.loop, []).append(waiter)
+    for loop, woken in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed; its readers are gone
+            loop.call_soon_threadsafe(_wake_on_loop, woken)
+
+
+def _wake_on_loop(waiters: list[_Waiter]) -> None:
+    # Earliest cursor first: its reader starts the read that the readers after it,
+    # holding later cursors, can share (``Resume``), whatever order they waited in.
+    waiters.sort(key=_earliest_first)
+    for waiter in waiters:
+        if waiter.pending is not None:
+            _resolve(waiter.pending)
+
+
+def _earliest_first(waiter: _Waiter) -> float:
+    return math.inf if waiter.position is None else waiter.position
 
 
 class _Listener:
@@ -145,15 +184,13 @@ class _Listener:
         received_at = time.monotonic()
         with self.lock:
             woken = list(self.waiters.get(feed, ()))
-        for waiter in woken:
-            waiter.wake(received_at)
+        _wake(woken, received_at)
 
     def _wake_all(self) -> None:
         received_at = time.monotonic()
         with self.lock:
             woken = {w for watching in self.waiters.values() for w in watching}
-        for waiter in woken:
-            waiter.wake(received_at)
+        _wake(woken, received_at)
 
     def _idle(self) -> bool:
         """True (and the listener is let go) once no reader has waited for a while."""
@@ -313,7 +350,8 @@ def _wait_for_page(
     _listener.add(waiter)
     try:
         while True:
-            waiter.clear()
+            assert waiter.thread_event is not None  # a thread's waiter
+            waiter.thread_event.clear()
             page = read(cursor)
             left = deadline - time.monotonic()
             if page.diffs or page.has_more or left <= 0:
@@ -324,92 +362,284 @@ def _wait_for_page(
         _listener.remove(waiter)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """How a page read after one cursor serves a reader holding a later cursor of the
+    same feed (:func:`await_page`): ``position`` orders cursors (None: it cannot
+    tell), ``narrow`` gives the page a read after the later cursor would have given at
+    the same moment, or None when the page cannot tell."""
+
+    position: Callable[[Since], float | None]
+    narrow: Callable[[FeedPage, Since], FeedPage | None]
+
+
+class _Watch:
+    """A waiter kept for one reader's feeds, and what its reads covered.
+
+    ``covered`` maps cursors to the start (``time.monotonic()``) of a read that left
+    nothing unread after them: a reader holding such a cursor, with no message
+    received since that read started, knows a read now would find nothing, and waits
+    without reading. Only a watch kept across calls (:func:`watching`) remembers."""
+
+    def __init__(self, feeds: frozenset[str], loop: asyncio.AbstractEventLoop) -> None:
+        self.waiter = _Waiter(feeds, loop)
+        self.registered_at = time.monotonic()
+        _listener.add(self.waiter)
+        self.covered: dict[Since, float] = {}
+
+    def remember(self, cursor: Since, page: FeedPage, read_at: float) -> None:
+        self.covered = {}
+        if page.has_more or page.cursor is None:
+            return
+        # The read saw every diff after ``cursor`` up to the page's cursor: none is
+        # left after the page's cursor, after its last diff, or (an empty page) after
+        # the cursor it was read from.
+        self.covered[page.cursor] = read_at
+        last = getattr(page.diffs[-1], "cursor", None) if page.diffs else cursor
+        if last is not None:
+            self.covered[last] = read_at
+
+    def close(self) -> None:
+        _listener.remove(self.waiter)
+
+
+class _KeptWatches:
+    """The watches a reader keeps across calls (:func:`watching`), by feeds."""
+
+    def __init__(self) -> None:
+        self.by_feeds: dict[frozenset[str], _Watch] = {}
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+        for watch in self.by_feeds.values():
+            watch.close()
+        self.by_feeds.clear()
+
+
+_kept_watches: ContextVar[_KeptWatches | None] = ContextVar("diffs_kept_watches", default=None)
+
+
+def _open_kept_watches() -> _KeptWatches | None:
+    kept = _kept_watches.get()
+    return kept if kept is not None and kept.open else None
+
+
+@contextlib.asynccontextmanager
+async def watching() -> AsyncIterator[None]:
+    """Keep the waits of :func:`await_page` in this block registered between calls.
+
+    A reader that reads a feed again and again (an event stream) then hears every
+    write from its first wait on, and after a page that left nothing unread it waits
+    for the next write without reading Redis first: two hundred streams woken by one
+    write read it once, then wait, instead of reading two hundred times more.
+    """
+    kept = _KeptWatches()
+    token = _kept_watches.set(kept)
+    try:
+        yield
+    finally:
+        kept.close()
+        # An event stream's generator may be closed from another task (the loop
+        # closing abandoned generators), whose context cannot reset the token: the
+        # watches are closed above all the same, and a closed set is never used.
+        with contextlib.suppress(ValueError):
+            _kept_watches.reset(token)
+
+
+@contextlib.contextmanager
+def _watch_for(feeds: frozenset[str]) -> Iterator[_Watch]:
+    loop = asyncio.get_running_loop()
+    kept = _open_kept_watches()
+    if kept is not None:
+        watch = kept.by_feeds.get(feeds)
+        if watch is None or watch.waiter.loop is not loop:
+            if watch is not None:
+                watch.close()
+            watch = kept.by_feeds[feeds] = _Watch(feeds, loop)
+        yield watch
+        return
+    watch = _Watch(feeds, loop)
+    try:
+        yield watch
+    finally:
+        watch.close()
+
+
 async def await_page(
     read: Callable[[Since], Awaitable[FeedPage]],
     cursor: Since,
     feeds: Iterable[str],
     wait: float,
     share_as: Hashable | None = None,
+    resume: Resume | None = None,
 ) -> FeedPage:
     """:func:`wait_for_page` for async readers: waits on the event loop.
 
     Readers of one loop that wait on the same thing (``share_as``: what is read, and
-    how, except the cursor) and hold the same cursor share their reads: a write that
-    wakes a thousand streams costs one read, not a thousand (see :func:`_shared_read`).
+    how, except the cursor) share their reads: a write that wakes a thousand streams
+    costs one read, not a thousand (see :func:`_shared_read`). ``resume`` lets a
+    reader use a read made after an earlier cursor than its own.
+
+    A read is fresh enough when it started after the newest message heard for these
+    feeds (it sees the write announced) and after the wait began (it sees every
+    write before). Within :func:`watching`, a reader whose cursor a read left nothing
+    after, with no message heard since that read started, waits without reading.
     """
+    streaming = _open_kept_watches() is not None
     if wait <= 0:
-        return await read(cursor)
+        if share_as is None or not streaming:
+            return await read(cursor)
+        # Streams opening together (a redeploy: every browser reconnects) share
+        # their first reads too: two hundred at once would queue for connections.
+        page, _ = await _shared_read(share_as, cursor, time.monotonic(), read, None, True)
+        return page
     deadline = time.monotonic() + wait
-    waiter = _Waiter(frozenset(feeds), asyncio.get_running_loop())
-    assert waiter.loop_event is not None  # a loop was given
-    _listener.add(waiter)
-    try:
-        woken = False
+    with _watch_for(frozenset(feeds)) as watch:
+        waiter = watch.waiter
+        waiter.position = None if resume is None else resume.position(cursor)
+        read_at = watch.covered.get(cursor)
+        ending = False
         while True:
-            started = time.monotonic()
-            waiter.clear()
-            # Woken by a message: any read that reached Redis after the message came
-            # sees the write it announced, so a read in flight since then will do.
-            # Otherwise (the first read, or the wait ran out): a read from now on.
-            not_before = min(waiter.message_at, started) if woken else started
-            if share_as is None:
-                page = await read(cursor)
-            else:
-                one_read = functools.partial(read, cursor)
-                page = await _shared_read((share_as, cursor), not_before, one_read)
-            left = deadline - time.monotonic()
-            if page.diffs or page.has_more or left <= 0:
-                return page
-            # The cursor stays: waiting readers that hold it share the next read.
-            try:
-                await asyncio.wait_for(waiter.loop_event.wait(), _pause(left))
-                woken = True
-            except asyncio.TimeoutError:
-                woken = False
-    finally:
-        _listener.remove(waiter)
+            quiet = (
+                read_at is not None
+                and waiter.message_at < read_at
+                and _listener.subscribed.is_set()
+                and deadline > time.monotonic()
+            )
+            if not quiet:
+                # Fresh enough: it sees every write before the wait began and the
+                # newest one announced; at the end, a read from now (a fresh cursor).
+                not_before = max(watch.registered_at, waiter.message_at)
+                if ending:
+                    not_before = time.monotonic()
+                if share_as is None:
+                    read_at = time.monotonic()
+                    page = await read(cursor)
+                else:
+                    page, read_at = await _shared_read(
+                        share_as, cursor, not_before, read, resume, streaming
+                    )
+                if read_at < watch.registered_at:
+                    watch.covered = {}  # an older read: writes before the wait may be unseen
+                else:
+                    watch.remember(cursor, page, read_at)
+                left = deadline - time.monotonic()
+                if page.diffs or page.has_more or left <= 0:
+                    return page
+                # The cursor stays: waiting readers that hold it share the next read.
+            assert read_at is not None
+            if waiter.message_at >= read_at:
+                continue  # heard during the read: read again
+            # A message heard from here on wakes it (message_at is set first).
+            await waiter.sleep(_pause(deadline - time.monotonic()))
+            if deadline <= time.monotonic():
+                read_at, ending = None, True  # one last read, for a fresh cursor
 
 
-# Per loop: the reads in flight, by what they read, with when each started.
+class _Flight:
+    """A read in flight (or just done) on one loop: after which cursor, since when,
+    and the pages made of it for readers holding later cursors."""
+
+    def __init__(
+        self,
+        cursor: Since,
+        started: float,
+        future: asyncio.Future[FeedPage],
+        position: float | None,
+    ) -> None:
+        self.cursor = cursor
+        self.position = position
+        self.started = started
+        self.future = future
+        self.narrowed: dict[Since, FeedPage | None] = {}
+
+
+# Per loop: the reads in flight, by what they read, then by cursor.
 _flights: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[Hashable, tuple[float, asyncio.Future[FeedPage]]]
+    asyncio.AbstractEventLoop, dict[Hashable, dict[Since, _Flight]]
 ] = weakref.WeakKeyDictionary()
 
 
 async def _shared_read(
-    key: Hashable, not_before: float, read: Callable[[], Awaitable[FeedPage]]
-) -> FeedPage:
-    """``read()``, or the page of the same read made on this loop a moment ago.
+    share_as: Hashable,
+    cursor: Since,
+    not_before: float,
+    read: Callable[[Since], Awaitable[FeedPage]],
+    resume: Resume | None = None,
+    older_with_diffs: bool = False,
+) -> tuple[FeedPage, float]:
+    """``read(cursor)``, or the page of a read made on this loop a moment ago; with
+    when the read used started.
 
-    A read that started at ``not_before`` or later serves as it is: a reader woken by
-    a write asks for one started after it was woken, and such a read reached Redis
-    after the write's script had run (the message that woke it was sent by that
-    script), so it sees the write. An older read (in flight, or done less than
-    ``_KEEP_SECONDS`` ago) serves only when it found diffs: those are a true answer
-    (the diffs right after the cursor, and a cursor that resumes after them), just
-    not the newest one. Readers that fall behind a busy feed, two hundred event
-    streams say, then read it once per change, not once each.
+    A read after the same cursor that started after ``not_before`` serves as it is:
+    a reader woken by a write asks for one started after it was woken, and such a
+    read reached Redis after the write's script had run (the message that woke it was
+    sent by that script), so it sees the write. With ``older_with_diffs`` (event
+    streams), an older read (in flight, or done less than ``_KEEP_SECONDS`` ago)
+    serves when it found diffs: those are a true answer (the diffs right after the
+    cursor, and a cursor that resumes after them), just not the newest one. Streams
+    that fall behind a busy feed then read it once per change, not once each. Other
+    readers do not take such a page: it may miss a write they just made.
+
+    With ``resume``, a fresh enough read after an earlier cursor serves too, narrowed
+    to what follows this reader's cursor: streams that hold different cursors (each
+    its own moment of a quiet feed) share the read that the next write wakes them for.
     """
     loop = asyncio.get_running_loop()
-    flights = _flights.setdefault(loop, {})
-    flight = flights.get(key)
+    flights = _flights.setdefault(loop, {}).setdefault(share_as, {})
+    flight = flights.get(cursor)
     if flight is not None:
-        started, earlier = flight
-        if started >= not_before:
-            return await asyncio.shield(earlier)
-        with contextlib.suppress(Exception):  # its reader got the error; we read again
-            page = await asyncio.shield(earlier)
-            if page.diffs or page.has_more:
-                return page
-    future: asyncio.Future[FeedPage] = asyncio.ensure_future(read())
-    flights[key] = (time.monotonic(), future)
+        if flight.started > not_before:
+            return await asyncio.shield(flight.future), flight.started
+        if older_with_diffs:
+            with contextlib.suppress(Exception):  # its reader got the error; we read again
+                page = await asyncio.shield(flight.future)
+                if page.diffs or page.has_more:
+                    return page, flight.started
+    if resume is not None:
+        served = await _narrowed(flights, cursor, not_before, resume)
+        if served is not None:
+            return served
+    started = time.monotonic()
+    future: asyncio.Future[FeedPage] = asyncio.ensure_future(read(cursor))
+    position = None if resume is None else resume.position(cursor)
+    flight = flights[cursor] = _Flight(cursor, started, future, position)
 
     def forget() -> None:
-        if flights.get(key, (0.0, None))[1] is future:
-            del flights[key]
+        if flights.get(cursor) is flight:
+            del flights[cursor]
 
     future.add_done_callback(lambda _: loop.call_later(_KEEP_SECONDS, forget))
-    return await asyncio.shield(future)
+    return await asyncio.shield(future), started
+
+
+async def _narrowed(
+    flights: dict[Since, _Flight], cursor: Since, not_before: float, resume: Resume
+) -> tuple[FeedPage, float] | None:
+    """The page of the closest fresh enough read after an earlier cursor, narrowed
+    to what follows ``cursor``; None when there is none or it cannot tell."""
+    position = resume.position(cursor)
+    if position is None:
+        return None
+    best: _Flight | None = None
+    best_position = -math.inf
+    for flight in flights.values():
+        if flight.started <= not_before:
+            continue
+        earlier = flight.position
+        if earlier is not None and best_position < earlier <= position:
+            best, best_position = flight, earlier
+    if best is None:
+        return None
+    try:
+        page = await asyncio.shield(best.future)
+    except Exception:  # e.g. its cursor had expired: ours is read on its own
+        return None
+    if cursor not in best.narrowed:
+        best.narrowed[cursor] = resume.narrow(page, cursor)
+    narrowed = best.narrowed[cursor]
+    return None if narrowed is None else (narrowed, best.started)
 
 
 def _pause(left: float) -> float:

@@ -25,7 +25,9 @@ from diffs.feed import (
     check_limit,
     model_page_before,
     model_page_steps,
+    narrow_page,
     object_page_steps,
+    position_of,
     read_object_steps,
 )
 from diffs.keys import ObjectKeys, feed_member, model_label, normalize_pk, pk_value
@@ -233,7 +235,9 @@ class DiffModelManager(Generic[_M]):
         ``redis.asyncio`` on the running event loop; ``wait`` waits on the loop."""
         read, feeds = self._feed_reader(limit)
         read_as = ("feed", model_label(self.model), limit)
-        return await self._async_page(read, cursor, feeds, wait, read_as)
+        # Any later cursor of the feed can be served from a read after an earlier one.
+        resume = live.Resume(position_of, narrow_page)
+        return await self._async_page(read, cursor, feeds, wait, read_as, resume)
 
     def _feed_reader(self, limit: int) -> tuple[_Reader, list[str]]:
         check_limit(limit)
@@ -266,7 +270,12 @@ class DiffModelManager(Generic[_M]):
 
     @staticmethod
     async def _async_page(
-        read: _Reader, cursor: Since, feeds: list[str], wait: float | None, read_as: Hashable
+        read: _Reader,
+        cursor: Since,
+        feeds: list[str],
+        wait: float | None,
+        read_as: Hashable,
+        resume: live.Resume | None = None,
     ) -> FeedPage:
         async def once(since: Since) -> FeedPage:
             steps, what = read(since)
@@ -277,7 +286,7 @@ class DiffModelManager(Generic[_M]):
         # Streams that wait on one feed with one cursor share their reads (diffs.live).
         conf = get_settings()
         share_as = (read_as, conf.page_bytes, conf.max_element_age, conf.prefix)
-        return await live.await_page(once, cursor, feeds, live.check_wait(wait), share_as)
+        return await live.await_page(once, cursor, feeds, live.check_wait(wait), share_as, resume)
 
     def newest(self, before: str | None = None, limit: int = 100) -> FeedPage:
         """Return a page of the model's diffs newest first, for browsing (the admin).
