@@ -14,7 +14,11 @@ Run from the repository root:
     .venv/bin/python benchmarks/sse_latency.py --redis redis://127.0.0.1:6379/11
 
 Prints p50/p99/max per client count (default 1 and 200) and the server's resident
-memory per connected client (RSS with N clients minus RSS with one, over N - 1). The
+memory per connected client (RSS with N clients minus RSS with one, over N - 1), for
+two servers side by side: Python's collector as it comes, and ``gc.freeze()`` called
+once the application is loaded (``--gc both``, the default; ``default`` or ``frozen``
+for one). Writes start once every stream has sent what the feed held and the server
+is idle. A stream that ends early is counted, with the last bytes it received. The
 Redis db is flushed before and after (db 0 refused); the PostgreSQL database
 ``diffs_bench_sse`` is created if missing. The server keeps database connections
 (``CONN_MAX_AGE=60``), as a production server would.
@@ -46,9 +50,10 @@ DRAIN_SECONDS = 5.0
 MARKER = re.compile(rb'"bench-(\d+)-(\d+)"')
 
 
-def server_environment(redis_url: str) -> dict[str, str]:
+def server_environment(redis_url: str, frozen: bool = False) -> dict[str, str]:
     return {
         **os.environ,
+        "DIFFS_ASGI_GC_FREEZE": "1" if frozen else "",
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.support.asgi_settings",
         "DIFFS_TEST_REDIS_URL": redis_url,
@@ -57,6 +62,23 @@ def server_environment(redis_url: str) -> dict[str, str]:
         "DIFFS_ASGI_CONN_MAX_AGE": "60",
         "DIFFS_ASGI_MAX_WAIT": "3600",
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, timeout: float = 60.0) -> None:
+    """Until ``pid`` used under 2% of a CPU over half a second, then one more second:
+    the streams have sent what the feed held (the earlier runs' diffs) and wait."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - before < 0.01:
+            break
+    time.sleep(1.0)
 
 
 def rss_kib(pid: int) -> int:
@@ -70,7 +92,9 @@ def rss_kib(pid: int) -> int:
 # --- The client process -------------------------------------------------------------
 
 
-async def _one_client(port: int, arrivals: dict[tuple[int, int], list[float]], ready) -> None:
+async def _one_client(
+    port: int, arrivals: dict[tuple[int, int], list[float]], ready, ended: list[bytes]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         b"GET /questions/diffs/stream/ HTTP/1.1\r\nHost: bench\r\n"
@@ -78,12 +102,15 @@ async def _one_client(port: int, arrivals: dict[tuple[int, int], list[float]], r
     )
     await writer.drain()
     buffer = b""
+    tail = b""
     opened = False
     while True:
         chunk = await reader.read(65536)
         if not chunk:
+            ended.append(tail)
             return
         now = time.perf_counter()
+        tail = (tail + chunk)[-300:]
         buffer += chunk
         if not opened and b"retry:" in buffer:
             opened = True
@@ -108,11 +135,14 @@ def client_process(port: int, count: int, connected, results) -> None:
             if opened == count:
                 connected.set()
 
-        tasks = [asyncio.ensure_future(_one_client(port, arrivals, ready)) for _ in range(count)]
+        ended: list[bytes] = []
+        tasks = [
+            asyncio.ensure_future(_one_client(port, arrivals, ready, ended)) for _ in range(count)
+        ]
         while not results.poll():
             await asyncio.sleep(0.05)
         results.recv()
-        results.send(arrivals)
+        results.send((arrivals, ended))
         for task in tasks:
             task.cancel()
 
@@ -122,7 +152,7 @@ def client_process(port: int, count: int, connected, results) -> None:
 # --- This process: the server, the writes, the figures -------------------------------
 
 
-def start_server(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(redis_url: str, port: int, frozen: bool) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -135,7 +165,7 @@ def start_server(redis_url: str, port: int) -> subprocess.Popen[bytes]:
         "--log-level",
         "warning",
     ]
-    return subprocess.Popen(command, cwd=ROOT, env=server_environment(redis_url))
+    return subprocess.Popen(command, cwd=ROOT, env=server_environment(redis_url, frozen))
 
 
 def wait_for_server(port: int) -> None:
@@ -165,7 +195,7 @@ def measure(port: int, server_pid: int, clients: int, writes: int, run: int) -> 
     if not connected.wait(60):
         process.kill()
         sys.exit(f"{clients} clients did not connect within 60 s")
-    time.sleep(1.0)  # let the streams settle into waiting
+    wait_until_idle(server_pid)
     started_at: dict[tuple[int, int], float] = {}
     for index in range(writes):
         time.sleep(random.uniform(0.05, 0.1))
@@ -174,7 +204,7 @@ def measure(port: int, server_pid: int, clients: int, writes: int, run: int) -> 
     time.sleep(DRAIN_SECONDS)
     rss = rss_kib(server_pid)
     here.send("done")
-    arrivals = here.recv()
+    arrivals, ended = here.recv()
     process.join(10)
     if process.is_alive():
         process.kill()
@@ -193,7 +223,47 @@ def measure(port: int, server_pid: int, clients: int, writes: int, run: int) -> 
         "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)],
         "max": latencies[-1],
         "rss_kib": rss,
+        "ended": ended,
     }
+
+
+def serve_and_measure(args: argparse.Namespace, frozen: bool) -> list[dict]:
+    import diffs
+    from tests.support.redis_server import free_port
+
+    diffs.get_connection().flushdb()
+    port = free_port()
+    server = start_server(args.redis, port, frozen)
+    try:
+        wait_for_server(port)
+        return [
+            measure(port, server.pid, clients, args.writes, run)
+            for run, clients in enumerate(int(n) for n in args.clients.split(","))
+        ]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        diffs.get_connection().flushdb()
+
+
+def report(title: str, results: list[dict]) -> None:
+    print(title)
+    print("clients  events  missing  ended  p50 ms  p99 ms  max ms  server RSS")
+    for row in results:
+        print(
+            f"{row['clients']:>7}  {row['events']:>6}  {row['missing']:>7}  {len(row['ended']):>5}"
+            f"  {row['p50']:>6.1f}  {row['p99']:>6.1f}  {row['max']:>6.1f}"
+            f"  {row['rss_kib'] / 1024:.1f} MiB"
+        )
+        if row["ended"]:
+            print(f"  a stream ended early; its last bytes: {row['ended'][0][-160:]!r}")
+    if len(results) >= 2:
+        low, high = results[0], results[-1]
+        per_client = (high["rss_kib"] - low["rss_kib"]) / max(1, high["clients"] - low["clients"])
+        print(f"memory per connected client: {per_client:.1f} KiB (RSS difference)")
 
 
 def main() -> None:
@@ -201,6 +271,7 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--clients", default="1,200")
     parser.add_argument("--writes", type=int, default=50)
+    parser.add_argument("--gc", choices=["both", "default", "frozen"], default="both")
     args = parser.parse_args()
     if args.redis.rstrip("/").endswith("/0") or not re.search(r"/\d+$", args.redis):
         sys.exit("Pass a Redis URL ending in /<a db other than 0>: it is flushed.")
@@ -214,39 +285,15 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
-    import diffs
-
-    diffs.get_connection().flushdb()
     call_command("migrate", run_syncdb=True, verbosity=0)
-    from tests.support.redis_server import free_port
-
-    port = free_port()
-    server = start_server(args.redis, port)
-    try:
-        wait_for_server(port)
-        results = []
-        for run, clients in enumerate(int(n) for n in args.clients.split(",")):
-            results.append(measure(port, server.pid, clients, args.writes, run))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        diffs.get_connection().flushdb()
+    modes = {"both": [False, True], "default": [False], "frozen": [True]}[args.gc]
+    measured = [(frozen, serve_and_measure(args, frozen)) for frozen in modes]
 
     print(describe_machine())
     print(f"uvicorn, one process; {args.writes} creates per client count, 50-100 ms apart")
-    print("clients  events  missing  p50 ms  p99 ms  max ms  server RSS")
-    for row in results:
-        print(
-            f"{row['clients']:>7}  {row['events']:>6}  {row['missing']:>7}  {row['p50']:>6.1f}"
-            f"  {row['p99']:>6.1f}  {row['max']:>6.1f}  {row['rss_kib'] / 1024:.1f} MiB"
-        )
-    if len(results) >= 2:
-        low, high = results[0], results[-1]
-        per_client = (high["rss_kib"] - low["rss_kib"]) / max(1, high["clients"] - low["clients"])
-        print(f"memory per connected client: {per_client:.1f} KiB (RSS difference)")
+    for frozen, results in measured:
+        collector = "gc.freeze() after start-up" if frozen else "Python's collector as it comes"
+        report(f"-- {collector}", results)
 
 
 if __name__ == "__main__":
