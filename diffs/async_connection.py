@@ -60,7 +60,14 @@ async def get_async_connection() -> Any:
     redis-py's async cluster client, asked by many tasks at once before it has, fails
     some of them.
     """
-    return (await _loop_client()).client
+    entry = _loop_entry()
+    if not entry.ready:
+        async with entry.starting:
+            if not entry.ready:
+                if isinstance(entry.client, AsyncRedisCluster):
+                    await entry.client.initialize()
+                entry.ready = True
+    return entry.client
 
 
 @contextlib.asynccontextmanager
@@ -69,12 +76,14 @@ async def read_turn() -> AsyncIterator[None]:
     client's pool has fewer connections). A turn is waited for without a time limit:
     each read that holds one ends within ``socket_timeout``, and once Redis is found
     out of reach the reads waiting behind it fail at once (:mod:`diffs.availability`).
+    Taking a turn reaches no server: a cluster client learns its layout in the read.
     """
-    async with (await _loop_client()).turns:
+    async with _loop_entry().turns:
         yield
 
 
-async def _loop_client() -> _LoopClient:
+def _loop_entry() -> _LoopClient:
+    """The running loop's client entry, built (not connected) on first use."""
     loop = asyncio.get_running_loop()
     entry = _clients.get(loop)
     if entry is None:
@@ -83,12 +92,6 @@ async def _loop_client() -> _LoopClient:
             if entry is None:
                 _forget_closed_loops()
                 entry = _clients[loop] = _LoopClient(build_async_client(get_settings()))
-    if not entry.ready:
-        async with entry.starting:
-            if not entry.ready:
-                if isinstance(entry.client, AsyncRedisCluster):
-                    await entry.client.initialize()
-                entry.ready = True
     return entry
 
 
