@@ -103,6 +103,8 @@ class _LoopClient:
         self.ready = False
         self.starting = asyncio.Lock()
         pooled = getattr(getattr(client, "connection_pool", None), "max_connections", None)
+        if pooled is None:  # a cluster client: the cap of each node's connections
+            pooled = (getattr(client, "connection_kwargs", None) or {}).get("max_connections")
         at_once = READS_AT_ONCE
         if isinstance(pooled, int) and pooled > 0:
             at_once = min(at_once, pooled)

@@ -250,10 +250,10 @@ def narrow_page(page: FeedPage, since: Since) -> FeedPage | None:
             return None
         if at > score:
             kept.append(diff)
+    if page.has_more and not kept:
+        return None  # what follows its last diff (or its cursor) is unread
     if len(kept) == len(page.diffs):
         return page
-    if page.has_more and not kept:
-        return None
     return FeedPage(kept, page.cursor, page.has_more)
 
 

@@ -492,7 +492,9 @@ async def await_page(
             return await read(cursor)
         # Streams opening together (a redeploy: every browser reconnects) share
         # their first reads too: two hundred at once would queue for connections.
-        page, _ = await _shared_read(share_as, cursor, time.monotonic(), read, None, True)
+        # Any read of the last moment will do: the stream's next call reads again
+        # before it waits (its watch knows nothing of what came before).
+        page, _ = await _shared_read(share_as, cursor, -math.inf, read, None, True)
         return page
     deadline = time.monotonic() + wait
     with _watch_for(frozenset(feeds)) as watch:
@@ -587,6 +589,10 @@ async def _shared_read(
     its own moment of a quiet feed) share the read that the next write wakes them for.
     """
     loop = asyncio.get_running_loop()
+    if loop not in _flights:
+        # A flight's future holds its loop: the weak keys alone never let go of one.
+        for closed in [known for known in _flights if known.is_closed()]:
+            del _flights[closed]
     flights = _flights.setdefault(loop, {}).setdefault(share_as, {})
     flight = flights.get(cursor)
     if flight is not None:

@@ -65,6 +65,9 @@ def test_a_page_that_cannot_tell_serves_no_later_cursor():
     assert narrow_page(page_of(20.0, cursor=25.0), "30.0") is None
     # It has more, and keeps nothing after the cursor: what follows is unknown.
     assert narrow_page(page_of(20.0, 30.0, cursor=30.0, has_more=True), "30.0") is None
+    # Nothing in it at all, but more: served as it is, a reader at its cursor would
+    # be given it again and again.
+    assert narrow_page(page_of(cursor=30.0, has_more=True), "30.0") is None
     # Not cursors.
     assert narrow_page(page_of(20.0, cursor=25.0), "abc") is None
     assert narrow_page(page_of(20.0, cursor=25.0), None) is None
@@ -201,8 +204,9 @@ def test_a_stream_reads_at_once_when_a_write_came_between_its_calls(monkeypatch)
     assert took < LONG_WAIT / 4
 
 
-def test_streams_opening_together_share_their_first_read(monkeypatch):
-    for n in range(3):
+@pytest.mark.parametrize("backlog", [3, 0])
+def test_streams_opening_together_share_their_first_read(monkeypatch, backlog):
+    for n in range(backlog):
         Question.objects.create(question_text=f"backlog {n}")
     reads = count_async_reads(monkeypatch)
 
@@ -214,8 +218,8 @@ def test_streams_opening_together_share_their_first_read(monkeypatch):
         return await asyncio.gather(*(opening() for _ in range(10)))
 
     pages = asyncio.run(many())
-    assert all(len(page.diffs) == 3 for page in pages)
-    assert len(reads) <= 2
+    assert all(len(page.diffs) == backlog for page in pages)
+    assert len(reads) == 1
 
 
 def test_outside_a_stream_a_reader_does_not_take_an_older_read(monkeypatch):
@@ -304,10 +308,14 @@ def test_reading_turns_are_no_more_than_the_pool_has_connections():
     class Client:
         connection_pool = Pool()
 
-    async def turns() -> int:
-        return async_connection._LoopClient(Client()).turns_at_once
+    class ClusterClient:  # redis.asyncio.RedisCluster: a cap per node, no pool
+        connection_kwargs = {"max_connections": 8}
 
-    assert asyncio.run(turns()) == 5
+    async def turns(client: Any) -> int:
+        return async_connection._LoopClient(client).turns_at_once
+
+    assert asyncio.run(turns(Client())) == 5
+    assert asyncio.run(turns(ClusterClient())) == 8
 
 
 # --- Entries rendered once for the streams of a page -------------------------------------
@@ -322,7 +330,7 @@ def stream_for(view_class: type) -> _Stream:
 
 
 def render_together(streams: list[_Stream], page: FeedPage) -> tuple[list[bytes], PageMemo]:
-    memo = PageMemo()
+    memo = PageMemo(page)
     token = page_memo.set(memo)
     try:
         return [stream._render(page) for stream in streams], memo
@@ -392,3 +400,65 @@ def test_a_stream_closed_from_another_task_lets_its_watch_go():
 
     assert asyncio.run(abandon()) == 1
     assert live.waiting_readers() == 0
+
+
+def test_entries_of_copies_a_hook_made_are_not_shared():
+    """A visible_diffs() that hands back copies: a copy freed after one stream renders
+    may give its id to the next stream's copy, of a row that user may not see."""
+    import copy
+
+    class Copying(QuestionViewSet):
+        def visible_diffs(self, diffs: list[Any]) -> list[Any]:
+            return [copy.copy(d) for d in super().visible_diffs(diffs)]
+
+    Question.objects.create(question_text="copied")
+    page = Question.diffs.since(None)
+    streams = [stream_for(Copying) for _ in range(3)]
+    render_together(streams, page)
+    outputs, memo = render_together(streams, page)
+    assert memo.entries == {}
+    assert all(b'"copied"' in output for output in outputs)
+
+
+def test_an_overridden_diffs_entries_renders_for_every_stream():
+    class Stamped(QuestionViewSet):
+        def diffs_entries(self, diffs: list[Any]) -> list[dict[str, Any]]:
+            entries = super().diffs_entries(diffs)
+            for entry in entries:
+                entry["for"] = id(self)  # would change a shared entry for everyone
+            return entries
+
+    Question.objects.create(question_text="stamped")
+    page = Question.diffs.since(None)
+    streams = [stream_for(Stamped) for _ in range(2)]
+    render_together(streams, page)
+    outputs, memo = render_together(streams, page)
+    assert memo.entries == {}
+    for stream, output in zip(streams, outputs, strict=True):
+        assert f'"for": {id(stream.view)}'.encode() in output
+
+
+def test_a_batch_whose_database_fails_settles_every_stream(monkeypatch):
+    from django.db import OperationalError
+
+    from diffs.contrib import events
+
+    def failing() -> None:
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(events, "close_old_connections", failing)
+    Question.objects.create(question_text="never rendered")
+    page = Question.diffs.since(None)
+
+    async def render() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        batch = events._Batch(page)
+        futures = [loop.create_future() for _ in range(3)]
+        batch.jobs = [(stream_for(QuestionViewSet), f) for f in futures]
+        await loop.run_in_executor(None, events._run_batch, loop, batch)
+        return await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), LONG_WAIT / 4
+        )
+
+    results = asyncio.run(render())
+    assert all(isinstance(result, OperationalError) for result in results)

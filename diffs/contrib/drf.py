@@ -458,12 +458,17 @@ class DiffsViewSetMixin:
         return _renderable(diffs, [self._diffs_shared_entry(memo, d) for d in diffs], memo)
 
     def _diffs_default_entries(self) -> bool:
-        """Whether entries are made by this mixin's own methods (nothing overridden)."""
+        """Whether entries are made, and handed to the stream, by this mixin's own
+        methods only: an override could make an entry from more than the memo's key
+        says, or change a shared entry for its user."""
         made_by = type(self)
+        mixin = DiffsViewSetMixin
         return (
-            made_by.diff_representation is DiffsViewSetMixin.diff_representation
-            and made_by.diff_data is DiffsViewSetMixin.diff_data
-            and made_by.diff_context is DiffsViewSetMixin.diff_context
+            made_by.diff_representation is mixin.diff_representation
+            and made_by.diff_data is mixin.diff_data
+            and made_by.diff_context is mixin.diff_context
+            and made_by.diffs_entries is mixin.diffs_entries
+            and made_by._diffs_shown_entries is mixin._diffs_shown_entries
         )
 
     def _diffs_shared_entry(self, memo: PageMemo, diff: Diff) -> dict[str, Any]:
@@ -472,6 +477,8 @@ class DiffsViewSetMixin:
         shows to this stream's user, and the context keys. An entry whose columns are
         not known yet (the stream's first diff of that model) is made afresh."""
         known = self._diffs_columns or {}
+        if memo.diffs.get(id(diff)) is not diff:
+            return self.diff_representation(diff)  # not the page's own diff: a copy
         if not isinstance(diff.model, str) or diff.model not in known:
             entry = self.diff_representation(diff)
         else:

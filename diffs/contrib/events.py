@@ -266,7 +266,10 @@ class PageMemo:
     its own, every time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, page: FeedPage) -> None:
+        #: The page's diffs by id, held: an entry is shared only for one of them (a
+        #: copy a hook made could be freed, and its id given to another user's copy).
+        self.diffs = {id(diff): diff for diff in page.diffs}
         self.queries: dict[Hashable, frozenset[Any]] = {}
         self.entries: dict[Hashable, dict[str, Any]] = {}
         #: ids of the entries in ``entries`` (alive while the memo is: ids stay theirs).
@@ -323,24 +326,33 @@ def _start_batch(
 
 def _run_batch(loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
     """Render ``batch`` (in a database thread), as Django runs a request: old or broken
-    connections are closed before and after (``CONN_MAX_AGE`` applies)."""
-    close_old_connections()
-    token = page_memo.set(PageMemo())
+    connections are closed before and after (``CONN_MAX_AGE`` applies). Every stream
+    of the batch is settled, whatever fails: one left unsettled would wait forever."""
     outcomes: list[tuple[asyncio.Future[bytes], bytes | None, Exception | None]] = []
     try:
-        for stream, future in batch.jobs:
-            try:
-                outcomes.append((future, stream._render(batch.page), None))
-            except Exception as error:  # that stream's failure, not the others'
-                outcomes.append((future, None, error))
-    finally:
-        page_memo.reset(token)
         close_old_connections()
+        token = page_memo.set(PageMemo(batch.page))
+        try:
+            for stream, future in batch.jobs:
+                try:
+                    outcomes.append((future, stream._render(batch.page), None))
+                except Exception as error:  # that stream's failure, not the others'
+                    outcomes.append((future, None, error))
+        finally:
+            page_memo.reset(token)
+    except Exception as error:  # the database could not be made ready
+        settled = {id(future) for future, _, _ in outcomes}
+        outcomes += [(f, None, error) for _, f in batch.jobs if id(f) not in settled]
+    finally:
         # One wake-up of the loop for the whole batch. One per stream would hand the
         # GIL back and forth with the loop's thread two hundred times, each hand-over
         # waiting up to the interpreter's switch interval (5 ms): that, not rendering,
         # was most of the latency with many clients.
         loop.call_soon_threadsafe(_settle_all, outcomes)
+    try:
+        close_old_connections()
+    except Exception:  # the streams have their events; the next batch tries again
+        logger.warning("django-diffs could not close a stream thread's connections.")
 
 
 def _settle_all(
