@@ -404,17 +404,19 @@ class _Watch:
 
 
 class _KeptWatches:
-    """The watches a reader keeps across calls (:func:`watching`), by feeds."""
+    """The watches a reader keeps across calls (:func:`watching`), by the feeds they
+    watch and what is read of them (an object's page and its model's feed wait on the
+    same feed, but a read of one covers nothing of the other)."""
 
     def __init__(self) -> None:
-        self.by_feeds: dict[frozenset[str], _Watch] = {}
+        self.by_read: dict[tuple[frozenset[str], Hashable], _Watch] = {}
         self.open = True
 
     def close(self) -> None:
         self.open = False
-        for watch in self.by_feeds.values():
+        for watch in self.by_read.values():
             watch.close()
-        self.by_feeds.clear()
+        self.by_read.clear()
 
 
 _kept_watches: ContextVar[_KeptWatches | None] = ContextVar("diffs_kept_watches", default=None)
@@ -448,15 +450,15 @@ async def watching() -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
-def _watch_for(feeds: frozenset[str]) -> Iterator[_Watch]:
+def _watch_for(feeds: frozenset[str], read_as: Hashable) -> Iterator[_Watch]:
     loop = asyncio.get_running_loop()
     kept = _open_kept_watches()
     if kept is not None:
-        watch = kept.by_feeds.get(feeds)
+        watch = kept.by_read.get((feeds, read_as))
         if watch is None or watch.waiter.loop is not loop:
             if watch is not None:
                 watch.close()
-            watch = kept.by_feeds[feeds] = _Watch(feeds, loop)
+            watch = kept.by_read[feeds, read_as] = _Watch(feeds, loop)
         yield watch
         return
     watch = _Watch(feeds, loop)
@@ -497,7 +499,7 @@ async def await_page(
         page, _ = await _shared_read(share_as, cursor, -math.inf, read, None, True)
         return page
     deadline = time.monotonic() + wait
-    with _watch_for(frozenset(feeds)) as watch:
+    with _watch_for(frozenset(feeds), share_as) as watch:
         waiter = watch.waiter
         waiter.position = None if resume is None else resume.position(cursor)
         read_at = watch.covered.get(cursor)

@@ -462,3 +462,20 @@ def test_a_batch_whose_database_fails_settles_every_stream(monkeypatch):
 
     results = asyncio.run(render())
     assert all(isinstance(result, OperationalError) for result in results)
+
+
+def test_a_stream_of_an_object_and_of_its_model_keep_watches_of_their_own():
+    """Both wait on the model's feed, but what a read of one covered says nothing of
+    the other: each keeps its own watch."""
+    question = Question.objects.create(question_text="one")
+
+    async def both() -> tuple[Any, int]:
+        async with live.watching():
+            await Question.diffs.asince(None, wait=0.05)
+            page = await Question.diffs.aobject_since(question.pk, None, wait=0.05)
+            return page, live.waiting_readers()
+
+    page, watching = asyncio.run(both())
+    assert [d.data[0]["fields"]["question_text"] for d in page.diffs] == ["one"]
+    assert watching == 2
+    assert live.waiting_readers() == 0
