@@ -23,6 +23,18 @@ from tests.testapp.views import QuestionViewSet
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+async def until_all_sleep(count: int) -> None:
+    """Until ``count`` readers sleep (their first read done), not just registered."""
+    deadline = time.monotonic() + LONG_WAIT / 2
+    while True:
+        with live._listener.lock:
+            waiters = {w for watching in live._listener.waiters.values() for w in watching}
+        if sum(w.pending is not None for w in waiters) >= count:
+            return
+        assert time.monotonic() < deadline, "the readers did not settle into waiting"
+        await asyncio.sleep(0.01)
+
+
 def count_async_reads(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     made: list[float] = []
     real_arun = managers.arun
@@ -102,9 +114,7 @@ def test_readers_holding_different_cursors_share_the_read_a_write_wakes(monkeypa
             asyncio.ensure_future(Question.diffs.asince(c, wait=LONG_WAIT))
             for c in reversed(cursors)
         ]
-        while live.waiting_readers() < 12:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        await until_all_sleep(12)
         before = len(reads)
         writer = save_later(0.0, "for every moment")
         pages = await asyncio.gather(*readers)
@@ -132,8 +142,7 @@ def test_a_reader_behind_the_shared_read_gets_the_diffs_it_missed(monkeypatch):
 
     async def both():
         late = asyncio.ensure_future(Question.diffs.asince(newer.cursor, wait=LONG_WAIT))
-        while live.waiting_readers() < 1:
-            await asyncio.sleep(0.01)
+        await until_all_sleep(1)
         writer = save_later(0.05, "both see this")
         early = asyncio.ensure_future(Question.diffs.asince(old_cursor, wait=LONG_WAIT))
         pages = await asyncio.gather(late, early)
@@ -157,7 +166,7 @@ def test_a_stream_waits_without_reading_after_a_page_that_left_nothing(monkeypat
     Question.objects.create(question_text="seen")
     # Its message heard before the stream starts: one heard later, the stream cannot
     # tell from a new write's, and reads again (as it should).
-    time.sleep(0.3)
+    time.sleep(1.0)
     reads = count_async_reads(monkeypatch)
 
     async def stream(kept: bool) -> tuple[int, FeedPage]:
