@@ -16,23 +16,11 @@ from diffs import async_connection, live, managers
 from diffs.contrib.events import PageMemo, _Stream, page_memo
 from diffs.cursors import decode_cursor
 from diffs.feed import FeedPage, narrow_page, position_of
-from tests.test_long_poll import LONG_WAIT, save_later, wait_until_listening
+from tests.test_long_poll import LONG_WAIT, save_later, until_all_sleep, wait_until_listening
 from tests.testapp.models import Question
 from tests.testapp.views import QuestionViewSet
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def until_all_sleep(count: int) -> None:
-    """Until ``count`` readers sleep (their first read done), not just registered."""
-    deadline = time.monotonic() + LONG_WAIT / 2
-    while True:
-        with live._listener.lock:
-            waiters = {w for watching in live._listener.waiters.values() for w in watching}
-        if sum(w.pending is not None for w in waiters) >= count:
-            return
-        assert time.monotonic() < deadline, "the readers did not settle into waiting"
-        await asyncio.sleep(0.01)
 
 
 def count_async_reads(monkeypatch: pytest.MonkeyPatch) -> list[float]:

@@ -42,6 +42,19 @@ def wait_until_listening(timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+async def until_all_sleep(count: int) -> None:
+    """Until ``count`` async readers sleep (their first read done), not just registered:
+    a write during a first read is found by it, and that reader shares nothing."""
+    deadline = time.monotonic() + LONG_WAIT / 2
+    while True:
+        with live._listener.lock:
+            waiters = {w for watching in live._listener.waiters.values() for w in watching}
+        if sum(w.pending is not None for w in waiters) >= count:
+            return
+        assert time.monotonic() < deadline, "the readers did not settle into waiting"
+        await asyncio.sleep(0.01)
+
+
 def test_since_with_wait_returns_as_soon_as_a_diff_is_written():
     cursor = Question.diffs.since().cursor
     writer = save_later(0.3, "news")
@@ -208,9 +221,7 @@ def test_async_readers_waiting_with_one_cursor_share_one_read(monkeypatch):
         readers = [
             asyncio.ensure_future(Question.diffs.asince(cursor, wait=LONG_WAIT)) for _ in range(20)
         ]
-        while live.waiting_readers() < 20:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)
+        await until_all_sleep(20)
         before = len(reads_made)
         writer = save_later(0.0, "shared")
         pages = await asyncio.gather(*readers)
@@ -260,5 +271,9 @@ def test_a_subscription_that_goes_silent_is_made_again(monkeypatch):
 
     monkeypatch.setattr(live._Listener, "_listen", counting_listen)
     cursor = Question.diffs.since().cursor
-    Question.diffs.since(cursor, wait=2.5)
+    deadline = time.monotonic() + 2.5
+    # Waits until the deadline, whatever another test's late write ends a wait with.
+    while time.monotonic() < deadline and len(listens) < 2:
+        left = max(0.01, deadline - time.monotonic())
+        cursor = Question.diffs.since(cursor, wait=left).cursor
     assert len(listens) >= 2, "the silent subscription was kept"
