@@ -476,25 +476,26 @@ class DiffsViewSetMixin:
         the page from the same inputs: the diff, the columns its model's serializer
         shows to this stream's user, and the context keys. An entry whose columns are
         not known yet (the stream's first diff of that model) is made afresh."""
-        known = self._diffs_columns or {}
         if memo.diffs.get(id(diff)) is not diff:
             return self.diff_representation(diff)  # not the page's own diff: a copy
-        if not isinstance(diff.model, str) or diff.model not in known:
-            entry = self.diff_representation(diff)
-        else:
-            key = (id(diff), known[diff.model], tuple(self.diffs_context_keys))
-            cached = memo.entries.get(key)
-            if cached is not None:
-                return cached
-            entry = self.diff_representation(diff)
-        if isinstance(diff.model, str) and diff.model in (self._diffs_columns or {}):
-            assert self._diffs_columns is not None
-            key = (id(diff), self._diffs_columns[diff.model], tuple(self.diffs_context_keys))
-            if key not in memo.entries:
-                memo.entries[key] = entry
-                memo.held.add(id(entry))
+        key = self._diffs_entry_key(diff)
+        if key is not None and key in memo.entries:
             return memo.entries[key]
+        entry = self.diff_representation(diff)
+        if key is None:
+            key = self._diffs_entry_key(diff)  # the columns, learnt making it
+        if key is not None:
+            memo.entries[key] = entry
+            memo.held.add(id(entry))
         return entry
+
+    def _diffs_entry_key(self, diff: Diff) -> Hashable | None:
+        """What the default entry of ``diff`` is made from, for this stream; None
+        while the columns its model's serializer shows are not known yet."""
+        known = self._diffs_columns or {}
+        if not isinstance(diff.model, str) or diff.model not in known:
+            return None
+        return (id(diff), known[diff.model], tuple(self.diffs_context_keys))
 
     def diff_representation(self, diff: Diff) -> dict[str, Any]:
         """One entry of ``results``; its ``data`` is :meth:`diff_data`'s, its ``old``
