@@ -36,7 +36,8 @@ from diffs.cursors import Since, check_fresh, decode_cursor, encode_cursor, star
 from diffs.diff import Diff
 from diffs.exceptions import InvalidCursor
 from diffs.horizon import READ_HORIZON_LUA
-from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, parse_feed_member, pk_value
+from diffs.keys import DIFF_ID_LENGTH, ModelKeys, ObjectKeys, pk_value
+from diffs.lanes import LANES_LUA
 from diffs.sortedset import decode_entries, pairs
 from diffs.steps import ScriptCall, Steps, run
 
@@ -51,19 +52,16 @@ _WATERMARK_MARGIN_MS = 0.001
 
 # Range reads stop below +inf ("(+inf"): no score django-diffs gives is infinite, and a
 # cursor cannot be (see diffs.cursors), so an entry someone wrote there is left out.
-# Shared by both read scripts: the clock, and the lower bound of a range read. ARGV[1]
-# is the cursor as a range bound ("(<score>", exclusive) or "" for "from the oldest
-# diff kept" (now - max_element_age, inclusive); ARGV[2] is max_element_age in seconds.
+# Shared by the read scripts: the lanes' Lua (diffs.lanes), the clock, and the lower
+# bound of a range read. ARGV[1] is the cursor as a range bound ("(<score>", exclusive)
+# or "" for "from the oldest diff kept" (now - max_element_age, inclusive); ARGV[2] is
+# max_element_age in seconds.
 _READ_PRELUDE = (
-    READ_HORIZON_LUA
+    LANES_LUA
+    + READ_HORIZON_LUA
     + """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
-local function fmt(value) return string.format('%.17g', value) end
-local function start_of(bound)
-  if string.sub(bound, 1, 1) == '(' then return tonumber(string.sub(bound, 2)), true end
-  return tonumber(bound), false
-end
 -- The lower bound of the range read: after the cursor, or (no cursor) from the oldest
 -- diff both kept and known complete: the window's start, or the horizon if later.
 local function lower_bound(from)
@@ -75,19 +73,21 @@ end
 """
 )
 
-# One object's page. KEYS: object set, model feed, model horizon, object birth.
-# ARGV[3]: most entries to return (limit), ARGV[4]: byte budget.
+# One object's page, both lanes merged by score. KEYS: object set, model feed, model
+# horizon, object birth, object index, model log. ARGV[3]: most entries to return
+# (limit), ARGV[4]: byte budget.
 # Returns {seconds, microseconds, horizon from, birth or '', has_more, member, score, ...}.
 _OBJECT_PAGE_SCRIPT = (
     _READ_PRELUDE
     + """
-local from = read_horizon(KEYS[3], KEYS[2], now_ms, ARGV[2])
+local set, feed, hkey, bkey, ix, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local from = read_horizon(hkey, feed, log, now_ms, ARGV[2])
 local low = lower_bound(from)
 -- The birth: "<score>" or "<score>|<id>" (see diffs.delivery.store).
-local birth = redis.call('GET', KEYS[4])
+local birth = redis.call('GET', bkey)
 birth = birth and tonumber(string.match(birth, '^[^|]+'))
 if birth then
-  local start, exclusive = start_of(low)
+  local start = bound_of(low)
   if birth > start then low = fmt(birth) end
 end
 -- A diff that reached Redis after the birth but whose change committed before it (its
@@ -97,83 +97,163 @@ local function before_birth(member)
   local late = string.match(member, '^{"t":([^,]+),')
   return late ~= nil and tonumber(late) ~= nil and tonumber(late) < birth
 end
+local low_value, low_exclusive = bound_of(low)
+-- The set lane, read in growing batches.
+local legacy, legacy_at, legacy_offset, legacy_done, batch = {}, 1, 0, false, 4
+local function legacy_head()
+  if legacy_at > #legacy and not legacy_done then
+    legacy = redis.call(
+      'ZRANGEBYSCORE', set, low, '(+inf', 'WITHSCORES', 'LIMIT', legacy_offset, batch)
+    legacy_at, legacy_offset = 1, legacy_offset + #legacy / 2
+    if #legacy < 2 * batch then legacy_done = true end
+    if batch < 64 then batch = batch * 2 end
+  end
+  if legacy_at > #legacy then return nil end
+  return tonumber(legacy[legacy_at + 1])
+end
+-- The log lane: the object's index from its first record after the bound, read in
+-- blocks of 64 records (one GETRANGE each).
+local count = record_count(ix)
+local rec = first_after(ix, low_value, low_exclusive)
+local block, block_start = '', rec
+local function log_head()
+  if rec >= count then return nil end
+  if rec - block_start >= #block / 16 then
+    block_start = rec
+    block = redis.call('GETRANGE', ix, 16 * rec, 16 * (rec + 64) - 1)
+  end
+  return unpack_score(block, 16 * (rec - block_start) + 1)
+end
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local result = {now[1], now[2], fmt(from), birth and fmt(birth) or '', 0}
-local taken, bytes, offset, batch = 0, 0, 0, 4
+local taken, bytes = 0, 0
 while true do
-  local run = redis.call(
-    'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', offset, batch)
-  if #run == 0 then return result end
-  for j = 1, #run, 2 do
-    local size = #run[j]
-    if taken >= limit or (taken > 0 and bytes + size > budget) then
+  local a, b = legacy_head(), log_head()
+  if not a and not b then return result end
+  local member, score
+  if b and (not a or b < a) then
+    score, rec = b, rec + 1
+    member = log_member(log, b) -- nil once pruned
+  else
+    member, score = legacy[legacy_at], a
+    legacy_at = legacy_at + 2
+  end
+  if member then
+    if taken >= limit or (taken > 0 and bytes + #member > budget) then
       result[5] = 1
       return result
     end
-    if not before_birth(run[j]) then
-      result[#result + 1] = run[j]
-      result[#result + 1] = run[j + 1]
-      taken, bytes = taken + 1, bytes + size
+    if not before_birth(member) then
+      result[#result + 1] = member
+      result[#result + 1] = fmt(score)
+      taken, bytes = taken + 1, bytes + #member
     end
   end
-  offset = offset + #run / 2
-  if batch < 64 then batch = batch * 2 end
 end
 """
 )
 
-# A feed page's pointers. KEYS: feed, horizon. ARGV[3]: most entries (limit + 1).
-# Returns {seconds, microseconds, horizon from, feed member, score, ...}.
+# Lua shared by the feed page scripts: merges the log's entries (with their bodies) and
+# the feed's pointers, in the order given by `before` (true: newest first), up to ARGV[3]
+# entries and the byte budget ARGV[4] of the bodies met (a pointer's body is counted by
+# the fetch, later). Appends, per entry: score, pk text, member ('' for a pointer), the
+# pointer's id ('' for a log entry); result[4] becomes 1 when the budget cut the page.
+_MERGE_FEED_LUA = """
+local function merge(result, stream, legacy, before)
+  local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local s, l, taken, bytes = 1, 1, 0, 0
+  while taken < want do
+    local a = legacy[l] and tonumber(legacy[l + 1])
+    local b = stream[s] and sid_score(stream[s][1])
+    if not a and not b then break end
+    local take_log = b and (not a or (before and b > a) or (not before and b < a))
+    if take_log then
+      local f, pk, member = stream[s][2], '', ''
+      for j = 1, #f, 2 do
+        if f[j] == 'p' then pk = f[j + 1] elseif f[j] == 'm' then member = f[j + 1] end
+      end
+      if taken > 0 and bytes + #member > budget then result[4] = 1 break end
+      bytes = bytes + #member
+      for _, v in ipairs({fmt(b), pk, member, ''}) do result[#result + 1] = v end
+      s = s + 1
+    else
+      local entry = legacy[l]
+      for _, v in ipairs({fmt(a), string.sub(entry, 17), '', string.sub(entry, 1, 16)}) do
+        result[#result + 1] = v
+      end
+      l = l + 2
+    end
+    taken = taken + 1
+  end
+  return result
+end
+"""
+
+# A feed page: the log's entries and the feed's pointers after the bound, merged. KEYS:
+# feed, horizon, log. ARGV[3]: most entries (limit + 1), ARGV[4]: byte budget.
+# Returns {seconds, microseconds, horizon from, cut (0/1), then 4 values per entry}.
 _FEED_PAGE_SCRIPT = (
     _READ_PRELUDE
+    + _MERGE_FEED_LUA
     + """
-local from = read_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local feed, hkey, log = KEYS[1], KEYS[2], KEYS[3]
+local from = read_horizon(hkey, feed, log, now_ms, ARGV[2])
 local low = lower_bound(from)
-local entries = redis.call(
-  'ZRANGEBYSCORE', KEYS[1], low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local result = {now[1], now[2], fmt(from)}
-for _, value in ipairs(entries) do result[#result + 1] = value end
-return result
+local stream = redis.call('XRANGE', log, stream_low(bound_of(low)), '+', 'COUNT', ARGV[3])
+local legacy = redis.call(
+  'ZRANGEBYSCORE', feed, low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+return merge({now[1], now[2], fmt(from), 0}, stream, legacy, false)
 """
 )
 
-# A feed page's pointers, newest first, below a bound. KEYS: feed, horizon. ARGV[1]: the
-# upper bound ("(<score>", exclusive, or "(+inf"); ARGV[3]: most entries (limit + 1).
-# Returns {seconds, microseconds, horizon from, feed member, score, ...}.
+# A feed page newest first, below a bound. KEYS: feed, horizon, log. ARGV[1]: the upper
+# bound ("(<score>", exclusive, or "(+inf"); ARGV[3]: most entries (limit + 1), ARGV[4]:
+# byte budget. Returns as _FEED_PAGE_SCRIPT.
 _FEED_PAGE_BEFORE_SCRIPT = (
     _READ_PRELUDE
+    + _MERGE_FEED_LUA
     + """
-local from = read_horizon(KEYS[2], KEYS[1], now_ms, ARGV[2])
+local feed, hkey, log = KEYS[1], KEYS[2], KEYS[3]
+local from = read_horizon(hkey, feed, log, now_ms, ARGV[2])
 local floor = now_ms - tonumber(ARGV[2]) * 1000
 if from > floor then floor = from end
-local entries = redis.call(
-  'ZREVRANGEBYSCORE', KEYS[1], ARGV[1], fmt(floor), 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local result = {now[1], now[2], fmt(from)}
-for _, value in ipairs(entries) do result[#result + 1] = value end
-return result
+local high = stream_high(bound_of(ARGV[1]))
+local stream = {}
+if high then
+  stream = redis.call('XREVRANGE', log, high, stream_low(floor, false), 'COUNT', ARGV[3])
+end
+local legacy = redis.call(
+  'ZREVRANGEBYSCORE', feed, ARGV[1], fmt(floor), 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+return merge({now[1], now[2], fmt(from), 0}, stream, legacy, true)
 """
 )
 
-# The diffs a feed page points at. KEYS: the distinct object sets, then their birth
-# keys in the same order. ARGV[1]: byte budget; then per pointer: index of its object
-# set in KEYS (1-based), score, diff id.
-# Returns {pointers taken, birth or '' per object set..., member or '' per pointer taken}.
+# The diffs a feed page lists, up to the byte budget: the bodies of the feed's pointers
+# (the log's came with the page), and each object's birth. KEYS: the distinct object
+# sets, then their birth keys in the same order. ARGV[1]: byte budget; then per entry:
+# index of its object set in KEYS (1-based), score, the pointer's diff id ('' for a log
+# entry), the log entry's body size ('' for a pointer).
+# Returns {entries taken, birth or '' per object set..., member or '' per entry taken}
+# ('' for a log entry, and for a pointer whose diff was pruned since).
 _FETCH_SCRIPT = """
 local sets = #KEYS / 2
 local budget = tonumber(ARGV[1])
 local result = {0}
 for i = 1, sets do result[#result + 1] = redis.call('GET', KEYS[sets + i]) or '' end
 local bytes, taken = 0, 0
-for p = 2, #ARGV, 3 do
-  local key, score, id = KEYS[tonumber(ARGV[p])], ARGV[p + 1], ARGV[p + 2]
-  local found = ''
-  local needle = '"id":"' .. id .. '"'
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, score, score)) do
-    if string.find(member, needle, 1, true) then found = member break end
+for p = 2, #ARGV, 4 do
+  local key, score, id, size = KEYS[tonumber(ARGV[p])], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3]
+  local found, cost = '', tonumber(size) or 0
+  if id ~= '' then
+    local needle = '"id":"' .. id .. '"'
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, score, score)) do
+      if string.find(member, needle, 1, true) then found = member break end
+    end
+    cost = #found
   end
-  if taken > 0 and bytes + #found > budget then break end
+  if taken > 0 and bytes + cost > budget then break end
   result[#result + 1] = found
-  taken, bytes = taken + 1, bytes + #found
+  taken, bytes = taken + 1, bytes + cost
 end
 result[1] = taken
 return result
@@ -321,7 +401,7 @@ def read_object_steps(
     bound, score = _bound(since)
     raw = yield ScriptCall(
         _OBJECT_PAGE_SCRIPT,
-        [keys.key, keys.feed, keys.horizon, keys.birth],
+        [keys.key, keys.feed, keys.horizon, keys.birth, keys.index, keys.log],
         [bound, repr(float(max_element_age)), limit, max_bytes],
     )
     window = _window(raw, since, score, max_element_age, check=check)
@@ -398,21 +478,21 @@ def model_page_steps(
     bound, score = _bound(since)
     raw = yield ScriptCall(
         _FEED_PAGE_SCRIPT,
-        [keys.feed, keys.horizon],
-        [bound, repr(float(max_element_age)), limit + 1],
+        [keys.feed, keys.horizon, keys.log],
+        [bound, repr(float(max_element_age)), limit + 1, max_bytes],
     )
     window = _window(raw, since, score, max_element_age)
-    flat = raw[3:]
-    listed = pairs(flat)
-    has_more = len(listed) > limit
-    listed = listed[:limit]
-    pointers = _pointers(keys.feed, listed)
-    diffs, taken = yield from _fetch(model, keys, pointers, max_bytes)
-    if taken < len(pointers):
+    flat = raw[4:]
+    has_more = len(flat) > 4 * limit or _was_cut(raw)
+    flat = flat[: 4 * limit]
+    listed = _listed(keys.feed, flat)
+    diffs, taken = yield from _fetch(model, keys, listed, max_bytes)
+    if taken < len(listed):
         # The byte budget ended the page early: it resumes right after the last diff taken.
-        page = Page([(None, pointers[taken - 1][2])], True, window)
+        page = Page([(None, listed[taken - 1].score)], True, window)
     else:
-        page = Page(listed[-1:], has_more, window)
+        # After the last entry read, skipped ones included (not ours: never returned).
+        page = Page([(None, float(flat[-4]))] if flat else [], has_more, window)
     return FeedPage(diffs, page.cursor(), page.has_more)
 
 
@@ -454,48 +534,76 @@ def model_page_before_steps(
     bound = "(+inf" if before is None else f"({decode_cursor(before)!r}"
     raw = yield ScriptCall(
         _FEED_PAGE_BEFORE_SCRIPT,
-        [keys.feed, keys.horizon],
-        [bound, repr(float(max_element_age)), limit + 1],
+        [keys.feed, keys.horizon, keys.log],
+        [bound, repr(float(max_element_age)), limit + 1, max_bytes],
     )
-    listed = pairs(raw[3:])
-    pointers = _pointers(keys.feed, listed[:limit])
-    diffs, taken = yield from _fetch(model, keys, pointers, max_bytes)
-    more = len(listed) > limit or taken < len(pointers)
-    cursor = encode_cursor(pointers[taken - 1][2]) if more and taken else None
+    flat = raw[4:]
+    more = len(flat) > 4 * limit or _was_cut(raw)
+    flat = flat[: 4 * limit]
+    listed = _listed(keys.feed, flat)
+    diffs, taken = yield from _fetch(model, keys, listed, max_bytes)
+    if taken < len(listed):
+        return FeedPage(diffs, encode_cursor(listed[taken - 1].score), True)
+    cursor = encode_cursor(float(flat[-4])) if more and flat else None
     return FeedPage(diffs, cursor, more)
+
+
+def _was_cut(raw: Sequence[Any]) -> bool:
+    """True when a feed page script stopped at the byte budget."""
+    return raw[3] in (1, b"1", "1")
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """An entry of a feed page: a log entry with its body, or a feed pointer (its diff
+    id, the body to fetch from the object's set)."""
+
+    score: float
+    pk_text: str
+    #: The body (a log entry's), or None for a pointer.
+    member: str | bytes | None
+    #: The pointer's diff id; "" for a log entry.
+    diff_id: str
 
 
 def _fetch(
     model: Any,
     keys: ModelKeys,
-    pointers: list[tuple[str, str, float]],
+    listed: list[_Listed],
     max_bytes: int,
 ) -> Steps[tuple[list[Diff], int]]:
-    """The diffs ``pointers`` name, up to about ``max_bytes``; and how many were taken."""
-    if not pointers:
+    """The diffs ``listed`` names, up to about ``max_bytes``; and how many were taken.
+
+    One script call: the bodies of the pointers, and every object's birth (a diff
+    scored before its object's birth is marked ``superseded``).
+    """
+    if not listed:
         return [], 0
     label = model._meta.label_lower
     # One script key per object (its set, and its birth key after all the sets), by pk.
     sets: dict[str, int] = {}
     args: list[Any] = [max_bytes]
-    for diff_id, pk_text, score in pointers:
-        index = sets.setdefault(pk_text, len(sets) + 1)
-        args += (index, repr(score), diff_id)
+    for entry in listed:
+        index = sets.setdefault(entry.pk_text, len(sets) + 1)
+        size = "" if entry.member is None else len(entry.member)
+        args += (index, repr(entry.score), entry.diff_id, size)
     script_keys = [keys.key_base + pk_text for pk_text in sets]
     script_keys += [keys.birth_base + pk_text for pk_text in sets]
     raw = yield ScriptCall(_FETCH_SCRIPT, script_keys, args)
     taken = int(raw[0])
     births = {pk_text: _score_or_none(raw[index]) for pk_text, index in sets.items()}
-    members = raw[1 + len(sets) :]
+    fetched = raw[1 + len(sets) :]
     diffs: list[Diff] = []
-    for (_, pk_text, score), member in zip(pointers[:taken], members, strict=True):
+    for entry, found in zip(listed[:taken], fetched, strict=True):
+        member = found if entry.member is None else entry.member
         if not member:
-            continue  # pruned (or its key deleted) since the feed was read
-        key = keys.key_base + pk_text
-        found = decode_entries(key, [(member, score)], label, pk_value(model, pk_text), eager=True)
-        birth = births[pk_text]
-        for diff in found:
-            if birth is not None and score < birth:
+            continue  # pruned (or its key deleted) since the page was read
+        key = keys.key_base + entry.pk_text
+        pk = pk_value(model, entry.pk_text)
+        decoded = decode_entries(key, [(member, entry.score)], label, pk, eager=True)
+        birth = births[entry.pk_text]
+        for diff in decoded:
+            if birth is not None and entry.score < birth:
                 diff.__dict__["superseded"] = True
             diffs.append(diff)
     return diffs, taken
@@ -509,21 +617,32 @@ def _score_or_none(value: Any) -> float | None:
     return float(text.partition("|")[0])
 
 
-def _pointers(feed: str, entries: list[Any]) -> list[tuple[str, str, float]]:
-    """``(diff id, pk text, score)`` of each feed entry, skipping those not ours."""
-    pointers = []
-    for member, score in entries:
+def _listed(feed: str, flat: list[Any]) -> list[_Listed]:
+    """The entries of a feed page script's reply (four values each), skipping pointers
+    that django-diffs did not write."""
+    listed = []
+    for i in range(0, len(flat) - 3, 4):
+        score, pk_raw, member, id_raw = flat[i : i + 4]
         try:
-            diff_id, pk_text = parse_feed_member(member)
+            pk_text, diff_id = _text(pk_raw), _text(id_raw)
         except UnicodeDecodeError:
-            diff_id, pk_text = "", ""
+            pk_text, diff_id = "", "?"
+        if not diff_id:
+            listed.append(_Listed(float(score), pk_text, member, ""))
+            continue
         if len(diff_id) < DIFF_ID_LENGTH or not pk_text or not _is_hex(diff_id):
             logger.warning(
-                "Skipped an entry of %s that django-diffs did not write: %.80r", feed, member
+                "Skipped an entry of %s that django-diffs did not write: %.80r",
+                feed,
+                id_raw + pk_raw if isinstance(id_raw, bytes) else f"{id_raw}{pk_raw}",
             )
             continue
-        pointers.append((diff_id, pk_text, score))
-    return pointers
+        listed.append(_Listed(float(score), pk_text, None, diff_id))
+    return listed
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _is_hex(text: str) -> bool:

@@ -18,7 +18,7 @@ the scripts that write and read (Lua below, shared by ``diffs.delivery.store`` a
 Readers respect the horizon and never move it (they drop no data, whatever their own
 ``max_element_age``), except to record a missing one when the feed is empty too.
 
-* absent: created with ``from`` at the present when the model's feed is empty too
+* absent: created with ``from`` at the present when the model's feed and log are empty too
   (a new model, or Redis lost both), so after a data loss every older cursor is
   refused; when the feed holds diffs (a hash never written, as after an upgrade),
   ``from`` is the start of the window and nothing more is refused;
@@ -39,18 +39,19 @@ from diffs.connection import cached_script
 FROM_FIELD = "from"
 AGE_FIELD = "age"
 
-#: Lua: ``guard_horizon(horizon key, feed key, now ms, max_element_age seconds)``, for
-#: writers: brings the horizon up to date as described above and returns its ``from``
-#: (ms). Scores are written with %.17g (Lua's tostring keeps 14 digits only).
+#: Lua: ``guard_horizon(horizon key, feed key, log key, now ms, max_element_age
+#: seconds)``, for writers: brings the horizon up to date as described above and returns
+#: its ``from`` (ms). Scores are written with %.17g (Lua's tostring keeps 14 digits
+#: only). Needs ``has_diffs`` (``diffs.lanes.LANES_LUA``) before it.
 GUARD_HORIZON_LUA = """
-local function guard_horizon(hkey, feed, now, age)
+local function guard_horizon(hkey, feed, log, now, age)
   local h = redis.call('HMGET', hkey, 'from', 'age')
   local from, known_age = tonumber(h[1]), tonumber(h[2])
   if not from then
     -- Diffs in the feed: a hash that was never written (an upgrade), the window rules.
     -- None: Redis lost them, or the model is new; either way no diff is older than now,
     -- and only a watermark given out from now on (now - 0.001) is accepted.
-    if redis.call('ZCARD', feed) > 0 then
+    if has_diffs(feed, log) then
       from = now - tonumber(age) * 1000
     else
       from = now - 0.002
@@ -67,16 +68,17 @@ local function guard_horizon(hkey, feed, now, age)
 end
 """
 
-#: Lua: ``read_horizon(horizon key, feed key, now ms, max_element_age seconds)``, for
-#: readers: the ``from`` a reader must respect, changing nothing a writer decides (a
-#: reader drops no data, whatever its own window). Only a hash missing with the feed
-#: empty (Redis lost the model's keys, or it is new) is recorded, as a writer would.
+#: Lua: ``read_horizon(horizon key, feed key, log key, now ms, max_element_age
+#: seconds)``, for readers: the ``from`` a reader must respect, changing nothing a
+#: writer decides (a reader drops no data, whatever its own window). Only a hash missing
+#: with the model's lanes empty (Redis lost the model's keys, or it is new) is recorded,
+#: as a writer would. Needs ``has_diffs`` (``diffs.lanes.LANES_LUA``) before it.
 READ_HORIZON_LUA = """
-local function read_horizon(hkey, feed, now, age)
+local function read_horizon(hkey, feed, log, now, age)
   local h = redis.call('HMGET', hkey, 'from', 'age')
   local from, known_age = tonumber(h[1]), tonumber(h[2])
   if not from then
-    if redis.call('ZCARD', feed) > 0 then return now - tonumber(age) * 1000 end
+    if has_diffs(feed, log) then return now - tonumber(age) * 1000 end
     from = now - 0.002
     redis.call('HSET', hkey, 'from', string.format('%.17g', from))
     return from

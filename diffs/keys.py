@@ -19,8 +19,19 @@ may trust (see ``diffs.horizon``):
   when its pk had diffs already (a deleted row's pk used again), or of
   ``restart_history()``. Reads of the object start there.
 
-``feed``, ``horizon`` and ``born`` hold no ``.``, so none of these can look like an object
-key, and :meth:`KeyLayout.parse` tells every kind apart.
+A diff's body is stored once, in its model's log, and each object keeps an
+index of its diffs (see ``diffs.lanes``):
+
+* ``<prefix>log:<label>``, a stream: every diff of the model, by score; each entry holds
+  the object's pk text and the diff's member.
+* ``<prefix>ix:<label>:<pk>``, a string: one 16-byte record per diff of the object (its
+  score as the log entry's id, and the diff's id), oldest first.
+
+Object sets and feeds written before (or by a process with ``storage: "sets"``) are
+still read, merged by score, until they age out.
+
+``feed``, ``horizon``, ``born``, ``log`` and ``ix`` hold no ``.``, so none of these can
+look like an object key, and :meth:`KeyLayout.parse` tells every kind apart.
 
 With Redis Cluster the model part is wrapped in braces, a hash tag
 (``diffs:{polls.question}:42``, ``diffs:feed:{polls.question}``): every key of a model
@@ -48,6 +59,8 @@ _GLOB_SPECIALS = frozenset("*?[]\\")
 FEED_MARKER = "feed:"
 HORIZON_MARKER = "horizon:"
 BIRTH_MARKER = "born:"
+LOG_MARKER = "log:"
+INDEX_MARKER = "ix:"
 #: The name of the pub/sub channel of new diffs, after the prefix.
 CHANGES_MARKER = "changes"
 DIFF_ID_LENGTH = 16
@@ -90,17 +103,21 @@ class ObjectKeys:
     feed: str
     horizon: str
     birth: str
+    #: The object's index and its model's log (``diffs.lanes``).
+    index: str
+    log: str
 
 
 @dataclass(frozen=True)
 class ModelKeys:
-    """The keys a feed page needs: the feed, the horizon, and what the object keys and
-    birth keys of the model start with (the pk text follows)."""
+    """The keys a feed page needs: the feed, the horizon, the log, and what the object
+    keys and birth keys of the model start with (the pk text follows)."""
 
     feed: str
     horizon: str
     key_base: str
     birth_base: str
+    log: str
 
 
 @dataclass(frozen=True)
@@ -151,10 +168,26 @@ class KeyLayout:
         """The key holding the score of the latest creation of object ``pk``."""
         return self.birth_key_base(model) + normalize_pk(model, pk)
 
+    def log_key(self, model: type[models.Model]) -> str:
+        """The key of the stream holding every diff of ``model`` (``diffs.lanes``)."""
+        return f"{self.prefix}{LOG_MARKER}{self.model_part(model)}"
+
+    def index_key(self, model: type[models.Model], pk: Any) -> str:
+        """The key of the string indexing the diffs of object ``pk`` in the log."""
+        return f"{self.prefix}{INDEX_MARKER}{self.model_part(model)}:{normalize_pk(model, pk)}"
+
     def birth_key_for(self, object_key_text: str) -> str:
         """The birth key of the object whose sorted set is ``object_key_text`` (a key
         under this layout's prefix)."""
         return _birth_key_for(object_key_text, self.prefix)
+
+    def lane_keys_for(self, object_key_text: str) -> tuple[str, str]:
+        """The index key and log key of the object whose sorted set is
+        ``object_key_text`` (a key under this layout's prefix)."""
+        rest = object_key_text[len(self.prefix) :]
+        end = rest.find("}") + 1 if rest.startswith("{") else rest.find(":")
+        part = rest[:end] if end > 0 else rest
+        return f"{self.prefix}{INDEX_MARKER}{rest}", f"{self.prefix}{LOG_MARKER}{part}"
 
     def object_keys(self, model: type[models.Model], pk: Any) -> ObjectKeys:
         """Every key a read of one object touches."""
@@ -163,6 +196,8 @@ class KeyLayout:
             feed=self.feed_key(model),
             horizon=self.horizon_key(model),
             birth=self.birth_key(model, pk),
+            index=self.index_key(model, pk),
+            log=self.log_key(model),
         )
 
     def model_keys(self, model: type[models.Model]) -> ModelKeys:
@@ -172,6 +207,7 @@ class KeyLayout:
             horizon=self.horizon_key(model),
             key_base=self.object_key_base(model),
             birth_base=self.birth_key_base(model),
+            log=self.log_key(model),
         )
 
     def pattern(self) -> str:
@@ -196,7 +232,7 @@ class KeyLayout:
         rest = key[len(self.prefix) :]
         for marker, kind in _MARKERS.items():
             if rest.startswith(marker):
-                return _shape(kind, rest[len(marker) :], with_pk=kind == "born")
+                return _shape(kind, rest[len(marker) :], with_pk=kind in _WITH_PK)
         return _shape("object", rest, with_pk=True)
 
 
@@ -249,6 +285,13 @@ def guard_keys(key: str, feed_key: str) -> tuple[str, str]:
     return f"{prefix}{HORIZON_MARKER}{part}", _birth_key_for(key, prefix)
 
 
+def lane_keys(key: str, feed_key: str) -> tuple[str, str]:
+    """The object's index key and its model's log key, from its set's key and its
+    model's feed key (as :func:`guard_keys`: the prefix and model part are the feed's)."""
+    prefix, part = split_feed_key(feed_key) or ("", feed_key)
+    return f"{prefix}{INDEX_MARKER}{key[len(prefix) :]}", f"{prefix}{LOG_MARKER}{part}"
+
+
 def _birth_key_for(object_key_text: str, prefix: str) -> str:
     return f"{prefix}{BIRTH_MARKER}{object_key_text[len(prefix) :]}"
 
@@ -273,11 +316,11 @@ def parse_feed_member(member: bytes | str) -> tuple[str, str]:
 class KeyShape:
     """What a key under the prefix is, read from its name alone."""
 
-    #: ``"object"``, ``"feed"``, ``"horizon"`` or ``"born"``.
+    #: ``"object"``, ``"feed"``, ``"horizon"``, ``"born"``, ``"log"`` or ``"index"``.
     kind: str
     #: ``app_label.model_name`` (without the hash tag braces).
     label: str
-    #: The pk text, for ``"object"`` and ``"born"`` keys; ``""`` otherwise.
+    #: The pk text, for ``"object"``, ``"born"`` and ``"index"`` keys; ``""`` otherwise.
     pk_text: str = ""
 
 
@@ -288,7 +331,14 @@ def _is_label(text: str) -> bool:
     return bool(dot) and app.isidentifier() and model.isidentifier()
 
 
-_MARKERS = {FEED_MARKER: "feed", HORIZON_MARKER: "horizon", BIRTH_MARKER: "born"}
+_MARKERS = {
+    FEED_MARKER: "feed",
+    HORIZON_MARKER: "horizon",
+    BIRTH_MARKER: "born",
+    LOG_MARKER: "log",
+    INDEX_MARKER: "index",
+}
+_WITH_PK = frozenset({"born", "index"})
 
 
 def _shape(kind: str, rest: str, *, with_pk: bool) -> KeyShape | None:

@@ -31,6 +31,7 @@ from diffs.feed import (
     read_object_steps,
 )
 from diffs.keys import ObjectKeys, feed_member, model_label, normalize_pk, pk_value
+from diffs.lanes import LANES_LUA
 from diffs.layout import current_layout
 from diffs.settings import get_settings
 from diffs.sortedset import DiffSortedSet, decode_entries
@@ -42,17 +43,26 @@ _T = TypeVar("_T")
 #: A read of one page after a cursor: its steps (``diffs.steps``) and its name in errors.
 _Reader = Callable[[Since], tuple[Steps[FeedPage], str]]
 
-# Hides what an object's set holds so far from reads of that object: its birth moves
-# to just above its newest diff (and the clock). KEYS: the set, its birth key. ARGV[1]:
-# how long (ms) the birth key lives (max_element_age: older diffs are hidden anyway).
-_RESTART_SCRIPT = """
+# Hides what an object has so far from reads of that object: its birth moves to just
+# above its newest diff, in either lane (and the clock). KEYS: the set, its birth key,
+# its index. ARGV[1]: how long (ms) the birth key lives (max_element_age: older diffs
+# are hidden anyway).
+_RESTART_SCRIPT = (
+    LANES_LUA
+    + """
 local now = redis.call('TIME')
 local birth = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
-local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-if newest and tonumber(newest) >= birth then birth = tonumber(newest) + 0.001 end
-redis.call('SET', KEYS[2], string.format('%.17g', birth), 'PX', ARGV[1])
+local newest = tonumber(redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+local count = record_count(KEYS[3])
+if count > 0 then
+  local last = record_score(KEYS[3], count - 1)
+  if not newest or last > newest then newest = last end
+end
+if newest and newest >= birth then birth = newest + 0.001 end
+redis.call('SET', KEYS[2], fmt(birth), 'PX', ARGV[1])
 return 1
 """
+)
 
 
 #: Diffs read per round trip by :meth:`DiffModelManager.object_newest`.
@@ -356,7 +366,7 @@ class DiffModelManager(Generic[_M]):
         script = cached_script(client, _RESTART_SCRIPT)
         ttl_ms = max(1, round(get_settings().max_element_age * 1000))
         reads.read(
-            lambda: script(keys=[keys.key, keys.birth], args=[ttl_ms]),
+            lambda: script(keys=[keys.key, keys.birth, keys.index], args=[ttl_ms]),
             f"the history of {model_label(self.model)} pk={pk!r}",
         )
 

@@ -36,16 +36,27 @@ from dataclasses import dataclass, field
 import redis
 from django.apps import apps
 from django.db import models
+from redis.cluster import RedisCluster
 
 from diffs.connection import cached_script
 from diffs.horizon import raise_to
-from diffs.keys import FEED_MARKER, HORIZON_MARKER, KeyLayout, KeyShape
+from diffs.keys import (
+    FEED_MARKER,
+    HORIZON_MARKER,
+    INDEX_MARKER,
+    LOG_MARKER,
+    KeyLayout,
+    KeyShape,
+)
+from diffs.lanes import LANES_LUA
 
 SCAN_BATCH = 500
 #: Most feed entries one trimming step removes (a few milliseconds of Redis time).
 FEED_STEP = 5000
 #: The kinds of key (see :class:`diffs.keys.KeyShape`) that hold diffs and are pruned.
-PRUNED_KINDS = frozenset({"object", "feed"})
+PRUNED_KINDS = frozenset({"object", "feed", "index", "log"})
+#: Kinds pruned once per model after the scan (each holds a whole model's diffs).
+_MODEL_WIDE = frozenset({"feed", "log"})
 
 #: A key as Redis returned it: bytes, or str with ``decode_responses``.
 RedisKey = bytes | str
@@ -61,6 +72,40 @@ return n
 """
 
 
+# An object's index (diffs.lanes) without its records scored below ARGV[1]: returns how
+# many there are (ARGV[2] "dry") or were. KEYS: the index. The rest is rewritten at once
+# (O(bytes of the index), a few kB), which also drops APPEND's spare room.
+_TRIM_INDEX_SCRIPT = (
+    LANES_LUA
+    + """
+local count = record_count(KEYS[1])
+if count == 0 then return 0 end
+local drop = first_after(KEYS[1], tonumber(ARGV[1]), false)
+if ARGV[2] == 'dry' or drop == 0 then return drop end
+if drop >= count then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], redis.call('GETRANGE', KEYS[1], 16 * drop, -1), 'KEEPTTL')
+end
+return drop
+"""
+)
+
+# A model's log without its entries scored below ARGV[1]; returns how many went. KEYS:
+# the log. A stream drops whole nodes (about a hundred entries each) at a time.
+_TRIM_LOG_SCRIPT = (
+    LANES_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', sid(tonumber(ARGV[1])))
+-- Emptied, it goes, as an emptied sorted set does (its last id goes with it, as a
+-- feed's top score did: a write then scores by the clock and the object's keys).
+if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
+return removed
+"""
+)
+
+
 @dataclass
 class PruneReport:
     """What a prune did (or, for a dry run, would do)."""
@@ -69,7 +114,8 @@ class PruneReport:
     keys_scanned: int = 0
     keys_pruned: int = 0
     diffs_removed: int = 0
-    #: Pointers removed from (or counted in) model feeds; not counted as diffs.
+    #: Pointers removed from (or counted in) model feeds, and entries removed from model
+    #: logs (not counted on a dry run); not counted as diffs.
     feed_entries_removed: int = 0
     #: ``(key, error message)`` for keys of our shape that are not sorted sets.
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -138,7 +184,7 @@ def prune(
     """
     report = PruneReport(cutoff_ms=cutoff_ms)
     installed = installed_models()
-    feeds: list[RedisKey] = []
+    feeds: list[tuple[RedisKey, str]] = []
     for keys in _batches(client, layout, batch_size):
         ours = _keys_of_ours(layout, keys, installed, report)
         if not ours:
@@ -146,8 +192,8 @@ def prune(
         if not dry_run:
             _raise_horizons(client, layout, ours, report)
         _prune_batch(client, ours, report, dry_run=dry_run, on_key=on_key, feeds=feeds)
-    for feed in feeds:
-        report.feed_entries_removed += _trim_feed(client, feed, cutoff_ms)
+    for feed, kind in feeds:
+        report.feed_entries_removed += _trim_model_wide(client, feed, kind, cutoff_ms)
     return report
 
 
@@ -188,8 +234,9 @@ def horizon_key_of(layout: KeyLayout, key: RedisKey, shape: KeyShape) -> str:
     prefix = layout.prefix
     text = key.decode("utf-8") if isinstance(key, bytes) else key  # parse() decoded it
     after = text[len(prefix) :]
-    if shape.kind == "feed":
-        after = after[len(FEED_MARKER) :]
+    for kind, marker in (("feed", FEED_MARKER), ("log", LOG_MARKER), ("index", INDEX_MARKER)):
+        if shape.kind == kind:
+            after = after[len(marker) :]
     part = f"{{{shape.label}}}" if after.startswith("{") else shape.label
     return f"{prefix}{HORIZON_MARKER}{part}"
 
@@ -201,29 +248,80 @@ def _prune_batch(
     *,
     dry_run: bool,
     on_key: Callable[[str, int], None] | None,
-    feeds: list[RedisKey],
+    feeds: list[tuple[RedisKey, str]],
 ) -> None:
-    """One pipelined round trip for a batch; feeds found are queued on ``feeds``."""
+    """One pipelined round trip for a batch; feeds and logs found are queued on
+    ``feeds`` with their kind (trimmed in steps after the scan)."""
     cutoff = f"({report.cutoff_ms}"
     pipe = client.pipeline(transaction=False)
-    for key, shape in ours:
-        if dry_run:
+    queued = [(key, shape) for key, shape in ours if shape.kind != "index"]
+    for key, shape in queued:
+        if shape.kind == "log":
+            pipe.xlen(key)  # learns its type; trimmed later
+        elif dry_run:
             pipe.zcount(key, "-inf", cutoff)
         elif shape.kind == "feed":
             pipe.zcount(key, "-inf", "-inf")  # learns its type; trimmed in steps later
         else:
             pipe.zremrangebyscore(key, "-inf", cutoff)
-    results = pipe.execute(raise_on_error=False)
-    for (key, shape), result in zip(ours, results, strict=True):
-        if shape.kind != "feed":
+    results = dict(zip(queued, pipe.execute(raise_on_error=False), strict=True))
+    indexes = [key for key, shape in ours if shape.kind == "index"]
+    trimmed = _trim_indexes(client, indexes, report.cutoff_ms, dry_run=dry_run)
+    for key, shape in ours:
+        result = trimmed.pop(0) if shape.kind == "index" else results[(key, shape)]
+        if shape.kind not in _MODEL_WIDE:
             _account(report, printable_key(key), result, on_key)
         elif isinstance(result, redis.ResponseError):
             report.skipped.append((printable_key(key), str(result)))
         elif dry_run:
             # Feeds hold pointers to diffs counted in their object's set already.
-            report.feed_entries_removed += int(result)
+            counted = int(str(result)) if shape.kind == "feed" else 0
+            report.feed_entries_removed += counted
         else:
-            feeds.append(key)
+            feeds.append((key, shape.kind))
+
+
+def _trim_indexes(
+    client: redis.Redis | RedisCluster, keys: list[RedisKey], cutoff_ms: float, *, dry_run: bool
+) -> list[object]:
+    """Trim (or count, with ``dry_run``) the records of object indexes scored below
+    ``cutoff_ms``: how many, or the error, per key. One pipelined round trip on one
+    server; one call per key on a cluster (its pipelines take no scripts)."""
+    if not keys:
+        return []
+    script = cached_script(client, _TRIM_INDEX_SCRIPT)
+    args = [repr(float(cutoff_ms)), "dry" if dry_run else ""]
+    results: list[object] = []
+    if isinstance(client, RedisCluster):
+        for key in keys:
+            try:
+                results.append(script(keys=[key], args=args))
+            except redis.ResponseError as error:
+                results.append(error)
+        return results
+    client.script_load(_TRIM_INDEX_SCRIPT)
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.evalsha(script.sha, 1, key, *args)
+    for key, result in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(result, redis.exceptions.NoScriptError):  # flushed meanwhile
+            try:
+                result = script(keys=[key], args=args)
+            except redis.ResponseError as error:
+                result = error
+        results.append(result)
+    return results
+
+
+def _trim_model_wide(client: redis.Redis, key: RedisKey, kind: str, cutoff_ms: float) -> int:
+    """Trim a model's feed or log; how many entries went."""
+    if kind == "feed":
+        return _trim_feed(client, key, cutoff_ms)
+    trim_log = cached_script(client, _TRIM_LOG_SCRIPT)
+    try:
+        return int(trim_log(keys=[key], args=[repr(float(cutoff_ms))]))
+    except redis.ResponseError:
+        return 0  # replaced by another type since the batch looked at it
 
 
 def _trim_feed(client: redis.Redis, feed: RedisKey, cutoff_ms: float) -> int:

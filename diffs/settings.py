@@ -41,6 +41,9 @@ DELIVERY_MODES = ("on_commit", "write_behind", "durable", "immediate")
 #: The keys that said the same before ``delivery``, and what each mode sets them to.
 DELIVERY_ALIASES = ("use_transactions", "durable", "write_behind")
 
+#: Where new diffs are written (``diffs.lanes``): the ``storage`` key.
+STORAGE_CHOICES = ("log", "sets")
+
 URL_SCHEMES = ("redis", "rediss", "unix")
 #: URL schemes that name a Redis Cluster (any of its nodes).
 CLUSTER_URL_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -242,6 +245,21 @@ def _check_delivery(key: str, value: Any) -> list[Problem]:
             "'write_behind' (the same, from a background thread), 'durable' (through the "
             "diffs_outbox table) or 'immediate' (written in the save, even inside a "
             "transaction).",
+        )
+    ]
+
+
+def _check_storage(key: str, value: Any) -> list[Problem]:
+    if value in STORAGE_CHOICES:
+        return []
+    return [
+        Problem(
+            "diffs.E036",
+            f"{SETTING_NAME}['storage'] must be one of "
+            f"{', '.join(map(repr, STORAGE_CHOICES))}, not {value!r}.",
+            "Use 'log' (the default: each diff stored once, in its model's log) or 'sets' "
+            "(the layout of earlier versions, while some processes of the site still run "
+            "one; both are read either way).",
         )
     ]
 
@@ -535,6 +553,9 @@ class DiffsSettings:
     #: Most threads of a process that may wait for a diff at once (sync long polls and
     #: event streams served by WSGI); past it, waits answer at once.
     max_waiting_threads: int = _option(4, _positive_int_check("diffs.E035", "4"))
+    #: Where new diffs are written (``diffs.lanes``): ``"log"``, or ``"sets"`` as
+    #: earlier versions did, while a rolling upgrade still runs some of them.
+    storage: str = _option("log", _check_storage)
     #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
     user_redis: dict[str, Any] = field(default_factory=dict)
 

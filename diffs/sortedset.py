@@ -19,6 +19,7 @@ import redis
 from diffs import reads
 from diffs.connection import cached_script
 from diffs.diff import Diff, decode_members
+from diffs.lanes import LANES_LUA
 from diffs.layout import current_layout
 
 logger = logging.getLogger("diffs")
@@ -44,16 +45,68 @@ def decode_entries(
     return decode_members(key, entries, model, pk, eager=eager)
 
 
-# A raw rank read of an object's set, leaving out the diffs of an earlier row (scored
-# before the object's birth, see diffs.keys). KEYS: the set, its birth key. ARGV[1]:
-# "range", "revrange" or "card"; ARGV[2], ARGV[3]: start and stop ranks (Python-style
-# negative ranks count from the end of what is visible).
-_RANK_SCRIPT = """
-local birth = redis.call('GET', KEYS[2])
-birth = birth and string.match(birth, '^[^|]+')
+# Shared by the raw reads: the object's keys, its birth, and its visible diffs in each
+# lane (both lanes merged by score, see diffs.lanes). KEYS: the set, its birth key, its
+# index, the model's log.
+_VISIBLE_LUA = (
+    LANES_LUA
+    + """
+local set, bkey, ix, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local birth = redis.call('GET', bkey)
+birth = birth and tonumber(string.match(birth, '^[^|]+'))
+-- The set lane: its first `hidden` ranks are an earlier row's (scored before the birth).
 local hidden = 0
-if birth then hidden = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. birth) end
-local total = redis.call('ZCARD', KEYS[1]) - hidden
+if birth then hidden = redis.call('ZCOUNT', set, '-inf', '(' .. fmt(birth)) end
+local set_count = redis.call('ZCARD', set) - hidden
+-- The log lane: records from `first` on (0-based) are this row's.
+local first = 0
+if birth then first = first_after(ix, birth, false) end
+local index_count = record_count(ix) - first
+-- Appends (member, score) of records k..last (0-based, in that order, either way);
+-- a record whose log entry was pruned meanwhile is left out.
+local function add_records(out, k, last)
+  local direction = k <= last and 1 or -1
+  for r = k, last, direction do
+    local score = record_score(ix, r)
+    local member = log_member(log, score)
+    if member then
+      out[#out + 1] = member
+      out[#out + 1] = fmt(score)
+    end
+  end
+  return out
+end
+-- Merges two flat (member, score) lists in score order (descending when `rev`), then
+-- keeps `count` entries after skipping `offset` (count nil: all).
+local function merged(a, b, rev, offset, count)
+  local out, i, j, seen = {}, 1, 1, 0
+  while a[i] or b[j] do
+    local take_a = a[i] and (not b[j] or
+      (rev and tonumber(a[i + 1]) > tonumber(b[j + 1])) or
+      (not rev and tonumber(a[i + 1]) < tonumber(b[j + 1])))
+    local member, score
+    if take_a then member, score, i = a[i], a[i + 1], i + 2
+    else member, score, j = b[j], b[j + 1], j + 2 end
+    seen = seen + 1
+    if seen > offset then
+      if count and #out >= 2 * count then break end
+      out[#out + 1] = member
+      out[#out + 1] = score
+    end
+  end
+  return out
+end
+"""
+)
+
+# A raw rank read of an object's diffs, leaving out those of an earlier row (scored
+# before the object's birth, see diffs.keys). KEYS: as _VISIBLE_LUA. ARGV[1]: "range",
+# "revrange" or "card"; ARGV[2], ARGV[3]: start and stop ranks (Python-style negative
+# ranks count from the end of what is visible).
+_RANK_SCRIPT = (
+    _VISIBLE_LUA
+    + """
+local total = set_count + index_count
 if ARGV[1] == 'card' then return total end
 local start, stop = tonumber(ARGV[2]), tonumber(ARGV[3])
 if start < 0 then start = total + start end
@@ -61,38 +114,95 @@ if stop < 0 then stop = total + stop end
 if start < 0 then start = 0 end
 if stop >= total then stop = total - 1 end
 if start > stop then return {} end
-if ARGV[1] == 'range' then
-  return redis.call('ZRANGE', KEYS[1], start + hidden, stop + hidden, 'WITHSCORES')
+local rev = ARGV[1] == 'revrange'
+if index_count == 0 then
+  if rev then return redis.call('ZREVRANGE', set, start, stop, 'WITHSCORES') end
+  return redis.call('ZRANGE', set, start + hidden, stop + hidden, 'WITHSCORES')
 end
-return redis.call('ZREVRANGE', KEYS[1], start, stop, 'WITHSCORES')
+if set_count == 0 then
+  local last = first + index_count - 1
+  if rev then return add_records({}, last - start, last - stop) end
+  return add_records({}, first + start, first + stop)
+end
+-- Both lanes hold diffs (for a while after an upgrade): merge what comes up to `stop`.
+local lanes_set, lanes_log
+local set_stop = stop
+if set_stop > set_count - 1 then set_stop = set_count - 1 end
+if rev then
+  lanes_set = redis.call('ZREVRANGE', set, 0, set_stop, 'WITHSCORES')
+  local low = first + index_count - 1 - stop
+  if low < first then low = first end
+  lanes_log = add_records({}, first + index_count - 1, low)
+else
+  lanes_set = redis.call('ZRANGE', set, hidden, hidden + set_stop, 'WITHSCORES')
+  local high = first + stop
+  if high > first + index_count - 1 then high = first + index_count - 1 end
+  lanes_log = add_records({}, first, high)
+end
+return merged(lanes_set, lanes_log, rev, start, stop - start + 1)
 """
+)
 
-# A raw score read, from the object's birth on at the earliest. KEYS: the set, its
-# birth key. ARGV: low, high (Redis range bounds), offset, count ("" for all), and
-# "rev" to read newest first.
-_SCORE_SCRIPT = """
+# A raw score read, from the object's birth on at the earliest. KEYS: as _VISIBLE_LUA.
+# ARGV: low, high (Redis range bounds), offset, count ("" for all), and "rev" to read
+# newest first.
+_SCORE_SCRIPT = (
+    _VISIBLE_LUA
+    + """
 local low, high = ARGV[1], ARGV[2]
-local birth = redis.call('GET', KEYS[2])
-birth = birth and string.match(birth, '^[^|]+')
-if birth then
-  local bound = string.gsub(low, '^%(', '')
-  local value = tonumber(bound)
-  if bound == '-inf' then
-    value = -math.huge
-  elseif bound == '+inf' or bound == 'inf' then
-    value = math.huge
-  end
-  if value == nil or tonumber(birth) > value then low = birth end
-end
-local command = {'ZRANGEBYSCORE', KEYS[1], low, high, 'WITHSCORES'}
-if ARGV[5] == 'rev' then command = {'ZREVRANGEBYSCORE', KEYS[1], high, low, 'WITHSCORES'} end
-if ARGV[4] ~= '' then
+local low_value = bound_of(low)
+if birth and (low_value == nil or birth > low_value) then low = fmt(birth) end
+local rev = ARGV[5] == 'rev'
+local offset, count = tonumber(ARGV[3]) or 0, tonumber(ARGV[4])
+local command = {'ZRANGEBYSCORE', set, low, high, 'WITHSCORES'}
+if rev then command = {'ZREVRANGEBYSCORE', set, high, low, 'WITHSCORES'} end
+if count then
   command[#command + 1] = 'LIMIT'
-  command[#command + 1] = ARGV[3]
-  command[#command + 1] = ARGV[4]
+  command[#command + 1] = 0
+  command[#command + 1] = offset + count
 end
-return redis.call(unpack(command))
+local from_set = redis.call(unpack(command))
+-- Records in [low, high]: from the first after the low bound to the last up to high.
+local lo_value, lo_exclusive = bound_of(low)
+local hi_value, hi_exclusive = bound_of(high)
+if lo_value == nil or hi_value == nil then return from_set end -- Redis refused it above
+local a = first_after(ix, lo_value, lo_exclusive)
+local b = first_after(ix, hi_value, not hi_exclusive) - 1
+if count and b - a + 1 > offset + count then
+  if rev then a = b - offset - count + 1 else b = a + offset + count - 1 end
+end
+local from_log = {}
+if a <= b then
+  if rev then from_log = add_records({}, b, a) else from_log = add_records({}, a, b) end
+end
+return merged(from_set, from_log, rev, offset, count)
 """
+)
+
+# A raw member's score, in either lane: the set's, or (its id found in the index) the
+# log's, when that entry's body is the member itself. KEYS: as _VISIBLE_LUA. ARGV[1]:
+# the member.
+_MEMBER_SCORE_SCRIPT = (
+    LANES_LUA
+    + """
+local found = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if found then return found end
+local id = string.match(ARGV[1], '"id":"(%x+)"')
+if not id or #id ~= 16 then return nil end
+local index = redis.call('GET', KEYS[3])
+if not index then return nil end
+local needle, from = id_bytes(id), 1
+while true do
+  local at = string.find(index, needle, from, true)
+  if not at then return nil end
+  if (at - 1) % 16 == 8 then
+    local score = unpack_score(index, at - 8)
+    if log_member(KEYS[4], score) == ARGV[1] then return fmt(score) end
+  end
+  from = at + 1
+end
+"""
+)
 
 
 def pairs(flat: list[Any]) -> list[tuple[Any, float]]:
@@ -128,6 +238,8 @@ class DiffSortedSet:
         self.pk = pk
         #: Where the score of the object's latest birth is kept (see diffs.keys).
         self.birth_key = birth_key or _birth_key_of(key)
+        #: The object's index and its model's log (diffs.lanes).
+        self.index_key, self.log_key = _lane_keys_of(key)
 
     def __repr__(self) -> str:
         return f"<DiffSortedSet {self.key}>"
@@ -219,8 +331,10 @@ class DiffSortedSet:
         return int(added or 0)
 
     def zscore(self, member: str) -> float | None:
-        """The score of a raw member, or None."""
-        score = self.client.zscore(self.key, member)
+        """The score of a raw member (in either lane, see ``diffs.lanes``), or None."""
+        script = cached_script(self.client, _MEMBER_SCORE_SCRIPT)
+        keys = [self.key, self.birth_key, self.index_key, self.log_key]
+        score = script(keys=keys, args=[member])
         return None if score is None else float(score)
 
     def _decode(self, entries: list[tuple[Any, float]]) -> list[Diff]:
@@ -228,7 +342,7 @@ class DiffSortedSet:
 
     def _ranks(self, op: str, start: int, stop: int) -> Any:
         script = cached_script(self.client, _RANK_SCRIPT)
-        keys = [self.key, self.birth_key]
+        keys = [self.key, self.birth_key, self.index_key, self.log_key]
         return reads.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
 
     def _by_score(
@@ -237,8 +351,15 @@ class DiffSortedSet:
         script = cached_script(self.client, _SCORE_SCRIPT)
         args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
         args.append(direction)
-        keys = [self.key, self.birth_key]
+        keys = [self.key, self.birth_key, self.index_key, self.log_key]
         return reads.read(lambda: script(keys=keys, args=args), self.key)
+
+
+def _lane_keys_of(key: str) -> tuple[str, str]:
+    layout = current_layout()
+    if key.startswith(layout.prefix):
+        return layout.lane_keys_for(key)
+    return f"{key}:ix", f"{key}:log"
 
 
 def _birth_key_of(key: str) -> str:

@@ -31,6 +31,7 @@ from diffs.layout import current_layout
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key
+from tests.support.stored import feed_count
 from tests.testapp.models import Article, Question, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,7 +72,7 @@ def delete_questions() -> None:
 
 
 def feed_size() -> int:
-    return int(diffs.get_connection().zcard(feed_key("testapp.question")))
+    return feed_count(diffs.get_connection(), feed_key("testapp.question"))
 
 
 def fields_of(diff: Any) -> dict[str, Any]:

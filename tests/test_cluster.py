@@ -87,12 +87,12 @@ def test_a_client_dropped_by_a_settings_change_still_works(on_cluster, cluster):
     # say) keeps a working client, as with one server. RedisCluster.close() would leave
     # it without a default node: PTTL then failed with an AttributeError.
     Question.diffs.create(data={"n": 1}, pk=1)
-    key = Question.diffs.get_key(1)
+    key = "diffs:ix:{testapp.question}:1"
     with override_settings(DIFFS_SETTINGS={"url": cluster.url, "prefix": "other:"}):
         assert diffs.get_connection() is not on_cluster
     assert on_cluster.pttl(key) > 0
     assert on_cluster.pexpire(key, 60_000)
-    assert on_cluster.zcard(key) == 1
+    assert on_cluster.strlen(key) == 16
     assert len(Question.diffs.get_by_object_id(1)) == 1
 
 
@@ -110,7 +110,10 @@ def test_keys_carry_the_model_as_a_hash_tag(on_cluster, committed):
     key = Question.diffs.get_key(question.pk)
     assert key == f"diffs:{{testapp.question}}:{question.pk}"
     assert key_slot(key.encode()) == key_slot(b"diffs:feed:{testapp.question}")
-    assert on_cluster.exists(key) and on_cluster.pttl(key) > 0
+    index, log = f"diffs:ix:{{testapp.question}}:{question.pk}", "diffs:log:{testapp.question}"
+    assert key_slot(index.encode()) == key_slot(log.encode()) == key_slot(key.encode())
+    for stored in (index, log):
+        assert on_cluster.exists(stored) and on_cluster.pttl(stored) > 0
 
 
 def test_saves_updates_deletes_and_children_are_recorded(on_cluster, committed):

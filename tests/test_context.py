@@ -13,6 +13,7 @@ from django.db import connections, transaction
 
 import diffs
 from diffs.diff import Diff, build_member
+from tests.support.stored import stored_members
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +42,7 @@ def test_a_diff_carries_the_context_it_was_made_in():
 def test_outside_a_context_a_diff_has_an_empty_one_and_its_member_no_c_key(redis_client):
     question = Question.objects.create(question_text="q")
     assert last_context(question) == {}
-    [member] = redis_client.zrange(Question.diffs.get_key(question.pk), 0, -1)
+    [member] = stored_members(redis_client, Question.diffs.get_key(question.pk))
     assert b'"c":' not in member
 
 

@@ -15,6 +15,7 @@ from diffs.delivery import queue
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
 from tests.support.keynames import feed_key, object_key
+from tests.support.stored import stored_members
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -63,7 +64,7 @@ def test_rolled_back_changes_leave_no_row_and_no_diff():
     assert not OutboxEntry.objects.exists()
     assert list(Question.objects.values_list("question_text", flat=True)) == ["kept"]
     assert texts(kept) == ["kept"]
-    found = diffs.get_connection().scan_iter(match=object_key("testapp.question", "*"))
+    found = diffs.get_connection().scan_iter(match="diffs:ix:testapp.question:*")
     assert len(list(found)) == 1
 
 
@@ -99,7 +100,7 @@ def test_a_row_redis_already_has_is_not_written_twice():
     question = Question.objects.create(question_text="once")
     [diff] = question.diffs
     # The process wrote the diff but died before deleting its row: put a row back.
-    member = diffs.get_connection().zrange(Question.diffs.get_key(question.pk), 0, -1)[0]
+    member = stored_members(diffs.get_connection(), Question.diffs.get_key(question.pk))[0]
     OutboxEntry.objects.create(
         key=Question.diffs.get_key(question.pk),
         feed_key=feed_key("testapp.question"),

@@ -759,7 +759,7 @@ call_command("demo")
 question = Question.objects.create(question_text="What is life?")
 question.question_text = "What is python?"
 question.save()
-assert redis.exists("{prefix}polls.question:%d" % question.pk)
+assert redis.exists("{prefix}ix:polls.question:%d" % question.pk)
 started = redis_time_ms(redis)
 for _ in range(100_000):  # every diff at least a millisecond old
     if redis_time_ms(redis) > started + 2:

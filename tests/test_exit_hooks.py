@@ -30,6 +30,7 @@ from diffs.delivery import background, exit_hooks, store
 from diffs.delivery import queue as delivery_queue
 from tests.conftest import diffs_settings
 from tests.support.redis_server import RedisServer, redis_server
+from tests.support.stored import stored_count
 from tests.testapp.models import Question
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,8 +156,8 @@ def stored(server: RedisServer, pks: list[str]) -> tuple[int, list[str]]:
     """How many diffs the feed holds, and which of ``pks`` have no diff."""
     client = redis.Redis(port=server.port, db=1, socket_timeout=BOUND)
     try:
-        in_feed = client.zcard("diffs:feed:testapp.question")
-        missing = [pk for pk in pks if client.zcard(f"diffs:testapp.question:{pk}") != 1]
+        in_feed = client.xlen("diffs:log:testapp.question")
+        missing = [pk for pk in pks if client.strlen(f"diffs:ix:testapp.question:{pk}") != 16]
     finally:
         client.close()
     return in_feed, missing
@@ -333,8 +334,8 @@ def redis_hangs(monkeypatch) -> Iterator[threading.Event]:
     answer.set()
 
 
-def stored_count(redis_client, question) -> int:
-    return redis_client.zcard(Question.diffs.get_key(question.pk))
+def stored_for(redis_client, question) -> int:
+    return stored_count(redis_client, Question.diffs.get_key(question.pk))
 
 
 def test_the_hook_goes_in_front_of_a_python_handler_once(sigterm_restored):
@@ -392,7 +393,7 @@ def test_the_hook_writes_then_calls_the_handler_it_replaced(queued, redis_client
     question = Question.objects.create(question_text="waits")
     calls = []
     hook = exit_hooks.SigtermHook(
-        lambda signum, frame: calls.append(stored_count(redis_client, question))
+        lambda signum, frame: calls.append(stored_for(redis_client, question))
     )
 
     hook(signal.SIGTERM, None)
@@ -412,7 +413,7 @@ def test_under_sig_dfl_the_hook_dies_of_the_signal_after_writing(
 
     exit_hooks.SigtermHook(signal.SIG_DFL)(signal.SIGTERM, None)
 
-    assert stored_count(redis_client, question) == 1
+    assert stored_for(redis_client, question) == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert kills[0] == (os.getpid(), signal.SIGTERM)
 
@@ -444,7 +445,7 @@ def test_a_signal_inside_a_write_hands_the_write_over_and_comes_again(
     hook(signal.SIGTERM, None)  # the helper's signal
 
     assert calls == [signal.SIGTERM]
-    assert stored_count(redis_client, question) == 1
+    assert stored_for(redis_client, question) == 1
 
 
 def _frame_inside_diffs():
@@ -519,7 +520,7 @@ def test_without_new_threads_the_exit_writes_in_place(queued, redis_client, monk
     question = Question.objects.create(question_text="one")
     monkeypatch.setattr(exit_hooks.threading, "Thread", Refused)
     exit_hooks.at_exit()
-    assert stored_count(redis_client, question) == 1
+    assert stored_for(redis_client, question) == 1
 
     calls = []
     exit_hooks.SigtermHook(lambda s, f: calls.append(s)).hand_over(signal.SIGTERM, None)

@@ -10,6 +10,7 @@ from diffs.checks import check_registered_models
 from diffs.exceptions import RegistrationError
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings
+from tests.support.stored import stored_members
 from tests.testapp.models import Account, CustomSerialized, Memo, Untracked
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,11 +27,13 @@ def every_member(redis_client):
     found = []
     for key in keys:
         if redis_client.type(key) == b"zset":
-            found.extend(redis_client.zrange(key, 0, -1))
+            found.extend(stored_members(redis_client, key))
         elif redis_client.type(key) == b"string":
             found.append(redis_client.get(key))
         elif redis_client.type(key) == b"hash":
             found.extend(redis_client.hvals(key))
+        elif redis_client.type(key) == b"stream":
+            found.extend(v for _, fields in redis_client.xrange(key) for v in fields.values())
     return found
 
 

@@ -22,6 +22,7 @@ from diffs.diff import Diff
 from tests.conftest import diffs_settings
 from tests.support.keynames import horizon_key
 from tests.support.redis_server import redis_server
+from tests.support.stored import stored
 from tests.support.writing import outgoing
 from tests.testapp.models import Question
 
@@ -82,7 +83,7 @@ def test_fixed_scores_taken_in_earlier_calls_are_skipped_or_fall_back_to_the_clo
         assert len(set(scores)) == 1100
         assert scores == sorted(scores)
         assert scores[0] == fixed
-        members = client.zrange("diffs:testapp.question:1099", 0, -1, withscores=True)
+        members = stored(client, "diffs:testapp.question:1099")
         [(member, score)] = members
         diff = Diff.from_member(member, score)
         assert diff.timestamp == pytest.approx(fixed, abs=0.001)
@@ -177,7 +178,7 @@ def test_a_fixed_score_ahead_of_the_redis_clock_is_placed_by_it(redis_client):
     with own_client() as client:
         open_horizon(client)
         [score] = store.write_many(client, [write(1, ahead)])
-        [(member, stored)] = client.zrange("diffs:testapp.question:1", 0, -1, withscores=True)
+        [(member, stored_at)] = stored(client, "diffs:testapp.question:1")
         redis_now = client.time()
     assert score < redis_now[0] * 1000 + 1000
-    assert Diff.from_member(member, stored).timestamp == ahead
+    assert Diff.from_member(member, stored_at).timestamp == ahead

@@ -20,7 +20,7 @@ from django.db import transaction
 import diffs
 from diffs.settings import clear_settings_cache
 from tests.conftest import diffs_settings
-from tests.support.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, index_key, object_key
 from tests.support.paging import follow_diffs
 from tests.support.writing import write_at
 from tests.testapp.models import CodeItem, Question
@@ -58,7 +58,7 @@ def test_every_hostile_pk_has_its_own_key_and_reads_back_only_its_diffs():
             item.name = f"renamed {number}"
             item.save()
     client = diffs.get_connection()
-    keys = set(client.scan_iter(match=object_key("testapp.codeitem", "*")))
+    keys = set(client.scan_iter(match=index_key("testapp.codeitem", "*")))
     assert len(keys) == len(HOSTILE_PKS)
     for number, pk in enumerate(HOSTILE_PKS):
         stored = CodeItem.diffs.get_by_object_id(pk)
@@ -129,7 +129,7 @@ def test_foreign_feed_entries_do_not_break_paging(redis_client, caplog):
         CodeItem.diffs.create(data={"n": n}, pk=f"p{n}")
     feed = feed_key("testapp.codeitem")
 
-    last = redis_client.zrange(feed, -1, -1, withscores=True)[0][1]
+    last = CodeItem.diffs.since(None).diffs[-1].timestamp
     redis_client.zadd(
         feed,
         {

@@ -39,12 +39,15 @@ def test_each_key_shape_is_built_exactly(layout, part):
         feed=f"diffs:feed:{part}",
         horizon=f"diffs:horizon:{part}",
         birth=f"diffs:born:{part}:42",
+        index=f"diffs:ix:{part}:42",
+        log=f"diffs:log:{part}",
     )
     assert layout.model_keys(Question) == ModelKeys(
         feed=f"diffs:feed:{part}",
         horizon=f"diffs:horizon:{part}",
         key_base=f"diffs:{part}:",
         birth_base=f"diffs:born:{part}:",
+        log=f"diffs:log:{part}",
     )
 
 

@@ -11,6 +11,7 @@ from django.db import transaction
 import diffs
 from diffs.diff import Diff, build_member
 from diffs.exceptions import RegistrationError
+from tests.support.stored import stored_members
 from tests.testapp.models import Ledger, LedgerProxy, Question, Untracked
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +25,7 @@ def fields(diff: Diff) -> dict:
 
 
 def members(redis_client, obj) -> list[bytes]:
-    return redis_client.zrange(type(obj).diffs.get_key(obj.pk), 0, -1)
+    return stored_members(redis_client, type(obj).diffs.get_key(obj.pk))
 
 
 def test_an_update_keeps_the_old_value_of_each_changed_field_in_datas_form():

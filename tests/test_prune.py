@@ -29,6 +29,15 @@ HOUR_MS = 3600 * 1000
 OLD_WINDOW = 3 * 3600
 
 
+@pytest.fixture(autouse=True)
+def in_sets():
+    """These tests count keys and read sorted sets: the set lane, which earlier versions
+    wrote and ``storage: "sets"`` still writes. The log lane's pruning is in
+    test_lanes.py."""
+    with diffs_settings(storage="sets"):
+        yield
+
+
 def create_old(model, pk, data, timestamp):
     """``create()`` of a diff older than the default window (3600 s).
 

@@ -19,7 +19,14 @@ from diffs.clock import redis_time_ms
 from diffs.keys import KeyLayout, KeyShape
 from diffs.layout import current_layout
 from tests.conftest import diffs_settings
-from tests.support.keynames import birth_key, feed_key, horizon_key, object_key
+from tests.support.keynames import (
+    birth_key,
+    feed_key,
+    horizon_key,
+    index_key,
+    log_key,
+    object_key,
+)
 from tests.test_prune import create_old
 from tests.testapp.models import Choice, Question
 
@@ -47,6 +54,8 @@ def snapshot(client, prefix: str) -> dict[str, object]:
             value: object = client.zrange(key, 0, -1, withscores=True)
         elif kind == "hash":
             value = client.hgetall(key)
+        elif kind == "stream":
+            value = client.xrange(key)
         else:
             value = client.get(key)
         found[text(key)] = (kind, value)
@@ -74,8 +83,8 @@ def test_a_site_never_prunes_the_keys_of_a_site_whose_prefix_starts_with_its_own
     write_site(SITE_B, now)
     redis_client.hset(horizon_key("testapp.question", SITE_B), "from", "5")
     site_b = snapshot(redis_client, SITE_B)
-    assert object_key("testapp.question", 1, SITE_B) in site_b
-    assert feed_key("testapp.question", SITE_B) in site_b
+    assert index_key("testapp.question", 1, SITE_B) in site_b
+    assert log_key("testapp.question", SITE_B) in site_b
 
     out, err = run()
 

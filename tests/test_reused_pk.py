@@ -140,7 +140,7 @@ def test_the_endpoint_never_shows_the_old_rows_diffs_for_the_new_row(django_user
 
 
 def test_the_birth_lives_as_long_as_the_objects_set(redis_client):
-    from tests.support.keynames import birth_key, object_key
+    from tests.support.keynames import birth_key, index_key
 
     CodeItem.objects.create(code="t", name="old").delete()
     item = CodeItem.objects.create(code="t", name="new")
@@ -148,7 +148,7 @@ def test_the_birth_lives_as_long_as_the_objects_set(redis_client):
     item.name = "newer"
     item.save()  # a write to the set keeps its birth alive as long as the set
     assert redis_client.pttl(birth_key("testapp.codeitem", "t")) > 1000
-    assert redis_client.pttl(object_key("testapp.codeitem", "t")) > 1000
+    assert redis_client.pttl(index_key("testapp.codeitem", "t")) > 1000
     assert [fields(d)["name"] for d in CodeItem.diffs.get_sortedset("t")] == ["new", "newer"]
 
 

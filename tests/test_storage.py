@@ -14,10 +14,12 @@ from django.utils import timezone
 from diffs.delivery import store
 from diffs.diff import new_diff_id
 from diffs.keys import KeyLayout, escape_glob, normalize_pk
+from diffs.layout import current_layout
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key as expected_feed_key
 from tests.support.keynames import horizon_key as expected_horizon_key
 from tests.support.keynames import object_key as expected_key
+from tests.support.stored import feed_count, stored_count, stored_members
 from tests.support.writing import open_horizon, outgoing
 from tests.testapp.models import Article, CodeItem, Question, UUIDItem
 
@@ -34,17 +36,23 @@ def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
         question = Question.objects.create(question_text="k")
     key = expected_key("testapp.question", question.pk)
     assert Question.diffs.get_key(question.pk) == key
-    assert redis_client.type(key) in (b"zset", "zset")
+    index_key, log_key = current_layout().lane_keys_for(key)
+    # The diff is in the model's log, indexed by the object's index (diffs.lanes).
+    assert redis_client.type(log_key) in (b"stream", "stream")
+    assert redis_client.strlen(index_key) == 16
+    assert index_key == "diffs:ix:testapp.question:" + str(question.pk)
+    assert log_key == "diffs:log:testapp.question"
     assert sorted(k.decode() for k in redis_client.scan_iter("*")) == sorted(
-        [expected_feed_key("testapp.question"), expected_horizon_key("testapp.question"), key]
+        [expected_horizon_key("testapp.question"), index_key, log_key]
     )
 
 
 def test_prefix_setting_is_honoured(committed, redis_client):
     with diffs_settings(prefix="myapp:changes:"), committed():
         question = Question.objects.create(question_text="k")
-    assert redis_client.exists(expected_key("testapp.question", question.pk, "myapp:changes:"))
-    assert not redis_client.exists(expected_key("testapp.question", question.pk))
+    assert redis_client.exists(f"myapp:changes:ix:testapp.question:{question.pk}")
+    assert redis_client.exists("myapp:changes:log:testapp.question")
+    assert not redis_client.exists(f"diffs:ix:testapp.question:{question.pk}")
 
 
 def test_pk_forms_normalise_to_one_key():
@@ -103,7 +111,7 @@ def test_member_is_json_with_id_data_and_created(committed, redis_client):
         question = Question.objects.create(question_text="m")
         pk = question.pk
         question.delete()
-    members = redis_client.zrange(expected_key("testapp.question", pk), 0, -1)
+    members = stored_members(redis_client, expected_key("testapp.question", pk))
     created, deleted = (json.loads(m) for m in members)
     assert set(created) == {"id", "data", "created"}
     assert created["created"] is True
@@ -139,7 +147,7 @@ def test_default_data_matches_django_json_serializer(committed):
 def test_non_ascii_is_stored_as_utf8(committed, redis_client):
     with committed():
         question = Question.objects.create(question_text="héllo ✓")
-    [member] = redis_client.zrange(expected_key("testapp.question", question.pk), 0, -1)
+    [member] = stored_members(redis_client, expected_key("testapp.question", question.pk))
     assert "héllo ✓".encode() in member
 
 
@@ -170,8 +178,10 @@ def test_one_flush_mixing_fixed_and_clock_scores_keeps_every_score_distinct(redi
     assert scores[0] < scores[2] < scores[3] == pytest.approx(ahead, abs=0.01)
     assert scores[3] < scores[4] < scores[5]
     assert len(set(scores)) == 6
-    for stored_key in (key, feed):
-        assert redis_client.zcard(stored_key) == 6
+    assert stored_count(redis_client, key) == 6
+    assert feed_count(redis_client, feed) == 6
+    # The earlier fixed score went to the set lane (below the log's last entry).
+    for stored_key in (key, feed, *current_layout().lane_keys_for(key)):
         assert 0 < redis_client.pttl(stored_key) <= 3600 * 1000
 
 

@@ -22,6 +22,7 @@ import diffs
 import diffs.diff
 from diffs import Diff, HookError
 from diffs.diff import build_member, encode_data, with_original_time
+from tests.support.stored import stored_members as members_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,7 +66,7 @@ def strict_loads(member: bytes | str) -> Any:
 
 
 def stored_members(redis_client, model: type[models.Model], pk: Any) -> list[bytes]:
-    return redis_client.zrange(model.diffs.get_key(pk), 0, -1)
+    return members_of(redis_client, model.diffs.get_key(pk))
 
 
 def non_finite_floats(value: Any) -> list[float]:

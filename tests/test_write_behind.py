@@ -17,6 +17,7 @@ from diffs.delivery import exit_hooks, queue, store
 from diffs.layout import current_layout
 from diffs.settings import build_settings, find_problems
 from tests.conftest import diffs_settings
+from tests.support.stored import stored_count, stored_members
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,7 +61,7 @@ def stored_texts(redis_client, question) -> list[str]:
     import json
 
     key = Question.diffs.get_key(question.pk)
-    members = redis_client.zrange(key, 0, -1)
+    members = stored_members(redis_client, key)
     return [json.loads(m)["data"][0]["fields"]["question_text"] for m in members]
 
 
@@ -71,9 +72,9 @@ def test_save_returns_before_redis_is_written(write_behind, writes, redis_client
     question = Question.objects.create(question_text="one")
 
     wait_until(lambda: calls == [1])  # the thread is writing, the save has returned
-    assert redis_client.zcard(Question.diffs.get_key(question.pk)) == 0
+    assert stored_count(redis_client, Question.diffs.get_key(question.pk)) == 0
     gate.set()
-    wait_until(lambda: redis_client.zcard(Question.diffs.get_key(question.pk)) == 1)
+    wait_until(lambda: stored_count(redis_client, Question.diffs.get_key(question.pk)) == 1)
 
 
 def test_diffs_committed_during_a_write_go_together_in_the_next(
@@ -136,7 +137,7 @@ def test_saves_without_write_behind_still_write_before_returning(writes, redis_c
     calls, _ = writes
     question = Question.objects.create(question_text="one")
     assert calls == [1]
-    assert redis_client.zcard(Question.diffs.get_key(question.pk)) == 1
+    assert stored_count(redis_client, Question.diffs.get_key(question.pk)) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -237,7 +238,7 @@ def test_exit_waits_for_the_write_the_thread_has_in_flight(
 
     exit_hooks.at_exit()
 
-    assert redis_client.zcard(Question.diffs.get_key(question.pk)) == 1
+    assert stored_count(redis_client, Question.diffs.get_key(question.pk)) == 1
 
 
 def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
@@ -247,7 +248,7 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
     # and puts its batch back: the failure itself must wake the thread to retry.
     monkeypatch.setattr(availability, "PAUSE_SECONDS", 0.05)
     first = Question.objects.create(question_text="first")
-    wait_until(lambda: redis_client.zcard(Question.diffs.get_key(first.pk)) == 1)
+    wait_until(lambda: stored_count(redis_client, Question.diffs.get_key(first.pk)) == 1)
     wait_until(lambda: not queue._queue.send_lock.locked())
     question = Question.objects.create(question_text="t0")
     queue.write_queued(force=True)
@@ -268,7 +269,7 @@ def test_a_batch_a_reader_failed_to_write_is_retried_by_the_thread(
     delivery.write_before_read()
     assert failed and delivery.waiting() == 1
 
-    wait_until(lambda: redis_client.zcard(key) == 1)
+    wait_until(lambda: stored_count(redis_client, key) == 1)
 
 
 def _diffs_of(question):

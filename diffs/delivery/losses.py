@@ -14,8 +14,10 @@ import os
 import threading
 from collections.abc import Sequence
 
-from diffs.connection import REDIS_ERRORS, get_connection
+from diffs.connection import REDIS_ERRORS, cached_script, get_connection
 from diffs.delivery.record import OutgoingDiff
+from diffs.keys import lane_keys
+from diffs.lanes import LANES_LUA
 from diffs.settings import get_settings
 
 logger = logging.getLogger("diffs")
@@ -26,8 +28,36 @@ NAMED_IN_LOGS = 10
 #: Most dropped diffs remembered until Redis answers and says whether it has them.
 UNCONFIRMED_LIMIT = 10_000
 
-#: ``(feed key, feed member, label, object pk)`` of dropped diffs whose fate is unknown.
-_Identity = tuple[str, str, str, str]
+#: ``(feed key, feed member, label, object pk, index key)`` of dropped diffs whose fate
+#: is unknown.
+_Identity = tuple[str, str, str, str, str]
+
+# Which diffs Redis has, in either lane (diffs.lanes): the feed's pointer, or the diff's
+# id in its object's index. KEYS: per diff, its feed and its object's index (one model
+# per call: one hash slot on Redis Cluster). ARGV: per diff, its feed member.
+# Returns 1 or 0 per diff.
+_STORED_SCRIPT = (
+    LANES_LUA
+    + """
+local found = {}
+for i = 1, #ARGV do
+  local entry, ix = ARGV[i], KEYS[2 * i]
+  local has = redis.call('ZSCORE', KEYS[2 * i - 1], entry) and 1 or 0
+  local index = has == 0 and #entry >= 16 and redis.call('GET', ix)
+  if index then
+    local needle, from = id_bytes(string.sub(entry, 1, 16)), 1
+    while has == 0 do
+      local at = string.find(index, needle, from, true)
+      if not at then break end
+      if (at - 1) % 16 == 8 then has = 1 end
+      from = at + 1
+    end
+  end
+  found[i] = has
+end
+return found
+"""
+)
 
 
 class _Unconfirmed:
@@ -90,18 +120,35 @@ def confirm_dropped() -> None:
     if not unsure:
         return
     try:
-        pipe = get_connection().pipeline(transaction=False)
-        for feed_key, feed_member, _, _ in unsure:
-            pipe.zscore(feed_key, feed_member)
-        found = pipe.execute()
+        found = _stored(unsure)
     except REDIS_ERRORS:
-        found = [None] * len(unsure)  # cannot tell: count them lost rather than hide it
-    missing = [entry for entry, score in zip(unsure, found, strict=True) if score is None]
+        found = [False] * len(unsure)  # cannot tell: count them lost rather than hide it
+    missing = [entry for entry, has in zip(unsure, found, strict=True) if not has]
     if missing:
-        named = ", ".join(f"{label} pk={pk}" for _, _, label, pk in missing[:NAMED_IN_LOGS])
+        named = ", ".join(f"{entry[2]} pk={entry[3]}" for entry in missing[:NAMED_IN_LOGS])
         more = len(missing) - NAMED_IN_LOGS
         named += f" and {more} more" if more > 0 else ""
         _log_lost(dropped_count=len(missing), names=named, confirmed=True)
+
+
+def _stored(identities: list[_Identity]) -> list[bool]:
+    """Whether Redis has each diff: one script call per model."""
+    client = get_connection()
+    script = cached_script(client, _STORED_SCRIPT)
+    by_feed: dict[str, list[int]] = {}
+    for position, identity in enumerate(identities):
+        by_feed.setdefault(identity[0], []).append(position)
+    found = [False] * len(identities)
+    for positions in by_feed.values():
+        keys: list[str] = []
+        args: list[str] = []
+        for position in positions:
+            feed_key, feed_member, _, _, index_key = identities[position]
+            keys += (feed_key, index_key)
+            args.append(feed_member)
+        for position, has in zip(positions, script(keys=keys, args=args), strict=True):
+            found[position] = bool(int(has))
+    return found
 
 
 def forget() -> None:
@@ -111,7 +158,8 @@ def forget() -> None:
 
 
 def _identity(diff: OutgoingDiff) -> _Identity:
-    return diff.feed_key, diff.feed_member, diff.label, diff.object_pk
+    index_key, _ = lane_keys(diff.key, diff.feed_key)
+    return diff.feed_key, diff.feed_member, diff.label, diff.object_pk, index_key
 
 
 def _log_lost(*, dropped_count: int, names: str, confirmed: bool = False) -> None:

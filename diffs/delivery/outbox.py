@@ -299,4 +299,7 @@ def _diff_from(alias: str, values: Sequence[Any], cluster: bool) -> OutgoingDiff
         object_pk=object_pk,
         committed_ms=float(recorded_ms),
         outbox_row=(alias, int(row_id)),
+        # A row outlives its write when the process dies between the write and the
+        # row's deletion: the write script must look for it before adding it again.
+        maybe_stored=True,
     )

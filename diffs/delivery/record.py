@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from diffs.clock import now_ms
 from diffs.diff import with_original_time
-from diffs.keys import guard_keys
+from diffs.keys import guard_keys, lane_keys
 
 #: The member of a diff that records its object's birth and no diff. Its
 #: ``feed_member`` is a fresh id, so a write retried after a timeout sets it once.
@@ -96,17 +96,18 @@ class OutgoingDiff:
             return self
         return dataclasses.replace(self, member=with_original_time(self.member, self.committed_ms))
 
-    def script_keys(self) -> tuple[str, str, str, str]:
-        """The four keys the write script takes for it (see ``store.WRITE_SCRIPT``)."""
-        return (self.key, self.feed_key, *guard_keys(self.key, self.feed_key))
+    def script_keys(self) -> tuple[str, ...]:
+        """The six keys the write script takes for it (see ``store.WRITE_SCRIPT``)."""
+        key, feed_key = self.key, self.feed_key
+        return (key, feed_key, *guard_keys(key, feed_key), *lane_keys(key, feed_key))
 
-    def script_args(self) -> tuple[str, str, str, str]:
-        """The four arguments the write script takes for it."""
+    def script_args(self) -> tuple[str, str, str, str, str]:
+        """The five arguments the write script takes for it."""
         if self.is_birth_only:
-            return ("", "", "", f"b:{self.feed_member}")
+            return ("", "", "", f"b:{self.feed_member}", "")
         fixed = "" if self.score is None else repr(float(self.score))
         creates = "1" if records_creation(self.member) else ""
-        return (self.member, self.feed_member, fixed, creates)
+        return (self.member, self.feed_member, fixed, creates, "1" if self.maybe_stored else "")
 
 
 def records_creation(member: str) -> bool:

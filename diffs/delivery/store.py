@@ -39,6 +39,7 @@ from redis.crc import key_slot
 from diffs.connection import cached_script
 from diffs.delivery.record import OutgoingDiff
 from diffs.horizon import GUARD_HORIZON_LUA
+from diffs.lanes import LANES_LUA
 from diffs.layout import current_layout
 from diffs.settings import get_settings
 
@@ -46,11 +47,13 @@ from diffs.settings import get_settings
 CHUNK_SIZE = 500
 
 # ARGV[1]: how long (ms) a key lives after its last write; ARGV[2]: max_element_age
-# (seconds), for the horizon. For diff i (1-based): KEYS[4i-3] its object's sorted set,
-# KEYS[4i-2] the model feed, KEYS[4i-1] the model's horizon, KEYS[4i] the object's birth
-# key; ARGV[4i-1] member, ARGV[4i] feed member, ARGV[4i+1] a fixed score or "",
-# ARGV[4i+2] "1" when the diff records its own object's creation, or "b:<id>" for the
-# birth of an object created without a diff (member and feed member then empty).
+# (seconds), for the horizon; ARGV[3]: the storage ("log" or "sets", diffs.lanes).
+# For diff i (1-based), KEYS[6i-5..6i]: its object's sorted set, the model feed, the
+# model's horizon, the object's birth key, the object's index, the model's log;
+# ARGV[5i-1..5i+3]: member, feed member (16 hex id characters, then the pk text), a
+# fixed score or "", "1" when the diff records its own object's creation (or "b:<id>"
+# for the birth of an object created without a diff: member and feed member then
+# empty), and "1" when the diff may be in Redis already (a write of it timed out).
 # A birth key holds a score, or "<score>|<id>" when written without a diff. The last
 # ARGV is the channel on which the feed keys this call added to are published, once
 # each, to wake readers waiting for the next diff (diffs.live).
@@ -58,11 +61,9 @@ CHUNK_SIZE = 500
 # number-to-string conversion keeps only 14 digits, which would round epoch
 # milliseconds to whole milliseconds.
 WRITE_SCRIPT = (
-    GUARD_HORIZON_LUA
+    LANES_LUA
+    + GUARD_HORIZON_LUA
     + """
-local function fmt(value)
-  return string.format('%.17g', value)
-end
 -- The smallest step that moves a score: a microsecond, or the spacing of doubles at
 -- that magnitude when it is coarser (far from 1970, 0.001 may round to nothing).
 local function step(value)
@@ -73,24 +74,48 @@ local function step(value)
 end
 -- The highest score of each key, read once per call and then kept up to date here:
 -- a write of a hundred diffs of one model reads its feed's top once, not a hundred
--- times (false: the key is empty).
+-- times (false: the key is empty). Kinds: 'z' a sorted set, 's' the log (its last
+-- generated id, which a new entry must exceed even once trimmed), 'x' an index.
 local top = {}
-local function newest(key)
+local function newest(key, kind)
   local value = top[key]
   if value == nil then
-    local found = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
-    value = found and tonumber(found) or false
+    value = false
+    if kind == 'z' then
+      local found = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
+      value = found and tonumber(found) or false
+    elseif kind == 's' then
+      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+      if last then
+        value = sid_score(last[1])
+      elseif redis.call('EXISTS', key) == 1 then
+        -- Trimmed empty: its last id is still the floor of the next one.
+        local info = redis.call('XINFO', 'STREAM', key)
+        for j = 1, #info, 2 do
+          if info[j] == 'last-generated-id' then value = sid_score(info[j + 1]) end
+        end
+      end
+    else
+      local n = record_count(key)
+      if n > 0 then value = record_score(key, n - 1) end
+    end
     top[key] = value
   end
   return value
 end
--- The first score at or after a fixed one that neither key holds, found in at most
--- ROUNDS range reads of LIMIT entries per key; nil when that is not enough.
+local function object_newest(set, ix)
+  local a, b = newest(set, 'z'), newest(ix, 'x')
+  if a and b then return math.max(a, b) end
+  return a or b
+end
+-- The first score at or after a fixed one that no lane holds (an index holds the
+-- log's scores), found in at most ROUNDS range reads of LIMIT entries per key; nil
+-- when that is not enough.
 local ROUNDS, LIMIT = 8, 128
-local function first_free(score, keys)
+local function first_free(score, zkeys, log)
   for _ = 1, ROUNDS do
     local moved = false
-    for _, key in ipairs(keys) do
+    for _, key in ipairs(zkeys) do
       local run = redis.call(
         'ZRANGEBYSCORE', key, fmt(score), '+inf', 'WITHSCORES', 'LIMIT', 0, LIMIT)
       for j = 2, #run, 2 do
@@ -99,56 +124,86 @@ local function first_free(score, keys)
         moved = true
       end
     end
+    if score >= 0 then
+      local run = redis.call('XRANGE', log, sid(score), '+', 'COUNT', LIMIT)
+      for _, item in ipairs(run) do
+        if sid_score(item[1]) > score then break end
+        score = score + step(score)
+        moved = true
+      end
+    end
     if not moved then return score end
   end
   return nil
 end
-local function by_clock(clock, keys)
+local function by_clock(clock, list)
   local score = clock
-  for _, key in ipairs(keys) do
-    local last = newest(key)
-    if last and last >= score then
-      score = last + step(last)
-    end
+  for _, last in ipairs(list) do
+    if last and last >= score then score = last + step(last) end
   end
   return score
 end
-local ttl, age = ARGV[1], ARGV[2]
+-- Where a diff that may be in Redis already was written: its score, or nil. The set
+-- lane knows by its feed entry; the log lane by the id in the object's index (read
+-- only for such a diff: a write that timed out, or a row recovered from the outbox).
+local function stored_score(feed, ix, entry, maybe)
+  local existing = redis.call('ZSCORE', feed, entry)
+  if existing or maybe ~= '1' then return existing end
+  local index = redis.call('GET', ix)
+  if not index then return nil end
+  local needle, from = id_bytes(string.sub(entry, 1, 16)), 1
+  while true do
+    local at = string.find(index, needle, from, true)
+    if not at then return nil end
+    if (at - 1) % 16 == 8 then return fmt(unpack_score(index, at - 8)) end
+    from = at + 1
+  end
+end
+local ttl, age, storage = ARGV[1], ARGV[2], ARGV[3]
+-- Once per key and call, right after its first write: should a later command of this
+-- call fail, what was written already still expires.
+local touched = {}
+local function expire_once(key)
+  if not touched[key] then
+    touched[key] = true
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
 local now = redis.call('TIME')
 local clock = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local scores = {}
-local touched = {}
 local guarded = {}
 -- Per call, the last score given to each fixed value ('clock' once none was found):
 -- a thousand diffs sharing one fixed time take consecutive free scores instead of each
 -- searching from the start.
 local after_fixed = {}
 local added = {}
-for i = 1, #KEYS / 4 do
-  local keys = {KEYS[4 * i - 3], KEYS[4 * i - 2]}
-  local base = 4 * i - 2
-  local member, entry = ARGV[base + 1], ARGV[base + 2]
-  local fixed, creates = ARGV[base + 3], ARGV[base + 4]
-  local horizon = guarded[KEYS[4 * i - 1]]
+for i = 1, #KEYS / 6 do
+  local k = 6 * (i - 1)
+  local set, feed, hkey, bkey, ix, log =
+    KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]
+  local a = 3 + 5 * (i - 1)
+  local member, entry, fixed = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local creates, maybe = ARGV[a + 4], ARGV[a + 5]
+  local horizon = guarded[hkey]
   if not horizon then
-    horizon = guard_horizon(KEYS[4 * i - 1], keys[2], clock, age)
-    guarded[KEYS[4 * i - 1]] = horizon
+    horizon = guard_horizon(hkey, feed, log, clock, age)
+    guarded[hkey] = horizon
   end
-  local existing = entry ~= '' and redis.call('ZSCORE', keys[2], entry)
+  local existing = entry ~= '' and stored_score(feed, ix, entry, maybe)
   if string.sub(creates, 1, 2) == 'b:' then
-    -- A creation without a diff: only the birth, above what the set holds, once.
+    -- A creation without a diff: only the birth, above what the object has, once.
     local marker = '|' .. string.sub(creates, 3)
-    local current = redis.call('GET', KEYS[4 * i])
-    local last = newest(keys[1])
+    local current = redis.call('GET', bkey)
+    local last = object_newest(set, ix)
     if last and not (current and string.find(current, marker, 1, true)) then
-      local birth = by_clock(clock, {keys[1]})
-      redis.call('SET', KEYS[4 * i], fmt(birth) .. marker, 'PX', ttl)
+      redis.call('SET', bkey, fmt(by_clock(clock, {last})) .. marker, 'PX', ttl)
     end
     scores[i] = fmt(clock)
   elseif existing then
     scores[i] = existing
   else
-    local earlier = creates == '1' and newest(keys[1])
+    local earlier = creates == '1' and object_newest(set, ix)
     local score = nil
     -- Below the horizon, a diff's cursor would read as expired; more than a minute past
     -- the Redis clock (an application server's clock ahead), every later diff of the
@@ -161,42 +216,48 @@ for i = 1, #KEYS / 4 do
       local start = tonumber(fixed)
       local previous = after_fixed[fixed]
       if previous then start = previous + step(previous) end
-      score = first_free(start, keys)
+      score = first_free(start, {set, feed}, log)
       -- A new row on a pk with history must sort after that history (its birth).
       if score and earlier and score <= earlier then score = nil end
       after_fixed[fixed] = score or 'clock'
     end
     if not score then
-      score = by_clock(clock, keys)
+      score = by_clock(clock, {newest(set, 'z'), newest(feed, 'z'), newest(log, 's')})
       if fixed ~= '' then
         member = '{"t":' .. fixed .. ',' .. string.sub(member, 2)
       end
     end
     local text = fmt(score)
-    redis.call('ZADD', keys[1], text, member)
-    redis.call('ZADD', keys[2], text, entry)
-    added[keys[2]] = true
-    if earlier then
-      redis.call('SET', KEYS[4 * i], text, 'PX', ttl)
-    end
-    for _, key in ipairs(keys) do
-      local last = top[key]
-      if last ~= nil and (last == false or score > last) then
-        top[key] = tonumber(text)
+    local last_log = newest(log, 's')
+    if storage == 'log' and packable(score) and (not last_log or score > last_log)
+        and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
+      -- The log lane: the body once in the model's log, a record in the object's index.
+      redis.call('XADD', log, sid(score), 'p', string.sub(entry, 17), 'm', member)
+      redis.call('APPEND', ix, pack_score(score) .. id_bytes(string.sub(entry, 1, 16)))
+      expire_once(log)
+      expire_once(ix)
+      top[log] = score
+      if top[ix] ~= nil then top[ix] = score end
+    else
+      -- The set lane: storage "sets", or a fixed score at or below the log's last id.
+      redis.call('ZADD', set, text, member)
+      redis.call('ZADD', feed, text, entry)
+      expire_once(set)
+      expire_once(feed)
+      for _, key in ipairs({set, feed}) do
+        local last = top[key]
+        if last ~= nil and (last == false or score > last) then top[key] = score end
       end
+    end
+    added[feed] = true
+    if earlier then
+      redis.call('SET', bkey, text, 'PX', ttl)
     end
     scores[i] = text
   end
-  -- Once per key and call, right after its first write: should a later command of
-  -- this call fail, what was written already still expires. The object's birth key
-  -- (when it has one) lives as long as its set: the earlier row's diffs stay hidden
-  -- for as long as they are there.
-  for _, key in ipairs({keys[1], keys[2], KEYS[4 * i]}) do
-    if not touched[key] then
-      touched[key] = true
-      redis.call('PEXPIRE', key, ttl)
-    end
-  end
+  -- The object's birth key (when it has one) lives as long as its diffs: the earlier
+  -- row's diffs stay hidden for as long as they are there.
+  expire_once(bkey)
 end
 -- pcall: a Redis user whose ACL allows no channels still writes (readers that wait
 -- then re-read every second instead of being woken, see diffs.live).
@@ -251,9 +312,10 @@ def _write_in_chunks(
     script = _script(client)
     age = repr(float(get_settings().max_element_age))
     channel = current_layout().changes_channel
+    storage = get_settings().storage
     for chunk in chunks(diffs, get_settings().write_batch_bytes):
         keys: list[str] = []
-        args: list[str] = [ttl_ms, age]
+        args: list[str] = [ttl_ms, age, storage]
         for diff in chunk:
             keys += diff.script_keys()
             args += diff.script_args()

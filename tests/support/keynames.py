@@ -36,3 +36,14 @@ def horizon_key(label: str, prefix: str = "diffs:") -> str:
 def birth_key(label: str, pk: object, prefix: str = "diffs:") -> str:
     """The key of an object's birth, e.g. ``birth_key("testapp.question", 1)``."""
     return f"{prefix}born:{model_part(label)}:{pk}"
+
+
+def index_key(label: str, pk: object, prefix: str = "diffs:") -> str:
+    """The key of an object's index of its diffs in the log, e.g.
+    ``index_key("testapp.question", 1)``."""
+    return f"{prefix}ix:{model_part(label)}:{pk}"
+
+
+def log_key(label: str, prefix: str = "diffs:") -> str:
+    """The key of a model's log (a stream), e.g. ``log_key("testapp.question")``."""
+    return f"{prefix}log:{model_part(label)}"

@@ -1,0 +1,130 @@
+"""Where a diff is kept in Redis: the log lane, and the set lane it replaced.
+
+**The log lane** (written by default). A diff's body is stored once, in its model's
+log, a Redis stream (``<prefix>log:<label>``): the entry's id is the diff's score, its
+fields are ``p`` (the object's pk text) and ``m`` (the member, the diff's JSON). Each
+object has an index (``<prefix>ix:<label>:<pk>``), a string of 16-byte records, one per
+diff, oldest first: the score as the log entry's id in binary (6 bytes of whole
+milliseconds, 2 of sequence, big-endian, so that byte order is score order), then the
+diff's 8 id bytes. A feed page is one ``XRANGE`` of the log; an object page a binary
+search of its index, then one ``XRANGE id id`` per diff.
+
+Why: a sorted set member longer than 64 bytes makes the set a skiplist, and a feed of
+more than 128 entries is one too; together they cost about 460 bytes per diff. A
+stream stores entries as listpacks with shared field names and delta-coded ids, and
+the index costs 16 bytes per diff at any count (measured in
+``benchmarks/memory_layouts``: about 200 bytes per diff in all).
+
+**The set lane** (written before, and by ``storage: "sets"``). Each object's sorted
+set holds its members; the model's feed sorted set holds ``<id><pk>`` pointers. It is
+still written for a diff whose score falls at or below the log's last entry (a fixed
+timestamp in the past), and read until it ages out.
+
+**One order.** Every diff is in exactly one lane, scores are strictly increasing per
+model across both (the write script scores above the newest of the object's set, the
+feed and the log), and every read merges both lanes by score. A cursor is a score, so
+"everything after this cursor" means the same thing whichever lane holds a diff: a
+cursor given out before an upgrade resumes exactly, and so does one given out after a
+downgrade to ``storage: "sets"`` (which still reads the log).
+
+Stream ids: ``sid(score)`` = ``<whole ms>-<fraction in units of the double's spacing at
+that magnitude>``, exact and order-keeping for every score a double holds; scores from
+2^36 ms (1972) to 2^48 ms (year 10889) fit an index record. The log needs Redis 6.2 or
+later (exclusive ``XRANGE`` bounds, ``XTRIM MINID``).
+
+This module holds the Lua both the write and the read scripts use.
+"""
+
+from __future__ import annotations
+
+#: Lua: stream ids, bounds and index records (see the module's docstring).
+LANES_LUA = r"""
+local function fmt(value) return string.format('%.17g', value) end
+-- The stream id of a score (whole ms, then the fraction in units of the spacing of
+-- doubles at that magnitude): exact, and in the same order as the scores.
+local function sid(score)
+  local ms = math.floor(score)
+  local _, e = math.frexp(ms)
+  return string.format('%.0f-%.0f', ms, (score - ms) / 2 ^ (e - 53))
+end
+local function sid_score(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  ms, seq = tonumber(ms), tonumber(seq)
+  local _, e = math.frexp(ms)
+  return ms + seq * 2 ^ (e - 53)
+end
+-- A range bound ("(x", "x", "-inf", "+inf") as (number, exclusive).
+local function bound_of(text)
+  local exclusive = string.sub(text, 1, 1) == '('
+  local body = exclusive and string.sub(text, 2) or text
+  if body == '-inf' then return -math.huge, exclusive end
+  if body == '+inf' or body == 'inf' then return math.huge, exclusive end
+  return tonumber(body), exclusive
+end
+-- The stream range bounds for scores above (or from) a value, and below (or up to) one.
+local function stream_low(value, exclusive)
+  if value < 0 then return '-' end
+  if value == math.huge then return '+' end
+  return (exclusive and '(' or '') .. sid(value)
+end
+local function stream_high(value, exclusive)
+  if value == math.huge then return '+' end
+  if value < 0 or (value == 0 and exclusive) then return nil end
+  return (exclusive and '(' or '') .. sid(value)
+end
+-- Index records: 16 bytes, the score's stream id in binary (6 bytes of ms, 2 of
+-- sequence, big-endian), then the 8 id bytes. Plain Lua: fakeredis has no struct.
+local function packable(score) return score >= 2 ^ 36 and score < 2 ^ 48 end
+local function pack_score(score)
+  local ms = math.floor(score)
+  local _, e = math.frexp(ms)
+  local seq = (score - ms) / 2 ^ (e - 53)
+  local out = {}
+  for k = 6, 1, -1 do out[k] = string.char(ms % 256) ms = math.floor(ms / 256) end
+  out[7], out[8] = string.char(math.floor(seq / 256)), string.char(seq % 256)
+  return table.concat(out)
+end
+local function unpack_score(text, at)
+  local ms = 0
+  for k = at, at + 5 do ms = ms * 256 + string.byte(text, k) end
+  local seq = string.byte(text, at + 6) * 256 + string.byte(text, at + 7)
+  local _, e = math.frexp(ms)
+  return ms + seq * 2 ^ (e - 53)
+end
+local function id_bytes(hex)
+  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+end
+local function id_hex(text, at)
+  local out = {}
+  for k = at, at + 7 do out[#out + 1] = string.format('%02x', string.byte(text, k)) end
+  return table.concat(out)
+end
+local function record_count(ix) return math.floor(redis.call('STRLEN', ix) / 16) end
+local function record_score(ix, k) -- k: 0-based
+  return unpack_score(redis.call('GETRANGE', ix, 16 * k, 16 * k + 7), 1)
+end
+-- The number of the first record scored above the value (at or above it when not
+-- exclusive): a binary search, log2(n) reads of 8 bytes.
+local function first_after(ix, value, exclusive)
+  local lo, hi = 0, record_count(ix)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local s = record_score(ix, mid)
+    if s > value or (not exclusive and s == value) then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+-- The body (member) of the log entry at a score, or nil once pruned.
+local function log_member(log, score)
+  local id = sid(score)
+  local found = redis.call('XRANGE', log, id, id)[1]
+  if not found then return nil end
+  local f = found[2]
+  for j = 1, #f, 2 do if f[j] == 'm' then return f[j + 1] end end
+  return nil
+end
+-- Whether the model has diffs in either lane (the horizon's "was data lost?" test).
+local function has_diffs(feed, log)
+  return redis.call('ZCARD', feed) > 0 or redis.call('XLEN', log) > 0
+end
+"""
