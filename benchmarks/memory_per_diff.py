@@ -1,12 +1,14 @@
-"""Redis memory per diff: an object's sorted set and the model feed, measured.
+"""Redis memory per diff, each storage side by side in one run: the log (default) and
+the sorted sets of earlier versions (``storage: "sets"``).
 
 Writes typical diffs (an update of three fields, default serializer format) through
-the same write path saves use, to a real Redis, then reads ``MEMORY USAGE`` of every
-key. Run from the repository root:
+the same write path saves use, to a real Redis, then sums ``MEMORY USAGE`` of every
+key under the prefix (object sets or indexes, the model's feed or log, its horizon).
+Run from the repository root:
 
     python benchmarks/memory_per_diff.py --url redis://127.0.0.1:6379/13
 
-The db given is flushed before and after (never use db 0 or a db holding data).
+The db given is flushed before, between and after (never use db 0 or a db holding data).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+#: What is measured: a name, and the DIFFS_SETTINGS it adds.
+STORAGES = (("sets (earlier versions)", {"storage": "sets"}), ("log (default)", {}))
 
 
 def main() -> None:
@@ -34,6 +39,36 @@ def main() -> None:
         USE_TZ=True,
     )
     django.setup()
+    from django.test import override_settings
+
+    from diffs import get_connection
+    from diffs.layout import current_layout
+
+    client = get_connection()
+    if client.connection_pool.connection_kwargs.get("db", 0) == 0:
+        sys.exit("Refusing to use db 0: pass --url redis://host:port/<another db>.")
+    total = args.objects * args.diffs_per_object
+    print(
+        f"redis-server {client.info('server')['redis_version']}, {total} diffs "
+        f"in {args.objects} objects ({args.diffs_per_object} each)"
+    )
+    for name, extra in STORAGES:
+        with override_settings(DIFFS_SETTINGS={"url": args.url, **extra}):
+            client = get_connection()
+            client.flushdb()
+            member = write(args.objects, args.diffs_per_object)
+            used = {
+                key: client.memory_usage(key, samples=0) or 0
+                for key in client.scan_iter(match=current_layout().pattern(), count=1000)
+            }
+            client.flushdb()
+        everything = sum(used.values())
+        print(f"{name}: {everything / total:.1f} bytes per diff, {len(used)} keys")
+    print(f"member size (JSON): {len(member.encode())} bytes, e.g. {member}")
+
+
+def write(objects: int, diffs_per_object: int) -> str:
+    """Write the diffs, as saves would; return the last member."""
     from django.contrib.auth.models import Group
 
     from diffs import get_connection
@@ -43,13 +78,10 @@ def main() -> None:
     from diffs.layout import current_layout
 
     client = get_connection()
-    if client.connection_pool.connection_kwargs.get("db", 0) == 0:
-        sys.exit("Refusing to use db 0: pass --url redis://host:port/<another db>.")
-    client.flushdb()
     layout = current_layout()
-    total = args.objects * args.diffs_per_object
-    for n in range(args.diffs_per_object):
-        for pk in range(1, args.objects + 1):
+    member = ""
+    for n in range(diffs_per_object):
+        for pk in range(1, objects + 1):
             data = [
                 {
                     "model": "auth.group",
@@ -69,21 +101,7 @@ def main() -> None:
                 object_pk=str(pk),
             )
             write_one(client, diff)
-    sets = sum(
-        client.memory_usage(layout.object_key(Group, pk), samples=0) or 0
-        for pk in range(1, args.objects + 1)
-    )
-    feed = client.memory_usage(layout.feed_key(Group), samples=0) or 0
-    sample = member
-    client.flushdb()
-    print(
-        f"redis-server {client.info('server')['redis_version']}, {total} diffs "
-        f"in {args.objects} objects ({args.diffs_per_object} each)"
-    )
-    print(f"member size (JSON): {len(sample.encode())} bytes, e.g. {sample}")
-    print(f"per-object sets: {sets / total:.1f} bytes per diff")
-    print(f"model feed:      {feed / total:.1f} bytes per diff")
-    print(f"together:        {(sets + feed) / total:.1f} bytes per diff")
+    return member
 
 
 if __name__ == "__main__":
