@@ -199,7 +199,9 @@ _FEED_PAGE_SCRIPT = (
 local feed, hkey, log = KEYS[1], KEYS[2], KEYS[3]
 local from = read_horizon(hkey, feed, log, now_ms, ARGV[2])
 local low = lower_bound(from)
-local stream = redis.call('XRANGE', log, stream_low(bound_of(low)), '+', 'COUNT', ARGV[3])
+local start = stream_low(bound_of(low))
+local stream = {}
+if start then stream = redis.call('XRANGE', log, start, '+', 'COUNT', ARGV[3]) end
 local legacy = redis.call(
   'ZRANGEBYSCORE', feed, low, '(+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 return merge({now[1], now[2], fmt(from), 0}, stream, legacy, false)
@@ -219,8 +221,9 @@ local floor = now_ms - tonumber(ARGV[2]) * 1000
 if from > floor then floor = from end
 local high = stream_high(bound_of(ARGV[1]))
 local stream = {}
-if high then
-  stream = redis.call('XREVRANGE', log, high, stream_low(floor, false), 'COUNT', ARGV[3])
+local low_id = stream_low(floor, false)
+if high and low_id then
+  stream = redis.call('XREVRANGE', log, high, low_id, 'COUNT', ARGV[3])
 end
 local legacy = redis.call(
   'ZREVRANGEBYSCORE', feed, ARGV[1], fmt(floor), 'WITHSCORES', 'LIMIT', 0, ARGV[3])

@@ -61,16 +61,21 @@ local function bound_of(text)
   if body == '+inf' or body == 'inf' then return math.huge, exclusive end
   return tonumber(body), exclusive
 end
--- The stream range bounds for scores above (or from) a value, and below (or up to) one.
+-- The stream range bounds for scores above (or from) a value, and below (or up to) one;
+-- nil when no stream id is in range. A stream id's parts are below 2^64: a bound past
+-- that (a cursor far in the future, refused once the page is read) reads nothing.
+local ID_LIMIT = 2 ^ 64
 local function stream_low(value, exclusive)
   if value < 0 then return '-' end
-  if value == math.huge then return '+' end
+  if value >= ID_LIMIT then return nil end
   return (exclusive and '(' or '') .. sid(value)
 end
 local function stream_high(value, exclusive)
-  if value == math.huge then return '+' end
-  if value < 0 or (value == 0 and exclusive) then return nil end
-  return (exclusive and '(' or '') .. sid(value)
+  if value >= ID_LIMIT then return '+' end
+  if value < 0 then return nil end
+  local id = sid(value)
+  if exclusive and id == '0-0' then return nil end
+  return (exclusive and '(' or '') .. id
 end
 -- Index records: 16 bytes, the score's stream id in binary (6 bytes of ms, 2 of
 -- sequence, big-endian), then the 8 id bytes. Plain Lua: fakeredis has no struct.

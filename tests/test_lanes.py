@@ -10,8 +10,9 @@ import pytest
 from django.core.management import call_command
 
 from diffs import get_connection
-from diffs.delivery import losses, store
+from diffs.delivery import OutgoingDiff, losses, queue, store
 from diffs.diff import Diff, new_diff_id
+from diffs.exceptions import InvalidCursor
 from diffs.keys import feed_member
 from diffs.layout import current_layout
 from diffs.settings import find_problems
@@ -231,3 +232,51 @@ def test_keys_of_the_log_lane_are_parsed_and_pruned_only_when_ours(redis_client)
     assert redis_client.zcard(index_key("testapp.question", 9)) == 1
     assert index_key("testapp.question", 9) in out
     assert get_connection().exists(index_key("testapp.question", 9))
+
+
+def outgoing_diff(pk: int) -> OutgoingDiff:
+    layout = current_layout()
+    diff_id = new_diff_id()
+    member = Diff(data={"n": pk}, created=False, id=diff_id).to_member()
+    return outgoing(
+        layout.object_key(Question, pk),
+        layout.feed_key(Question),
+        member,
+        feed_member(diff_id, str(pk)),
+    )
+
+
+@pytest.mark.parametrize("storage", ["log", "sets"])
+def test_a_batch_that_fails_halfway_stores_what_it_wrote_once(redis_client, storage):
+    # The script stops at the second diff (its object's set is a string): the first is
+    # in Redis already, and writing them one by one must not add it again.
+    with diffs_settings(storage=storage):
+        first, second = outgoing_diff(1), outgoing_diff(2)
+        redis_client.set(first.key.replace(":1", ":2"), "not a sorted set")
+        refused = queue.write_batch([first, second])
+        assert [diff for diff, _ in refused] == [second]
+        assert len(stored(redis_client, first.key)) == 1
+        assert feed_count(redis_client, first.feed_key) == 1
+
+
+def test_an_index_key_of_another_type_refuses_its_diff_before_the_log_has_it(redis_client):
+    diff = outgoing_diff(2)
+    index, log = current_layout().lane_keys_for(diff.key)
+    redis_client.hset(index, "not", "ours")
+    write(1)  # the log exists, with its expiry
+    refused = queue.write_batch([diff])
+    assert [d for d, _ in refused] == [diff]
+    assert redis_client.xlen(log) == 1
+    assert redis_client.pttl(log) > 0
+    assert numbers(Question.diffs.since(None).diffs) == [1]
+
+
+@pytest.mark.parametrize("cursor", ["99999999999999999999", "19000000000000000000"])
+def test_a_cursor_beyond_any_stream_id_is_invalid_and_breaks_nothing(redis_client, cursor):
+    write(1)
+    with pytest.raises(InvalidCursor):
+        Question.diffs.since(cursor)
+    assert numbers(Question.diffs.newest(cursor).diffs) == [1]
+    # the process's other reads still work (no Redis error was counted)
+    assert numbers(Question.diffs.get_by_object_id(1)) == [1]
+    assert numbers(Question.diffs.newest("0.00000000000000001").diffs) == []

@@ -239,7 +239,10 @@ def write_batch(batch: Sequence[OutgoingDiff]) -> list[tuple[OutgoingDiff, str]]
         if not availability.is_refusal(error):
             raise
         # Redis refused one of them for good (a key of another type in its place): write
-        # them one by one to find which, instead of retrying the lot forever.
+        # them one by one to find which, instead of retrying the lot forever. Those the
+        # failed call wrote before it stopped are looked for, not written again.
+        for diff in accepted:
+            diff.resent = True
         refused += _write_one_by_one(client, accepted, now)
     else:
         announce.announce(written, scores)
@@ -350,6 +353,7 @@ def _keep_for_retry(batch: list[OutgoingDiff], error: Exception) -> list[Outgoin
     unsure = may_have_reached_redis(error)
     for diff in batch:
         diff.late = True
+        diff.resent = True  # an earlier call of the failed write may have stored it
         diff.maybe_stored = diff.maybe_stored or unsure
     with _queue.lock:
         _queue.items.extendleft(reversed(batch))

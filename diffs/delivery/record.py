@@ -62,6 +62,10 @@ class OutgoingDiff:
     #: True once a write of it failed in a way that may have reached Redis (a timeout):
     #: should it be dropped, Redis is asked whether it has it before it is called lost.
     maybe_stored: bool = False
+    #: True once it is sent again after a write that failed: part of that write may
+    #: have been stored (a script stops at its first error; a batch of several calls
+    #: stops at the first that fails), so the write script looks for it first.
+    resent: bool = False
 
     @property
     def is_birth_only(self) -> bool:
@@ -107,7 +111,8 @@ class OutgoingDiff:
             return ("", "", "", f"b:{self.feed_member}", "")
         fixed = "" if self.score is None else repr(float(self.score))
         creates = "1" if records_creation(self.member) else ""
-        return (self.member, self.feed_member, fixed, creates, "1" if self.maybe_stored else "")
+        maybe = "1" if self.maybe_stored or self.resent else ""
+        return (self.member, self.feed_member, fixed, creates, maybe)
 
 
 def records_creation(member: str) -> bool:

@@ -232,9 +232,11 @@ for i = 1, #KEYS / 6 do
     if storage == 'log' and packable(score) and (not last_log or score > last_log)
         and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
       -- The log lane: the body once in the model's log, a record in the object's index.
+      -- STRLEN first: an index key of another type fails the diff before the log has it.
+      redis.call('STRLEN', ix)
       redis.call('XADD', log, sid(score), 'p', string.sub(entry, 17), 'm', member)
-      redis.call('APPEND', ix, pack_score(score) .. id_bytes(string.sub(entry, 1, 16)))
       expire_once(log)
+      redis.call('APPEND', ix, pack_score(score) .. id_bytes(string.sub(entry, 1, 16)))
       expire_once(ix)
       top[log] = score
       if top[ix] ~= nil then top[ix] = score end
