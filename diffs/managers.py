@@ -336,18 +336,21 @@ class DiffModelManager(Generic[_M]):
         floor = now_ms() - conf.max_element_age * 1000
         diffs = self.get_sortedset(pk)
         page: list[Diff] = []
-        size = offset = 0
-        # A few at a time, so that a page of large diffs stops at the byte budget.
+        size = 0
+        # A few at a time, so that a page of large diffs stops at the byte budget; each
+        # step starts below the last one's oldest score (scores are never shared), so a
+        # step costs the same however deep the page is.
         while True:
-            step = diffs.zrevrangebyscore(upper, floor, start=offset, num=_NEWEST_STEP)
-            offset += len(step)
+            step = diffs.zrevrangebyscore(upper, floor, start=0, num=_NEWEST_STEP)
+            if step and step[-1].cursor is not None:  # a stored diff always has one
+                upper = f"({decode_cursor(step[-1].cursor)!r}"
             for diff in step:
                 cost = raw_size(diff)
                 if len(page) == limit or (page and size + cost > conf.page_bytes):
                     return FeedPage(page, page[-1].cursor, True)
                 page.append(diff)
                 size += cost
-            if len(step) < _NEWEST_STEP:
+            if len(step) < _NEWEST_STEP or step[-1].cursor is None:
                 return FeedPage(page, None, False)
 
     def restart_history(self, pk: Any) -> None:
