@@ -173,6 +173,37 @@ def build_member(
     # Written by hand: the id is hex, the flags are constants, and a json.dumps() of
     # the head cost as much as encoding the data.
     head = f'{{"id":"{diff_id}","created":{_JSON_CONSTANTS[created]}'
+    return _finish_member(head, "data", data_json, deleted, describes, old_json, context_json)
+
+
+def build_compact_member(
+    diff_id: str,
+    fields_json: str,
+    created: bool | None,
+    deleted: bool,
+    *,
+    old_json: str | None = None,
+    context_json: str | None = None,
+) -> str:
+    """Return the compact member (``member_format: "compact"``) of a diff whose data is
+    the default serializer's one object, the key's own: ``"f"`` holds its ``fields``
+    (model and pk are the key's), and ``"created"`` is left out when false. Read back,
+    it gives the same :class:`Diff` as :func:`build_member` would."""
+    head = f'{{"id":"{diff_id}"'
+    if created is not False:
+        head += f',"created":{_JSON_CONSTANTS[created]}'
+    return _finish_member(head, "f", fields_json, deleted, None, old_json, context_json)
+
+
+def _finish_member(
+    head: str,
+    data_key: str,
+    data_json: str,
+    deleted: bool,
+    describes: tuple[str, Any] | None,
+    old_json: str | None,
+    context_json: str | None,
+) -> str:
     if deleted:
         head += ',"deleted":true'
     if describes is not None:
@@ -181,7 +212,7 @@ def build_member(
     tail = "" if old_json is None else f',"o":{old_json}'
     if context_json is not None:
         tail += f',"c":{context_json}'
-    return f'{head},"data":{data_json}{tail}}}'
+    return f'{head},"{data_key}":{data_json}{tail}}}'
 
 
 def with_original_time(member: str, committed_ms: float) -> str:
@@ -380,7 +411,8 @@ def looks_like_member(member: bytes | str) -> bool:
 
     Members start exactly as :func:`build_member` writes them: ``{"id":"<id>",
     "created":true|false|null``, or with ``{"t":<ms>,`` before that for a late diff
-    (see the module docstring); they end with ``}`` and hold a ``data`` key.
+    (see the module docstring); they end with ``}`` and hold a ``data`` key. A compact
+    member (:func:`build_compact_member`) may lack ``created``, and holds ``f``.
     """
     if isinstance(member, str):
         member = member.encode("utf-8", "surrogatepass")
@@ -390,15 +422,20 @@ def looks_like_member(member: bytes | str) -> bool:
 def _has_member_shape(member: bytes) -> bool:
     # find() rather than "in": bytes.__contains__ first tries its argument as an int,
     # and that failed attempt cost more than the search (reads do this per member).
-    return (
-        _MEMBER_HEAD.match(member) is not None
-        and member.endswith(b"}")
-        and member.find(b',"data":') >= 0
-    )
+    if not member.endswith(b"}"):
+        return False
+    if _MEMBER_HEAD.match(member) is not None and member.find(b',"data":') >= 0:
+        return True
+    return _COMPACT_HEAD.match(member) is not None
 
 
 _MEMBER_HEAD = re.compile(
     rb'\{(?:"t":-?[0-9][0-9.eE+-]*,)?"id":"[^"\\]*","created":(?:true|false|null)[,}]'
+)
+# build_compact_member's head: the id, "created" unless false, "deleted", then "f".
+_COMPACT_HEAD = re.compile(
+    rb'\{(?:"t":-?[0-9][0-9.eE+-]*,)?"id":"[^"\\]*"(?:,"created":(?:true|null))?'
+    rb'(?:,"deleted":true)?,"f":\{'
 )
 _ID_KEY = b'"id":"'
 
@@ -536,6 +573,8 @@ def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> di
     Raises ``ValueError`` (and only that) when the member is not strict JSON with our keys.
     """
     payload = parse_strict_json(member)
+    if type(payload) is dict and "f" in payload and "data" not in payload:
+        payload = _expanded(payload, model, pk)
     if type(payload) is not dict or "data" not in payload or "created" not in payload:
         msg = f"member lacks the keys {_REQUIRED_KEYS}"
         raise ValueError(msg)
@@ -555,6 +594,29 @@ def _decode(member: bytes | str, score: float, model: str | None, pk: Any) -> di
         "context": _object_at(payload, "c"),
         "old": _object_at(payload, "o"),
     }
+
+
+def _expanded(payload: dict[str, Any], model: str | None, pk: Any) -> dict[str, Any]:
+    """A compact member's payload as the full format has it (see
+    :func:`build_compact_member`): the data is the key's own object, ``model`` and
+    ``pk``, with the fields of ``"f"``; ``created`` is false when left out."""
+    if model is None or pk is None or "m" in payload or "id" not in payload:
+        msg = "compact member read without its object (model and pk)"
+        raise ValueError(msg)
+    fields = payload.pop("f")
+    if type(fields) is not dict:
+        msg = f"member has f={fields!r:.40}, not an object"
+        raise ValueError(msg)
+    payload.setdefault("created", False)
+    payload["data"] = [{"model": model, "pk": serialized_pk(pk), "fields": fields}]
+    return payload
+
+
+def serialized_pk(pk: Any) -> Any:
+    """``pk`` (the pk field's Python value) as Django's serializer writes it in data: an
+    ``int`` as is, anything else (a UUID, text) as text. A pk of another type (a date,
+    a Decimal) never gets a compact member (``diffs.payload``)."""
+    return pk if type(pk) is int else str(pk)
 
 
 def _object_at(payload: dict[str, Any], key: str) -> dict[str, Any]:

@@ -27,9 +27,15 @@ from django.utils.encoding import is_protected_type
 from diffs.clock import datetime_to_ms, fixed_score_problem
 from diffs.context import current_json as current_context_json
 from diffs.delivery import BIRTH_ONLY, OutgoingDiff
-from diffs.diff import build_member, encode_data, new_diff_id
+from diffs.diff import (
+    build_compact_member,
+    build_member,
+    encode_data,
+    new_diff_id,
+    serialized_pk,
+)
 from diffs.exceptions import HookError
-from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk
+from diffs.keys import KeyLayout, feed_member, model_label, normalize_pk, pk_value
 from diffs.registry import MASKED, options_of
 from diffs.settings import get_settings
 
@@ -99,15 +105,28 @@ def _diff_of(
     target_pk = normalize_pk(type(target), target.pk)
     describes = None if target is instance else (model_label(model), instance.pk)
     diff_id = new_diff_id()
-    member = build_member(
-        diff_id,
-        _encode(instance, data),
-        created,
-        deleted,
-        describes,
-        old_json=None if created or not options.old_values else _old_json(instance, changes),
-        context_json=current_context_json(),
-    )
+    old_json = None if created or not options.old_values else _old_json(instance, changes)
+    compact = describes is None and get_settings().member_format == "compact"
+    fields = _own_fields(instance, data) if compact else None
+    if fields is not None:
+        member = build_compact_member(
+            diff_id,
+            _encode(instance, fields),
+            created,
+            deleted,
+            old_json=old_json,
+            context_json=current_context_json(),
+        )
+    else:
+        member = build_member(
+            diff_id,
+            _encode(instance, data),
+            created,
+            deleted,
+            describes,
+            old_json=old_json,
+            context_json=current_context_json(),
+        )
     if _too_large(instance, member, max_bytes):
         return None
     object_base, feed = _keys_of(type(target), layout)
@@ -120,6 +139,24 @@ def _diff_of(
         label=model_label(model),
         object_pk=target_pk if target is instance else normalize_pk(model, instance.pk),
     )
+
+
+def _own_fields(instance: models.Model, data: Any) -> Any:
+    """The ``fields`` of ``data`` when it is exactly what a compact member can stand for
+    (``diffs.diff.build_compact_member``): the default serializer's one object, of
+    ``instance``'s own concrete model and pk, as a read rebuilds them; else None."""
+    if type(data) is not list or len(data) != 1 or type(data[0]) is not dict:
+        return None
+    found = data[0]
+    model = type(instance)
+    if found.keys() != {"model", "pk", "fields"} or type(found["fields"]) is not dict:
+        return None
+    if model._meta.proxy or found["model"] != model_label(model):
+        return None
+    expected = serialized_pk(pk_value(model, instance.pk))
+    if type(found["pk"]) is not type(expected) or found["pk"] != expected:
+        return None
+    return found["fields"]
 
 
 def _birth_only(instance: models.Model, layout: KeyLayout) -> OutgoingDiff | None:

@@ -44,6 +44,9 @@ DELIVERY_ALIASES = ("use_transactions", "durable", "write_behind")
 #: Where new diffs are written (``diffs.lanes``): the ``storage`` key.
 STORAGE_CHOICES = ("log", "sets")
 
+#: How a diff's member is written (``diffs.diff``): the ``member_format`` key.
+MEMBER_FORMATS = ("full", "compact")
+
 URL_SCHEMES = ("redis", "rediss", "unix")
 #: URL schemes that name a Redis Cluster (any of its nodes).
 CLUSTER_URL_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -260,6 +263,21 @@ def _check_storage(key: str, value: Any) -> list[Problem]:
             "Use 'log' (the default: each diff stored once, in its model's log) or 'sets' "
             "(the layout of earlier versions, while some processes of the site still run "
             "one; both are read either way).",
+        )
+    ]
+
+
+def _check_member_format(key: str, value: Any) -> list[Problem]:
+    if value in MEMBER_FORMATS:
+        return []
+    return [
+        Problem(
+            "diffs.E037",
+            f"{SETTING_NAME}['member_format'] must be one of "
+            f"{', '.join(map(repr, MEMBER_FORMATS))}, not {value!r}.",
+            "Use 'full' (the default) or 'compact' (a diff of the default serializer "
+            "stores only its fields; about a third less Redis memory). Every version that "
+            "reads compact members must be deployed before a process writes them.",
         )
     ]
 
@@ -556,6 +574,9 @@ class DiffsSettings:
     #: Where new diffs are written (``diffs.lanes``): ``"log"``, or ``"sets"`` as
     #: earlier versions did, while a rolling upgrade still runs some of them.
     storage: str = _option("log", _check_storage)
+    #: ``"compact"`` stores a default-serializer diff as its fields alone
+    #: (``diffs.diff.build_compact_member``); ``"full"`` as earlier versions do.
+    member_format: str = _option("full", _check_member_format)
     #: Not a key: the ``redis`` dict exactly as the user gave it (no defaults merged in).
     user_redis: dict[str, Any] = field(default_factory=dict)
 

@@ -15,10 +15,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, overload
 
 import redis
+from django.apps import apps
 
 from diffs import reads
 from diffs.connection import cached_script
 from diffs.diff import Diff, decode_members
+from diffs.keys import pk_value
 from diffs.lanes import LANES_LUA
 from diffs.layout import current_layout
 
@@ -233,7 +235,10 @@ class DiffSortedSet:
     ) -> None:
         self.key = key
         self.client = client
-        #: label and pk of the object the set belongs to, given to the diffs read.
+        if model is None and pk is None:
+            model, pk = _object_of(key)
+        #: label and pk of the object the set belongs to, given to the diffs read (a
+        #: compact member is rebuilt from them).
         self.model = model
         self.pk = pk
         #: Where the score of the object's latest birth is kept (see diffs.keys).
@@ -353,6 +358,20 @@ class DiffSortedSet:
         args.append(direction)
         keys = [self.key, self.birth_key, self.index_key, self.log_key]
         return reads.read(lambda: script(keys=keys, args=args), self.key)
+
+
+def _object_of(key: str) -> tuple[str | None, Any]:
+    """The label and pk (its field's Python value) of the object whose key is ``key``,
+    when it names one of an installed model under the prefix in use; else ``(None,
+    None)``."""
+    shape = current_layout().parse(key)
+    if shape is None or shape.kind != "object":
+        return None, None
+    try:
+        model = apps.get_model(shape.label)
+    except LookupError:
+        return None, None
+    return shape.label, pk_value(model, shape.pk_text)
 
 
 def _lane_keys_of(key: str) -> tuple[str, str]:

@@ -36,6 +36,7 @@ _SCRIPT_OVERHEAD_BYTES = 200
 _HELD_OVERHEAD_BYTES = 120
 
 _DATA_KEY = ',"data":'
+_FIELDS_KEY = ',"f":'
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +119,10 @@ class OutgoingDiff:
 def records_creation(member: str) -> bool:
     """True when ``member`` is the diff of its own object's creation (``created`` true,
     and no ``"m"``: not a child's diff sent to its parent). Only the head is read: inside
-    JSON strings a quote is always escaped, so the first ``,"data":`` ends the head."""
-    head = member[: member.find(_DATA_KEY)]
+    JSON strings a quote is always escaped, so the first ``,"data":`` (``,"f":`` in a
+    compact member) ends the head."""
+    ends = [at for at in (member.find(_DATA_KEY), member.find(_FIELDS_KEY)) if at >= 0]
+    head = member[: min(ends)] if ends else ""
     return '"created":true' in head and '"m":' not in head
 
 
