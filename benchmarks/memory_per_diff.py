@@ -1,5 +1,6 @@
-"""Redis memory per diff, each storage side by side in one run: the log (default) and
-the sorted sets of earlier versions (``storage: "sets"``).
+"""Redis memory per diff, each storage side by side in one run: the log (default), the
+log with compact members (``member_format: "compact"``), and the sorted sets of earlier
+versions (``storage: "sets"``).
 
 Writes typical diffs (an update of three fields, default serializer format) through
 the same write path saves use, to a real Redis, then sums ``MEMORY USAGE`` of every
@@ -20,7 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 #: What is measured: a name, and the DIFFS_SETTINGS it adds.
-STORAGES = (("sets (earlier versions)", {"storage": "sets"}), ("log (default)", {}))
+STORAGES = (
+    ("sets (earlier versions)", {"storage": "sets"}),
+    ("log (default)", {}),
+    ("log, compact members", {"member_format": "compact"}),
+)
 
 
 def main() -> None:
@@ -64,7 +69,7 @@ def main() -> None:
             client.flushdb()
         everything = sum(used.values())
         print(f"{name}: {everything / total:.1f} bytes per diff, {len(used)} keys")
-    print(f"member size (JSON): {len(member.encode())} bytes, e.g. {member}")
+        print(f"  member: {len(member.encode())} bytes, e.g. {member}")
 
 
 def write(objects: int, diffs_per_object: int) -> str:
@@ -73,9 +78,10 @@ def write(objects: int, diffs_per_object: int) -> str:
 
     from diffs import get_connection
     from diffs.delivery import OutgoingDiff, write_one
-    from diffs.diff import build_member, encode_data, new_diff_id
+    from diffs.diff import build_compact_member, build_member, encode_data, new_diff_id
     from diffs.keys import feed_member
     from diffs.layout import current_layout
+    from diffs.settings import get_settings
 
     client = get_connection()
     layout = current_layout()
@@ -90,7 +96,12 @@ def write(objects: int, diffs_per_object: int) -> str:
                 }
             ]
             diff_id = new_diff_id()
-            member = build_member(diff_id, encode_data(data), False, False)
+            if get_settings().member_format == "compact":  # as diffs.payload builds it
+                member = build_compact_member(
+                    diff_id, encode_data(data[0]["fields"]), False, False
+                )
+            else:
+                member = build_member(diff_id, encode_data(data), False, False)
             diff = OutgoingDiff(
                 key=layout.object_key(Group, pk),
                 member=member,

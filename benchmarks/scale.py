@@ -9,7 +9,7 @@ e. ``manage.py prune_diffs`` over 1,000,000 diffs in 100,000 keys (five of each 
    ten diffs older than ``max_element_age``) and the model feed vs a bare SCAN +
    pipelined ZREMRANGEBYSCORE, while a thread with its own connection PINGs Redis and
    keeps the longest round trip; the data is reloaded before each variant;
-f. Redis memory per diff of a typical three-field update (object sets and model feed).
+f. Redis memory per diff of a typical three-field update (object indexes, model log).
 
 Every round runs every variant of a figure, in a shuffled order, so drift on the
 machine hits them all; figures are medians over the rounds. Run from the repository
@@ -203,11 +203,16 @@ class Bench:
         obj.save()
 
     def diffs_of(self, objects: list[Any]) -> int:
-        """How many diffs the objects' sorted sets hold."""
+        """How many diffs the objects hold (16-byte index records, and sorted sets)."""
+        from diffs.layout import current_layout
+
         pipe = self.client.pipeline(transaction=False)
         for obj in objects:
-            pipe.zcard(self.tracked.diffs.get_key(obj.pk))
-        return sum(pipe.execute())
+            key = self.tracked.diffs.get_key(obj.pk)
+            pipe.strlen(current_layout().lane_keys_for(key)[0])
+            pipe.zcard(key)
+        found = pipe.execute()
+        return sum(found[0::2]) // 16 + sum(found[1::2])
 
     def figure_a(self) -> None:
         from django.conf import settings
@@ -316,13 +321,22 @@ class Bench:
         self.profile("c", lambda: iterate("tracked"))
 
     def figure_d(self) -> None:
+        from django.conf import settings
+        from django.test import override_settings
+
         self.fresh()
-        obj = self.make(self.tracked, 1)[0]
+        obj, in_sets = self.make(self.tracked, 2)
         for _ in range(DIFFS_D):
             self.touch(obj)
-        key = self.tracked.diffs.get_key(obj.pk)
+        # The same history written as earlier versions did (storage "sets"): its sorted
+        # set is the raw baseline, and its read the earlier layout's, side by side.
+        with override_settings(DIFFS_SETTINGS={**settings.DIFFS_SETTINGS, "storage": "sets"}):
+            for _ in range(DIFFS_D):
+                self.touch(in_sets)
+        key = self.tracked.diffs.get_key(in_sets.pk)
         client = self.client
         assert client.zcard(key) == DIFFS_D
+        assert client.zcard(self.tracked.diffs.get_key(obj.pk)) == 0  # in the log
 
         def raw() -> float:
             def run() -> None:
@@ -338,6 +352,13 @@ class Bench:
 
             return timed(run) / CALLS_D
 
+        def api_sets() -> float:
+            def run() -> None:
+                for _ in range(CALLS_D):
+                    assert len(self.tracked.diffs.get_by_object_id(in_sets.pk)) == DIFFS_D
+
+            return timed(run) / CALLS_D
+
         def api_all_used() -> float:
             def run() -> None:
                 for _ in range(CALLS_D):
@@ -346,7 +367,12 @@ class Bench:
 
             return timed(run) / CALLS_D
 
-        variants = {"zrange": raw, "get_by_object_id": api, "every .data read": api_all_used}
+        variants = {
+            "zrange": raw,
+            "get_by_object_id": api,
+            "every .data read": api_all_used,
+            "sets layout": api_sets,
+        }
         for variant in variants.values():
             variant()
         medians = shuffled_rounds(self.args.rounds, variants)
@@ -354,6 +380,8 @@ class Bench:
         report(label, medians, ("zrange", "get_by_object_id"), "ms", TARGETS["d"])
         label = "   (not a target) the same, using every diff"
         report(label, medians, ("zrange", "every .data read"), "ms", TARGETS["d"])
+        label = "   (not a target) get_by_object_id of the sets layout (earlier versions)"
+        report(label, medians, ("zrange", "sets layout"), "ms", TARGETS["d"])
         self.profile("d", api)
 
     def figure_e(self) -> None:
@@ -373,7 +401,10 @@ class Bench:
                         obj.save()
         count = self.diffs_of(objects)
         assert count == OBJECTS_F * UPDATES_F, f"{count} diffs for {OBJECTS_F * UPDATES_F} saves"
+        from diffs.layout import current_layout
+
         object_keys = {self.tracked.diffs.get_key(obj.pk) for obj in objects}
+        object_keys |= {current_layout().lane_keys_for(key)[0] for key in object_keys}
         sets = other = 0
         others: list[str] = []
         for key in map(text, self.client.scan_iter(count=1000)):
@@ -388,15 +419,15 @@ class Bench:
                 continue
             other += usage
             others.append(f"{key} ({kind}): {usage / count:.1f} bytes per diff")
-        newest = self.client.zrange(self.tracked.diffs.get_key(objects[0].pk), -1, -1)
-        sample = text(newest[0])
+        newest = self.client.xrevrange(f"diffs:log:{self.tracked._meta.label_lower}", count=1)
+        sample = text(newest[0][1][b"m"])
         total = (sets + other) / count
         print(
             f"f. memory per diff, {count:,} three-field updates of {OBJECTS_F:,} objects "
             "(MEMORY USAGE SAMPLES 0)"
         )
         print(f"   member: {len(sample.encode())} bytes, e.g. {sample}")
-        print(f"   per-object sets: {sets / count:.1f} bytes per diff")
+        print(f"   per-object indexes (and sets): {sets / count:.1f} bytes per diff")
         for line in others:
             print(f"   {line}")
         print(
