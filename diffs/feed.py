@@ -98,7 +98,22 @@ local function before_birth(member)
   return late ~= nil and tonumber(late) ~= nil and tonumber(late) < birth
 end
 local low_value, low_exclusive = bound_of(low)
--- The set lane, read in growing batches.
+local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local result = {now[1], now[2], fmt(from), birth and fmt(birth) or '', 0}
+local taken, bytes, size = 0, 0, 5
+-- Adds a diff to the page; false once the page is full (has_more is then set).
+local function take(member, score)
+  if taken >= limit or (taken > 0 and bytes + #member > budget) then
+    result[5] = 1
+    return false
+  end
+  if not before_birth(member) then
+    result[size + 1], result[size + 2] = member, fmt(score)
+    size, taken, bytes = size + 2, taken + 1, bytes + #member
+  end
+  return true
+end
+-- The set lane, read in growing batches (4, 8, ... 64 entries).
 local legacy, legacy_at, legacy_offset, legacy_done, batch = {}, 1, 0, false, 4
 local function legacy_head()
   if legacy_at > #legacy and not legacy_done then
@@ -112,44 +127,53 @@ local function legacy_head()
   return tonumber(legacy[legacy_at + 1])
 end
 -- The log lane: the object's index from its first record after the bound, read in
--- blocks of 64 records (one GETRANGE each).
+-- blocks of 256 records (one GETRANGE each), their bodies by runs (diffs.lanes).
 local count = record_count(ix)
 local rec = first_after(ix, low_value, low_exclusive)
-local block, block_start = '', rec
+local score_at, body, in_block, at = nil, nil, 0, 1
 local function log_head()
   if rec >= count then return nil end
-  if rec - block_start >= #block / 16 then
-    block_start = rec
-    block = redis.call('GETRANGE', ix, 16 * rec, 16 * (rec + 64) - 1)
+  if at > in_block then
+    local block = redis.call('GETRANGE', ix, 16 * rec, 16 * (rec + 256) - 1)
+    score_at, body, in_block = block_reader(log, block, limit)
+    at = 1
   end
-  return unpack_score(block, 16 * (rec - block_start) + 1)
+  return score_at(at)
 end
-local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
-local result = {now[1], now[2], fmt(from), birth and fmt(birth) or '', 0}
-local taken, bytes = 0, 0
-while true do
-  local a, b = legacy_head(), log_head()
-  if not a and not b then return result end
+local a, b = legacy_head(), log_head()
+-- One lane only (the usual case: the set lane before an upgrade, the log after it).
+if not b then
+  while a do
+    if not take(legacy[legacy_at], a) then return result end
+    legacy_at = legacy_at + 2
+    a = legacy_at <= #legacy and tonumber(legacy[legacy_at + 1]) or legacy_head()
+  end
+  return result
+end
+if not a then
+  while rec < count do
+    if at > in_block then log_head() end
+    local member = body(at) -- nil once pruned
+    if member and not take(member, score_at(at)) then return result end
+    rec, at = rec + 1, at + 1
+  end
+  return result
+end
+-- Both: merged by score.
+while a or b do
   local member, score
   if b and (not a or b < a) then
-    score, rec = b, rec + 1
-    member = log_member(log, b) -- nil once pruned
+    score, member = b, body(at)
+    rec, at = rec + 1, at + 1
+    b = log_head()
   else
     member, score = legacy[legacy_at], a
     legacy_at = legacy_at + 2
+    a = legacy_head()
   end
-  if member then
-    if taken >= limit or (taken > 0 and bytes + #member > budget) then
-      result[5] = 1
-      return result
-    end
-    if not before_birth(member) then
-      result[#result + 1] = member
-      result[#result + 1] = fmt(score)
-      taken, bytes = taken + 1, bytes + #member
-    end
-  end
+  if member and not take(member, score) then return result end
 end
+return result
 """
 )
 

@@ -78,23 +78,30 @@ local function stream_high(value, exclusive)
   return (exclusive and '(' or '') .. id
 end
 -- Index records: 16 bytes, the score's stream id in binary (6 bytes of ms, 2 of
--- sequence, big-endian), then the 8 id bytes. Plain Lua: fakeredis has no struct.
-local function packable(score) return score >= 2 ^ 36 and score < 2 ^ 48 end
-local function pack_score(score)
+-- sequence, big-endian), then the 8 id bytes. The top bit of the ms is the "follows"
+-- flag: the record's log entry comes right after the previous record's (no other
+-- object's diff between them), so a run of such records is read with one XRANGE.
+-- Plain Lua: fakeredis has no struct.
+local FOLLOWS = 2 ^ 47
+local function packable(score) return score >= 2 ^ 36 and score < FOLLOWS end
+local function pack_score(score, follows)
   local ms = math.floor(score)
   local _, e = math.frexp(ms)
   local seq = (score - ms) / 2 ^ (e - 53)
   local out = {}
+  if follows then ms = ms + FOLLOWS end
   for k = 6, 1, -1 do out[k] = string.char(ms % 256) ms = math.floor(ms / 256) end
   out[7], out[8] = string.char(math.floor(seq / 256)), string.char(seq % 256)
   return table.concat(out)
 end
+-- The score of the record at byte `at` of `text`, and whether it follows the previous.
 local function unpack_score(text, at)
-  local ms = 0
-  for k = at, at + 5 do ms = ms * 256 + string.byte(text, k) end
-  local seq = string.byte(text, at + 6) * 256 + string.byte(text, at + 7)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(text, at, at + 7)
+  local follows = b1 >= 128
+  if follows then b1 = b1 - 128 end
+  local ms = ((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6
   local _, e = math.frexp(ms)
-  return ms + seq * 2 ^ (e - 53)
+  return ms + (b7 * 256 + b8) * 2 ^ (e - 53), follows
 end
 local function id_bytes(hex)
   return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
@@ -106,7 +113,7 @@ local function id_hex(text, at)
 end
 local function record_count(ix) return math.floor(redis.call('STRLEN', ix) / 16) end
 local function record_score(ix, k) -- k: 0-based
-  return unpack_score(redis.call('GETRANGE', ix, 16 * k, 16 * k + 7), 1)
+  return (unpack_score(redis.call('GETRANGE', ix, 16 * k, 16 * k + 7), 1))
 end
 -- The number of the first record scored above the value (at or above it when not
 -- exclusive): a binary search, log2(n) reads of 8 bytes.
@@ -127,6 +134,50 @@ local function log_member(log, score)
   local f = found[2]
   for j = 1, #f, 2 do if f[j] == 'm' then return f[j + 1] end end
   return nil
+end
+-- Reads index records from their bytes `block` (16 per record, as GETRANGE returns
+-- them), oldest first: returns score_at(k), body(k) (the k-th record's, 1-based; nil
+-- once pruned) and the number of records. A run of records that follow one another in
+-- the log is read with one XRANGE; any other record with XRANGE id id. At most `most`
+-- records are read ahead of the one asked for, so a page stopped by its byte budget
+-- has not read much more than it returns.
+local function block_reader(log, block, most)
+  local bodies = {}
+  local count = math.floor(#block / 16)
+  local function score_at(k) return (unpack_score(block, 16 * (k - 1) + 1)) end
+  local function follows(k) return string.byte(block, 16 * (k - 1) + 1) >= 128 end
+  -- Record k's run, up to `most` records around it not read yet: back while a record
+  -- follows the one before it, then forward.
+  local function fill(k)
+    local first, last = k, k
+    while first > 1 and follows(first) and bodies[first - 1] == nil and last - first < most do
+      first = first - 1
+    end
+    while last < count and follows(last + 1) and bodies[last + 1] == nil
+        and last - first < most do
+      last = last + 1
+    end
+    if first == last then
+      bodies[k] = log_member(log, score_at(k)) or false
+      return
+    end
+    local found = redis.call(
+      'XRANGE', log, sid(score_at(first)), sid(score_at(last)), 'COUNT', last - first + 1)
+    local by_id = #found < last - first + 1 and {} -- some went (pruned): match by id
+    for n, entry in ipairs(found) do
+      local f, member = entry[2], false
+      for j = 1, #f, 2 do if f[j] == 'm' then member = f[j + 1] end end
+      if by_id then by_id[entry[1]] = member else bodies[first + n - 1] = member end
+    end
+    if by_id then
+      for r = first, last do bodies[r] = by_id[sid(score_at(r))] or false end
+    end
+  end
+  local function body(k)
+    if bodies[k] == nil then fill(k) end
+    return bodies[k] or nil
+  end
+  return score_at, body, count
 end
 -- Whether the model has diffs in either lane (the horizon's "was data lost?" test).
 local function has_diffs(feed, log)

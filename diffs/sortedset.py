@@ -65,15 +65,19 @@ local first = 0
 if birth then first = first_after(ix, birth, false) end
 local index_count = record_count(ix) - first
 -- Appends (member, score) of records k..last (0-based, in that order, either way);
--- a record whose log entry was pruned meanwhile is left out.
+-- a record whose log entry was pruned meanwhile is left out. One GETRANGE, and the
+-- bodies by runs (diffs.lanes).
 local function add_records(out, k, last)
-  local direction = k <= last and 1 or -1
-  for r = k, last, direction do
-    local score = record_score(ix, r)
-    local member = log_member(log, score)
+  local low, high = math.min(k, last), math.max(k, last)
+  local block = redis.call('GETRANGE', ix, 16 * low, 16 * (high + 1) - 1)
+  local score_at, body, count = block_reader(log, block, high - low + 1)
+  local first, stop, direction = 1, count, 1
+  if k > last then first, stop, direction = count, 1, -1 end
+  for r = first, stop, direction do
+    local member = body(r)
     if member then
       out[#out + 1] = member
-      out[#out + 1] = fmt(score)
+      out[#out + 1] = fmt(score_at(r))
     end
   end
   return out

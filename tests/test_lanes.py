@@ -19,7 +19,7 @@ from diffs.settings import find_problems
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key, index_key, log_key, object_key
 from tests.support.paging import follow_diffs
-from tests.support.stored import feed_count, record_scores, stored
+from tests.support.stored import feed_count, record_scores, stored, stream_id
 from tests.support.writing import open_horizon, outgoing, write_at
 from tests.testapp.models import Question
 
@@ -280,3 +280,49 @@ def test_a_cursor_beyond_any_stream_id_is_invalid_and_breaks_nothing(redis_clien
     # the process's other reads still work (no Redis error was counted)
     assert numbers(Question.diffs.get_by_object_id(1)) == [1]
     assert numbers(Question.diffs.newest("0.00000000000000001").diffs) == []
+
+
+def follows_flags(redis_client, pk: int) -> list[bool]:
+    raw = redis_client.get(index_key("testapp.question", pk)) or b""
+    return [bool(raw[at] & 0x80) for at in range(0, len(raw), 16)]
+
+
+def test_a_run_of_one_objects_diffs_is_marked_and_read_whole(redis_client):
+    for n in range(150):  # more than one block of index records (64)
+        write(n)
+    write(0, pk=2)
+    write(150)  # after another object's diff: starts a new run
+    write(151)
+    assert follows_flags(redis_client, 1) == [False] + [True] * 149 + [False, True]
+    assert follows_flags(redis_client, 2) == [False]
+    assert numbers(Question.diffs.get_by_object_id(1)) == list(range(152))
+    stored_set = Question.diffs.get_sortedset(1)
+    assert numbers(list(reversed(stored_set))) == list(range(151, -1, -1))
+    assert numbers(stored_set[60:70]) == list(range(60, 70))
+    assert numbers(stored_set.zrevrange(5, 7)) == [146, 145, 144]
+    found, since = [], None
+    while True:
+        page = Question.diffs.object_since(1, since, limit=7)
+        found += numbers(page.diffs)
+        since = page.cursor
+        if not page.has_more:
+            break
+    assert found == list(range(152))
+
+
+def test_interleaved_objects_read_each_diff_by_its_id(redis_client):
+    for n in range(6):
+        write(n, pk=n % 2)
+    assert follows_flags(redis_client, 0) == follows_flags(redis_client, 1) == [False] * 3
+    assert numbers(Question.diffs.get_by_object_id(1)) == [1, 3, 5]
+
+
+def test_a_diff_gone_from_the_middle_of_a_run_is_skipped_alone(redis_client):
+    for n in range(5):
+        write(n)
+    gone = Question.diffs.get_by_object_id(1)[2]
+    _, log = current_layout().lane_keys_for(Question.diffs.get_key(1))
+    redis_client.xdel(log, stream_id(float(gone.cursor)))
+    assert numbers(Question.diffs.get_by_object_id(1)) == [0, 1, 3, 4]
+    assert numbers(Question.diffs.get_sortedset(1)[:]) == [0, 1, 3, 4]
+    assert numbers(Question.diffs.since(None).diffs) == [0, 1, 3, 4]

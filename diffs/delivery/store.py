@@ -232,14 +232,15 @@ for i = 1, #KEYS / 6 do
     if storage == 'log' and packable(score) and (not last_log or score > last_log)
         and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
       -- The log lane: the body once in the model's log, a record in the object's index.
-      -- STRLEN first: an index key of another type fails the diff before the log has it.
-      redis.call('STRLEN', ix)
+      -- Its index read first: a key of another type fails the diff before the log has
+      -- it. The record "follows" when the log's last entry is the object's last diff.
+      local follows = last_log and newest(ix, 'x') == last_log
       redis.call('XADD', log, sid(score), 'p', string.sub(entry, 17), 'm', member)
       expire_once(log)
-      redis.call('APPEND', ix, pack_score(score) .. id_bytes(string.sub(entry, 1, 16)))
+      local record = pack_score(score, follows) .. id_bytes(string.sub(entry, 1, 16))
+      redis.call('APPEND', ix, record)
       expire_once(ix)
-      top[log] = score
-      if top[ix] ~= nil then top[ix] = score end
+      top[log], top[ix] = score, score
     else
       -- The set lane: storage "sets", or a fixed score at or below the log's last id.
       redis.call('ZADD', set, text, member)

@@ -21,7 +21,7 @@ def record_scores(client: Any, index_key: str) -> list[float]:
     raw = client.get(index_key) or b""
     scores = []
     for at in range(0, len(raw) - 15, 16):
-        ms = int.from_bytes(raw[at : at + 6], "big")
+        ms = int.from_bytes(raw[at : at + 6], "big") & (2**47 - 1)  # less the "follows" bit
         seq = int.from_bytes(raw[at + 6 : at + 8], "big")
         scores.append(ms + seq * 2 ** (math.frexp(ms)[1] - 53))
     return scores
