@@ -14,7 +14,7 @@ from diffs import delivery
 from diffs.delivery import queue
 from diffs.models import OutboxEntry
 from tests.conftest import diffs_settings, unreachable_url
-from tests.support.keynames import feed_key, object_key
+from tests.support.keynames import feed_key, index_key, object_key
 from tests.support.stored import stored_members
 from tests.testapp.models import Question
 
@@ -64,7 +64,7 @@ def test_rolled_back_changes_leave_no_row_and_no_diff():
     assert not OutboxEntry.objects.exists()
     assert list(Question.objects.values_list("question_text", flat=True)) == ["kept"]
     assert texts(kept) == ["kept"]
-    found = diffs.get_connection().scan_iter(match="diffs:ix:testapp.question:*")
+    found = diffs.get_connection().scan_iter(match=index_key("testapp.question", "*"))
     assert len(list(found)) == 1
 
 

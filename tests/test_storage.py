@@ -18,6 +18,8 @@ from diffs.layout import current_layout
 from tests.conftest import diffs_settings
 from tests.support.keynames import feed_key as expected_feed_key
 from tests.support.keynames import horizon_key as expected_horizon_key
+from tests.support.keynames import index_key as expected_index_key
+from tests.support.keynames import log_key as expected_log_key
 from tests.support.keynames import object_key as expected_key
 from tests.support.stored import feed_count, stored_count, stored_members
 from tests.support.writing import open_horizon, outgoing
@@ -40,8 +42,8 @@ def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
     # The diff is in the model's log, indexed by the object's index (diffs.lanes).
     assert redis_client.type(log_key) in (b"stream", "stream")
     assert redis_client.strlen(index_key) == 16
-    assert index_key == "diffs:ix:testapp.question:" + str(question.pk)
-    assert log_key == "diffs:log:testapp.question"
+    assert index_key == expected_index_key("testapp.question", question.pk)
+    assert log_key == expected_log_key("testapp.question")
     assert sorted(k.decode() for k in redis_client.scan_iter("*")) == sorted(
         [expected_horizon_key("testapp.question"), index_key, log_key]
     )
@@ -50,9 +52,10 @@ def test_key_holds_prefix_app_label_model_and_pk(committed, redis_client):
 def test_prefix_setting_is_honoured(committed, redis_client):
     with diffs_settings(prefix="myapp:changes:"), committed():
         question = Question.objects.create(question_text="k")
-    assert redis_client.exists(f"myapp:changes:ix:testapp.question:{question.pk}")
-    assert redis_client.exists("myapp:changes:log:testapp.question")
-    assert not redis_client.exists(f"diffs:ix:testapp.question:{question.pk}")
+    prefix = "myapp:changes:"
+    assert redis_client.exists(expected_index_key("testapp.question", question.pk, prefix))
+    assert redis_client.exists(expected_log_key("testapp.question", prefix))
+    assert not redis_client.exists(expected_index_key("testapp.question", question.pk))
 
 
 def test_pk_forms_normalise_to_one_key():
