@@ -3,8 +3,11 @@
 a. an update (three fields, full ``save()``) in autocommit: registered vs twin model;
 b. 100 updates of 100 rows in one ``atomic()`` block: registered vs twin model;
 c. iterating 10,000 instances of a queryset: registered vs twin model;
-d. ``Model.diffs.get_by_object_id(pk)`` of an object with 1,000 diffs vs a raw
-   ``ZRANGE key 0 -1 WITHSCORES`` of the same key with the same client;
+d. ``Model.diffs.get_by_object_id(pk)`` of an object with 1,000 diffs (written in a
+   row: one run in the log) vs a raw ``ZRANGE key 0 -1 WITHSCORES`` of a sorted set
+   holding the same diffs (written with ``storage: "sets"``), with the same client;
+   beside them, not targets: the read of that sorted set, and of 1,000 diffs
+   interleaved in the log with another object's;
 e. ``manage.py prune_diffs`` over 1,000,000 diffs in 100,000 keys (five of each key's
    ten diffs older than ``max_element_age``) and the model feed vs a bare SCAN +
    pipelined ZREMRANGEBYSCORE, while a thread with its own connection PINGs Redis and
@@ -325,9 +328,14 @@ class Bench:
         from django.test import override_settings
 
         self.fresh()
-        obj, in_sets = self.make(self.tracked, 2)
+        obj, in_sets, mixed, other = self.make(self.tracked, 4)
         for _ in range(DIFFS_D):
             self.touch(obj)
+        # Another object's history interleaved with a fourth's: no two of its diffs
+        # follow one another in the log, each body is read by its id.
+        for _ in range(DIFFS_D):
+            self.touch(mixed)
+            self.touch(other)
         # The same history written as earlier versions did (storage "sets"): its sorted
         # set is the raw baseline, and its read the earlier layout's, side by side.
         with override_settings(DIFFS_SETTINGS={**settings.DIFFS_SETTINGS, "storage": "sets"}):
@@ -352,6 +360,13 @@ class Bench:
 
             return timed(run) / CALLS_D
 
+        def api_interleaved() -> float:
+            def run() -> None:
+                for _ in range(CALLS_D):
+                    assert len(self.tracked.diffs.get_by_object_id(mixed.pk)) == DIFFS_D
+
+            return timed(run) / CALLS_D
+
         def api_sets() -> float:
             def run() -> None:
                 for _ in range(CALLS_D):
@@ -372,6 +387,7 @@ class Bench:
             "get_by_object_id": api,
             "every .data read": api_all_used,
             "sets layout": api_sets,
+            "interleaved": api_interleaved,
         }
         for variant in variants.values():
             variant()
@@ -382,6 +398,8 @@ class Bench:
         report(label, medians, ("zrange", "every .data read"), "ms", TARGETS["d"])
         label = "   (not a target) get_by_object_id of the sets layout (earlier versions)"
         report(label, medians, ("zrange", "sets layout"), "ms", TARGETS["d"])
+        label = "   (not a target) get_by_object_id, diffs interleaved with another's"
+        report(label, medians, ("zrange", "interleaved"), "ms", TARGETS["d"])
         self.profile("d", api)
 
     def figure_e(self) -> None:

@@ -36,6 +36,7 @@ def test_wheel_ships_diffs_and_py_typed_only(tmp_path):
         "Requires-Dist: django-dirtyfields>=1.9",
         "Requires-Dist: redis>=5.0",
         'fakeredis[lua]>=2.20; extra == "test"',
+        'redis[hiredis]>=5.0; extra == "hiredis"',
     ):
         assert requirement in text
     assert "License" in text
