@@ -75,7 +75,7 @@ end
 
 # One object's page, both lanes merged by score. KEYS: object set, model feed, model
 # horizon, object birth, object index, model log. ARGV[3]: most entries to return
-# (limit), ARGV[4]: byte budget.
+# (limit), ARGV[4]: byte budget, ARGV[5]: the object's pk text.
 # Returns {seconds, microseconds, horizon from, birth or '', has_more, member, score, ...}.
 _OBJECT_PAGE_SCRIPT = (
     _READ_PRELUDE
@@ -135,7 +135,7 @@ local function log_head()
   if rec >= count then return nil end
   if at > in_block then
     local block = redis.call('GETRANGE', ix, 16 * rec, 16 * (rec + 256) - 1)
-    score_at, body, in_block = block_reader(log, block, limit)
+    score_at, body, in_block = block_reader(log, block, ARGV[5])
     at = 1
   end
   return score_at(at)
@@ -429,7 +429,7 @@ def read_object_steps(
     raw = yield ScriptCall(
         _OBJECT_PAGE_SCRIPT,
         [keys.key, keys.feed, keys.horizon, keys.birth, keys.index, keys.log],
-        [bound, repr(float(max_element_age)), limit, max_bytes],
+        [bound, repr(float(max_element_age)), limit, max_bytes, keys.pk_text],
     )
     window = _window(raw, since, score, max_element_age, check=check)
     flat = raw[5:]

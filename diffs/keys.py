@@ -106,6 +106,8 @@ class ObjectKeys:
     #: The object's index and its model's log (``diffs.lanes``).
     index: str
     log: str
+    #: The object's pk as its keys hold it (``normalize_pk``).
+    pk_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class KeyLayout:
             birth=self.birth_key(model, pk),
             index=self.index_key(model, pk),
             log=self.log_key(model),
+            pk_text=normalize_pk(model, pk),
         )
 
     def model_keys(self, model: type[models.Model]) -> ModelKeys:

@@ -138,40 +138,58 @@ end
 -- Reads index records from their bytes `block` (16 per record, as GETRANGE returns
 -- them), oldest first: returns score_at(k), body(k) (the k-th record's, 1-based; nil
 -- once pruned) and the number of records. A run of records that follow one another in
--- the log is read with one XRANGE; any other record with XRANGE id id. At most `most`
--- records are read ahead of the one asked for, so a page stopped by its byte budget
--- has not read much more than it returns.
-local function block_reader(log, block, most)
-  local bodies = {}
+-- the log is read with one XRANGE; any other record with XRANGE id id. Runs are read
+-- 4, 8, ... 256 records at a time, so that a page its byte budget stops early has not
+-- read more than about twice what it returns. An entry whose pk field is not `pk` (the
+-- object's pk text; '' to skip the check) is never taken for one of the object's: a
+-- log deleted and written again could hold another object's diff at such a place.
+local function block_reader(log, block, pk)
+  local bodies, ahead = {}, 4
   local count = math.floor(#block / 16)
   local function score_at(k) return (unpack_score(block, 16 * (k - 1) + 1)) end
   local function follows(k) return string.byte(block, 16 * (k - 1) + 1) >= 128 end
-  -- Record k's run, up to `most` records around it not read yet: back while a record
+  -- The body of a log entry, when it is the object's.
+  local function body_of(entry)
+    local f, member, ours = entry[2], false, pk == ''
+    for j = 1, #f, 2 do
+      local name = f[j]
+      if name == 'm' then
+        member = f[j + 1]
+      elseif name == 'p' then
+        ours = ours or f[j + 1] == pk
+      end
+    end
+    return ours and member
+  end
+  -- Record k's run, up to `ahead` records around it not read yet: back while a record
   -- follows the one before it, then forward.
   local function fill(k)
     local first, last = k, k
-    while first > 1 and follows(first) and bodies[first - 1] == nil and last - first < most do
+    while first > 1 and follows(first) and bodies[first - 1] == nil
+        and last - first < ahead do
       first = first - 1
     end
     while last < count and follows(last + 1) and bodies[last + 1] == nil
-        and last - first < most do
+        and last - first < ahead do
       last = last + 1
     end
     if first == last then
-      bodies[k] = log_member(log, score_at(k)) or false
+      local id = sid(score_at(k))
+      local found = redis.call('XRANGE', log, id, id)[1]
+      bodies[k] = found and body_of(found) or false
       return
     end
-    local found = redis.call(
-      'XRANGE', log, sid(score_at(first)), sid(score_at(last)), 'COUNT', last - first + 1)
-    local by_id = #found < last - first + 1 and {} -- some went (pruned): match by id
-    for n, entry in ipairs(found) do
-      local f, member = entry[2], false
-      for j = 1, #f, 2 do if f[j] == 'm' then member = f[j + 1] end end
-      if by_id then by_id[entry[1]] = member else bodies[first + n - 1] = member end
+    if ahead < 256 then ahead = ahead * 2 end
+    local low, high = sid(score_at(first)), sid(score_at(last))
+    local found = redis.call('XRANGE', log, low, high, 'COUNT', last - first + 1)
+    local whole = #found == last - first + 1 and found[1][1] == low and found[#found][1] == high
+    if whole then -- all of the run's entries, in its order
+      for n, entry in ipairs(found) do bodies[first + n - 1] = body_of(entry) end
+      return
     end
-    if by_id then
-      for r = first, last do bodies[r] = by_id[sid(score_at(r))] or false end
-    end
+    local by_id = {} -- some went (pruned): matched by id
+    for _, entry in ipairs(found) do by_id[entry[1]] = body_of(entry) end
+    for r = first, last do bodies[r] = by_id[sid(score_at(r))] or false end
   end
   local function body(k)
     if bodies[k] == nil then fill(k) end

@@ -54,6 +54,7 @@ _VISIBLE_LUA = (
     LANES_LUA
     + """
 local set, bkey, ix, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pk_text = ARGV[#ARGV] -- the object's pk text, last: no log entry of another is taken
 local birth = redis.call('GET', bkey)
 birth = birth and tonumber(string.match(birth, '^[^|]+'))
 -- The set lane: its first `hidden` ranks are an earlier row's (scored before the birth).
@@ -70,7 +71,7 @@ local index_count = record_count(ix) - first
 local function add_records(out, k, last)
   local low, high = math.min(k, last), math.max(k, last)
   local block = redis.call('GETRANGE', ix, 16 * low, 16 * (high + 1) - 1)
-  local score_at, body, count = block_reader(log, block, high - low + 1)
+  local score_at, body, count = block_reader(log, block, pk_text)
   local first, stop, direction = 1, count, 1
   if k > last then first, stop, direction = count, 1, -1 end
   for r = first, stop, direction do
@@ -108,7 +109,7 @@ end
 # A raw rank read of an object's diffs, leaving out those of an earlier row (scored
 # before the object's birth, see diffs.keys). KEYS: as _VISIBLE_LUA. ARGV[1]: "range",
 # "revrange" or "card"; ARGV[2], ARGV[3]: start and stop ranks (Python-style negative
-# ranks count from the end of what is visible).
+# ranks count from the end of what is visible); ARGV[4]: the object's pk text.
 _RANK_SCRIPT = (
     _VISIBLE_LUA
     + """
@@ -150,8 +151,8 @@ return merged(lanes_set, lanes_log, rev, start, stop - start + 1)
 )
 
 # A raw score read, from the object's birth on at the earliest. KEYS: as _VISIBLE_LUA.
-# ARGV: low, high (Redis range bounds), offset, count ("" for all), and "rev" to read
-# newest first.
+# ARGV: low, high (Redis range bounds), offset, count ("" for all), "rev" to read
+# newest first, and the object's pk text.
 _SCORE_SCRIPT = (
     _VISIBLE_LUA
     + """
@@ -249,6 +250,9 @@ class DiffSortedSet:
         self.birth_key = birth_key or _birth_key_of(key)
         #: The object's index and its model's log (diffs.lanes).
         self.index_key, self.log_key = _lane_keys_of(key)
+        #: The pk text of the object's keys ("" when the key is not one of ours: its
+        #: log entries are then taken without checking whose they are).
+        self.pk_text = _pk_text_of(key)
 
     def __repr__(self) -> str:
         return f"<DiffSortedSet {self.key}>"
@@ -352,14 +356,15 @@ class DiffSortedSet:
     def _ranks(self, op: str, start: int, stop: int) -> Any:
         script = cached_script(self.client, _RANK_SCRIPT)
         keys = [self.key, self.birth_key, self.index_key, self.log_key]
-        return reads.read(lambda: script(keys=keys, args=[op, start, stop]), self.key)
+        args = [op, start, stop, self.pk_text]
+        return reads.read(lambda: script(keys=keys, args=args), self.key)
 
     def _by_score(
         self, low: Score, high: Score, start: int | None, num: int | None, direction: str
     ) -> Any:
         script = cached_script(self.client, _SCORE_SCRIPT)
         args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
-        args.append(direction)
+        args += (direction, self.pk_text)
         keys = [self.key, self.birth_key, self.index_key, self.log_key]
         return reads.read(lambda: script(keys=keys, args=args), self.key)
 
@@ -376,6 +381,11 @@ def _object_of(key: str) -> tuple[str | None, Any]:
     except LookupError:
         return None, None
     return shape.label, pk_value(model, shape.pk_text)
+
+
+def _pk_text_of(key: str) -> str:
+    shape = current_layout().parse(key)
+    return shape.pk_text if shape is not None and shape.kind == "object" else ""
 
 
 def _lane_keys_of(key: str) -> tuple[str, str]:

@@ -85,11 +85,9 @@ local function newest(key, kind)
       local found = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
       value = found and tonumber(found) or false
     elseif kind == 's' then
-      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-      if last then
-        value = sid_score(last[1])
-      elseif redis.call('EXISTS', key) == 1 then
-        -- Trimmed empty: its last id is still the floor of the next one.
+      -- Its last generated id, not its last entry: an entry deleted (XDEL) or trimmed
+      -- at the end still bars every id up to its own.
+      if redis.call('EXISTS', key) == 1 then
         local info = redis.call('XINFO', 'STREAM', key)
         for j = 1, #info, 2 do
           if info[j] == 'last-generated-id' then value = sid_score(info[j + 1]) end
@@ -234,7 +232,8 @@ for i = 1, #KEYS / 6 do
       -- The log lane: the body once in the model's log, a record in the object's index.
       -- Its index read first: a key of another type fails the diff before the log has
       -- it. The record "follows" when the log's last entry is the object's last diff.
-      local follows = last_log and newest(ix, 'x') == last_log
+      local object_last = newest(ix, 'x')
+      local follows = last_log and object_last == last_log
       redis.call('XADD', log, sid(score), 'p', string.sub(entry, 17), 'm', member)
       expire_once(log)
       local record = pack_score(score, follows) .. id_bytes(string.sub(entry, 1, 16))
