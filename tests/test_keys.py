@@ -41,7 +41,11 @@ def test_each_key_shape_is_built_exactly(layout, part):
         birth=f"diffs:born:{part}:42",
         index=f"diffs:ix:{part}:42",
         log=f"diffs:log:{part}",
+        pk_text="42",
     )
+    assert layout.index_key(Question, 42) == f"diffs:ix:{part}:42"
+    assert layout.log_key(Question) == f"diffs:log:{part}"
+    assert layout.lane_keys_for(f"diffs:{part}:42") == (f"diffs:ix:{part}:42", f"diffs:log:{part}")
     assert layout.model_keys(Question) == ModelKeys(
         feed=f"diffs:feed:{part}",
         horizon=f"diffs:horizon:{part}",
