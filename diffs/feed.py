@@ -5,11 +5,16 @@ bounded in bytes as well as in count: reading stops once the diffs taken reach
 ``page_bytes`` (a page always holds at least one diff; ``has_more`` says the rest is
 waiting, and the cursor resumes exactly there).
 
+Both lanes (``diffs.lanes``) are read and merged by score: the log (bodies in a
+stream, an index per object) and the sorted sets of earlier versions.
+
 * One object: one script reads the server clock, the model's horizon, the object's
-  birth and the page of its sorted set.
-* The feed: one script reads the clock, the horizon and a page of the feed (pointers:
-  diff id and pk), then one script fetches the listed diffs from their objects' sets,
-  stopping at the byte budget, with each object's birth.
+  birth, and the page: its index's records with their bodies from the log, and its
+  sorted set.
+* The feed: one script reads the clock, the horizon and a page of the log (bodies with
+  their pk) and of the feed (pointers: diff id and pk), then one script fetches the
+  pointers' diffs from their objects' sets, stopping at the byte budget, with each
+  object's birth.
 
 The cursor of a page is the score of its last diff or, when the page reaches the end,
 a watermark just below the server time at which it was read: any diff written later

@@ -1,22 +1,24 @@
-"""Writing diffs to Redis: each to its object's sorted set and its model's feed.
+"""Writing diffs to Redis: each once, in its model's log, with a record in its object's
+index (``diffs.lanes``; with ``storage: "sets"``, or for a fixed score below the log's
+newest, to its object's sorted set and its model's feed instead).
 
 All the diffs of one write of the queue go in as few script calls as their size allows:
 a call holds at most ``CHUNK_SIZE`` diffs and about ``write_batch_bytes`` of members (a
 larger diff goes alone), so one call never holds Redis for long. The script assigns scores inside
 Redis: the server's clock in epoch milliseconds, raised when needed so that it is
-strictly greater than every score already in the feed and in the object's set. Scripts
+strictly greater than every score already in the log, the feed and the object's set. Scripts
 run one at a time, so the order of scores is the order in which diffs reached Redis,
 whichever process sent them: a client reading "everything after my cursor" can never
 miss a diff that was written later with a smaller score, and never see one twice.
 
-Every write also sets both keys to expire ``max_element_age`` after it, brings the
+Every write also sets the keys it wrote to expire ``max_element_age`` after it, brings the
 model's horizon up to date (``diffs.horizon``) and, for the creation of an object whose
 pk already has diffs (a deleted row's pk used again), records the object's birth
 (``diffs.keys.KeyLayout.birth_key``) so that reads of the new row start there.
 
-Writes are idempotent: a diff whose feed entry (diff id + pk) is already there is
-left alone, so a write retried after a timeout, or recovered twice from the outbox,
-is stored once.
+Writes are idempotent: a diff whose feed entry (diff id + pk) is already there, or,
+when it may have reached Redis before (a write that timed out or failed part way, an
+outbox row), whose id is in its object's index, is left alone: it is stored once.
 
 A diff with a fixed timestamp (``_last_save_at``, or ``create(timestamp=...)``) is
 written at that score instead, or at the first free score after it (scores are never
