@@ -88,11 +88,12 @@ local function pack_score(score, follows)
   local ms = math.floor(score)
   local _, e = math.frexp(ms)
   local seq = (score - ms) / 2 ^ (e - 53)
-  local out = {}
   if follows then ms = ms + FOLLOWS end
-  for k = 6, 1, -1 do out[k] = string.char(ms % 256) ms = math.floor(ms / 256) end
-  out[7], out[8] = string.char(math.floor(seq / 256)), string.char(seq % 256)
-  return table.concat(out)
+  local high, low = math.floor(ms / 16777216), ms % 16777216 -- 3 bytes each
+  return string.char(
+    math.floor(high / 65536), math.floor(high / 256) % 256, high % 256,
+    math.floor(low / 65536), math.floor(low / 256) % 256, low % 256,
+    math.floor(seq / 256), seq % 256)
 end
 -- The score of the record at byte `at` of `text`, and whether it follows the previous.
 local function unpack_score(text, at)
@@ -103,8 +104,13 @@ local function unpack_score(text, at)
   local _, e = math.frexp(ms)
   return ms + (b7 * 256 + b8) * 2 ^ (e - 53), follows
 end
-local function id_bytes(hex)
-  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+local function id_bytes(hex) -- 16 hex digits: 8 bytes
+  local high, low = tonumber(string.sub(hex, 1, 8), 16), tonumber(string.sub(hex, 9, 16), 16)
+  return string.char(
+    math.floor(high / 16777216), math.floor(high / 65536) % 256,
+    math.floor(high / 256) % 256, high % 256,
+    math.floor(low / 16777216), math.floor(low / 65536) % 256,
+    math.floor(low / 256) % 256, low % 256)
 end
 local function id_hex(text, at)
   local out = {}

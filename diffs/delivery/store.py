@@ -87,13 +87,12 @@ local function newest(key, kind)
       local found = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')[2]
       value = found and tonumber(found) or false
     elseif kind == 's' then
-      -- Its last generated id, not its last entry: an entry deleted (XDEL) or trimmed
-      -- at the end still bars every id up to its own.
-      if redis.call('EXISTS', key) == 1 then
-        local info = redis.call('XINFO', 'STREAM', key)
-        for j = 1, #info, 2 do
-          if info[j] == 'last-generated-id' then value = sid_score(info[j + 1]) end
-        end
+      -- Its last entry (an entry deleted at the end is caught when XADD refuses, below).
+      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+      if last then
+        value = sid_score(last[1])
+      elseif redis.call('EXISTS', key) == 1 then
+        value = last_generated(key) -- trimmed empty: its last id still bars lower ones
       end
     else
       local n = record_count(key)
@@ -102,6 +101,14 @@ local function newest(key, kind)
     top[key] = value
   end
   return value
+end
+-- A stream's last generated id as a score: no new entry may be at or below it.
+local function last_generated(key)
+  local info = redis.call('XINFO', 'STREAM', key)
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then return sid_score(info[j + 1]) end
+  end
+  return false
 end
 local function object_newest(set, ix)
   local a, b = newest(set, 'z'), newest(ix, 'x')
@@ -229,6 +236,7 @@ for i = 1, #KEYS / 6 do
     end
     local text = fmt(score)
     local last_log = newest(log, 's')
+    local logged = false
     if storage == 'log' and packable(score) and (not last_log or score > last_log)
         and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
       -- The log lane: the body once in the model's log, a record in the object's index.
@@ -236,13 +244,25 @@ for i = 1, #KEYS / 6 do
       -- it. The record "follows" when the log's last entry is the object's last diff.
       local object_last = newest(ix, 'x')
       local follows = last_log and object_last == last_log
-      redis.call('XADD', log, sid(score), 'p', string.sub(entry, 17), 'm', member)
-      expire_once(log)
-      local record = pack_score(score, follows) .. id_bytes(string.sub(entry, 1, 16))
-      redis.call('APPEND', ix, record)
-      expire_once(ix)
-      top[log], top[ix] = score, score
-    else
+      local pk_text = string.sub(entry, 17)
+      local added_id = redis.pcall('XADD', log, sid(score), 'p', pk_text, 'm', member)
+      if type(added_id) == 'table' and added_id.err then
+        -- Refused: at or below an id the log gave before (its last entries deleted with
+        -- XDEL). The set lane takes it; later diffs score above that id. (Any other
+        -- refusal, a key of another type, fails in XINFO as it would in XADD.)
+        local barred = last_generated(log)
+        if not barred then return redis.error_reply(added_id.err) end
+        top[log] = barred
+      else
+        logged = true
+        expire_once(log)
+        local record = pack_score(score, follows) .. id_bytes(string.sub(entry, 1, 16))
+        redis.call('APPEND', ix, record)
+        expire_once(ix)
+        top[log], top[ix] = score, score
+      end
+    end
+    if not logged then
       -- The set lane: storage "sets", or a fixed score at or below the log's last id.
       redis.call('ZADD', set, text, member)
       redis.call('ZADD', feed, text, entry)
