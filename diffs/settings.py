@@ -236,50 +236,41 @@ def _check_on_redis_error(key: str, value: Any) -> list[Problem]:
     ]
 
 
-def _check_delivery(key: str, value: Any) -> list[Problem]:
-    if value in DELIVERY_MODES:
-        return []
-    return [
-        Problem(
-            "diffs.E030",
-            f"{SETTING_NAME}['delivery'] must be one of "
-            f"{', '.join(map(repr, DELIVERY_MODES))}, not {value!r}.",
-            "Use 'on_commit' (the default: written when the transaction commits), "
-            "'write_behind' (the same, from a background thread), 'durable' (through the "
-            "diffs_outbox table) or 'immediate' (written in the save, even inside a "
-            "transaction).",
-        )
-    ]
+def _choice_check(check_id: str, choices: tuple[str, ...], hint: str) -> Check:
+    """The check of a key whose value is one of ``choices``."""
+
+    def check(key: str, value: Any) -> list[Problem]:
+        if value in choices:
+            return []
+        listed = ", ".join(map(repr, choices))
+        msg = f"{SETTING_NAME}[{key!r}] must be one of {listed}, not {value!r}."
+        return [Problem(check_id, msg, hint)]
+
+    return check
 
 
-def _check_storage(key: str, value: Any) -> list[Problem]:
-    if value in STORAGE_CHOICES:
-        return []
-    return [
-        Problem(
-            "diffs.E036",
-            f"{SETTING_NAME}['storage'] must be one of "
-            f"{', '.join(map(repr, STORAGE_CHOICES))}, not {value!r}.",
-            "Use 'log' (the default: each diff stored once, in its model's log) or 'sets' "
-            "(the layout of earlier versions, while some processes of the site still run "
-            "one; both are read either way).",
-        )
-    ]
-
-
-def _check_member_format(key: str, value: Any) -> list[Problem]:
-    if value in MEMBER_FORMATS:
-        return []
-    return [
-        Problem(
-            "diffs.E037",
-            f"{SETTING_NAME}['member_format'] must be one of "
-            f"{', '.join(map(repr, MEMBER_FORMATS))}, not {value!r}.",
-            "Use 'full' (the default) or 'compact' (a diff of the default serializer "
-            "stores only its fields; about a third less Redis memory). Every version that "
-            "reads compact members must be deployed before a process writes them.",
-        )
-    ]
+_check_delivery = _choice_check(
+    "diffs.E030",
+    DELIVERY_MODES,
+    "Use 'on_commit' (the default: written when the transaction commits), "
+    "'write_behind' (the same, from a background thread), 'durable' (through the "
+    "diffs_outbox table) or 'immediate' (written in the save, even inside a "
+    "transaction).",
+)
+_check_storage = _choice_check(
+    "diffs.E036",
+    STORAGE_CHOICES,
+    "Use 'log' (the default: each diff stored once, in its model's log) or 'sets' "
+    "(the layout of earlier versions, while some processes of the site still run "
+    "one; both are read either way).",
+)
+_check_member_format = _choice_check(
+    "diffs.E037",
+    MEMBER_FORMATS,
+    "Use 'full' (the default) or 'compact' (a diff of the default serializer stores "
+    "only its fields; about a third less Redis memory). Every version that reads "
+    "compact members must be deployed before a process writes them.",
+)
 
 
 def aliases_of(mode: str) -> dict[str, bool]:
