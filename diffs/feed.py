@@ -146,25 +146,7 @@ local function log_head()
   return score_at(at)
 end
 local a, b = legacy_head(), log_head()
--- One lane only (the usual case: the set lane before an upgrade, the log after it).
-if not b then
-  while a do
-    if not take(legacy[legacy_at], a) then return result end
-    legacy_at = legacy_at + 2
-    a = legacy_at <= #legacy and tonumber(legacy[legacy_at + 1]) or legacy_head()
-  end
-  return result
-end
-if not a then
-  while rec < count do
-    if at > in_block then log_head() end
-    local member = body(at) -- nil once pruned
-    if member and not take(member, score_at(at)) then return result end
-    rec, at = rec + 1, at + 1
-  end
-  return result
-end
--- Both: merged by score.
+-- Both lanes merged by score (one of them is usually empty: a lane runs dry at once).
 while a or b do
   local member, score
   if b and (not a or b < a) then
@@ -197,10 +179,7 @@ local function merge(result, stream, legacy, before)
     if not a and not b then break end
     local take_log = b and (not a or (before and b > a) or (not before and b < a))
     if take_log then
-      local f, pk, member = stream[s][2], '', ''
-      for j = 1, #f, 2 do
-        if f[j] == 'p' then pk = f[j + 1] elseif f[j] == 'm' then member = f[j + 1] end
-      end
+      local pk, member = entry_fields(stream[s])
       if taken > 0 and bytes + #member > budget then result[4] = 1 break end
       bytes = bytes + #member
       for _, v in ipairs({fmt(b), pk, member, ''}) do result[#result + 1] = v end

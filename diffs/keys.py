@@ -280,19 +280,19 @@ def split_feed_key(feed_key: str) -> tuple[str, str] | None:
     return feed_key[:marker], feed_key[marker + len(FEED_MARKER) :]
 
 
-def guard_keys(key: str, feed_key: str) -> tuple[str, str]:
-    """The model's horizon key and the object's birth key, from its set's key and its
-    model's feed key (the prefix and the model part are the feed's: a diff carries its
-    keys, so no :class:`KeyLayout` is needed)."""
+def companion_keys(key: str, feed_key: str) -> tuple[str, str, str, str]:
+    """The model's horizon key, the object's birth key, the object's index key and the
+    model's log key, from its set's key and its model's feed key (the prefix and the
+    model part are the feed's: a diff carries its keys, so no :class:`KeyLayout` is
+    needed)."""
     prefix, part = split_feed_key(feed_key) or ("", feed_key)
-    return f"{prefix}{HORIZON_MARKER}{part}", _birth_key_for(key, prefix)
-
-
-def lane_keys(key: str, feed_key: str) -> tuple[str, str]:
-    """The object's index key and its model's log key, from its set's key and its
-    model's feed key (as :func:`guard_keys`: the prefix and model part are the feed's)."""
-    prefix, part = split_feed_key(feed_key) or ("", feed_key)
-    return f"{prefix}{INDEX_MARKER}{key[len(prefix) :]}", f"{prefix}{LOG_MARKER}{part}"
+    rest = key[len(prefix) :]
+    return (
+        f"{prefix}{HORIZON_MARKER}{part}",
+        f"{prefix}{BIRTH_MARKER}{rest}",
+        f"{prefix}{INDEX_MARKER}{rest}",
+        f"{prefix}{LOG_MARKER}{part}",
+    )
 
 
 def _birth_key_for(object_key_text: str, prefix: str) -> str:
@@ -342,6 +342,8 @@ _MARKERS = {
     INDEX_MARKER: "index",
 }
 _WITH_PK = frozenset({"born", "index"})
+#: The marker after the prefix of each kind of key but objects'.
+KIND_MARKERS = {kind: marker for marker, kind in _MARKERS.items()}
 
 
 def _shape(kind: str, rest: str, *, with_pk: bool) -> KeyShape | None:

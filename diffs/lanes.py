@@ -112,14 +112,25 @@ local function id_bytes(hex) -- 16 hex digits: 8 bytes
     math.floor(low / 16777216), math.floor(low / 65536) % 256,
     math.floor(low / 256) % 256, low % 256)
 end
-local function id_hex(text, at)
-  local out = {}
-  for k = at, at + 7 do out[#out + 1] = string.format('%02x', string.byte(text, k)) end
-  return table.concat(out)
+-- Where in the bytes of an index the record of a diff id (16 hex digits) starts
+-- (1-based), or nil: the id bytes found at a record's offset 8, not just anywhere.
+local function find_record(index, hex)
+  local needle, from = id_bytes(hex), 1
+  while true do
+    local at = string.find(index, needle, from, true)
+    if not at then return nil end
+    if (at - 1) % 16 == 8 then return at - 8 end
+    from = at + 1
+  end
 end
 local function record_count(ix) return math.floor(redis.call('STRLEN', ix) / 16) end
 local function record_score(ix, k) -- k: 0-based
   return (unpack_score(redis.call('GETRANGE', ix, 16 * k, 16 * k + 7), 1))
+end
+-- The score of an index's newest record, or false when it has none.
+local function last_record(ix)
+  local n = record_count(ix)
+  return n > 0 and record_score(ix, n - 1)
 end
 -- The number of the first record scored above the value (at or above it when not
 -- exclusive): a binary search, log2(n) reads of 8 bytes.
@@ -132,41 +143,40 @@ local function first_after(ix, value, exclusive)
   end
   return lo
 end
--- The body (member) of the log entry at a score, or nil once pruned.
-local function log_member(log, score)
+-- A log entry's pk text and member.
+local function entry_fields(entry)
+  local f, pk, member = entry[2], '', ''
+  for j = 1, #f, 2 do
+    local name = f[j]
+    if name == 'p' then pk = f[j + 1] elseif name == 'm' then member = f[j + 1] end
+  end
+  return pk, member
+end
+-- A log entry's member when its pk is `pk` (the object's pk text; '' takes any), else
+-- false: a log deleted and written again could hold another object's diff at a place
+-- an old index record names.
+local function body_of(entry, pk)
+  local entry_pk, member = entry_fields(entry)
+  return (pk == '' or entry_pk == pk) and member
+end
+-- The member of the log entry at a score (see body_of), or false once pruned.
+local function log_member(log, score, pk)
   local id = sid(score)
   local found = redis.call('XRANGE', log, id, id)[1]
-  if not found then return nil end
-  local f = found[2]
-  for j = 1, #f, 2 do if f[j] == 'm' then return f[j + 1] end end
-  return nil
+  return found ~= nil and body_of(found, pk)
 end
 -- Reads index records from their bytes `block` (16 per record, as GETRANGE returns
 -- them), oldest first: returns score_at(k), body(k) (the k-th record's, 1-based; nil
 -- once pruned) and the number of records. A run of records that follow one another in
 -- the log is read with one XRANGE; any other record with XRANGE id id. Runs are read
 -- 4, 8, ... 256 records at a time, so that a page its byte budget stops early has not
--- read more than about twice what it returns. An entry whose pk field is not `pk` (the
--- object's pk text; '' to skip the check) is never taken for one of the object's: a
--- log deleted and written again could hold another object's diff at such a place.
+-- read more than about twice what it returns. Only entries of `pk` are taken
+-- (body_of).
 local function block_reader(log, block, pk)
   local bodies, ahead = {}, 4
   local count = math.floor(#block / 16)
   local function score_at(k) return (unpack_score(block, 16 * (k - 1) + 1)) end
   local function follows(k) return string.byte(block, 16 * (k - 1) + 1) >= 128 end
-  -- The body of a log entry, when it is the object's.
-  local function body_of(entry)
-    local f, member, ours = entry[2], false, pk == ''
-    for j = 1, #f, 2 do
-      local name = f[j]
-      if name == 'm' then
-        member = f[j + 1]
-      elseif name == 'p' then
-        ours = ours or f[j + 1] == pk
-      end
-    end
-    return ours and member
-  end
   -- Record k's run, up to `ahead` records around it not read yet: back while a record
   -- follows the one before it, then forward.
   local function fill(k)
@@ -180,9 +190,7 @@ local function block_reader(log, block, pk)
       last = last + 1
     end
     if first == last then
-      local id = sid(score_at(k))
-      local found = redis.call('XRANGE', log, id, id)[1]
-      bodies[k] = found and body_of(found) or false
+      bodies[k] = log_member(log, score_at(k), pk)
       return
     end
     if ahead < 256 then ahead = ahead * 2 end
@@ -190,11 +198,11 @@ local function block_reader(log, block, pk)
     local found = redis.call('XRANGE', log, low, high, 'COUNT', last - first + 1)
     local whole = #found == last - first + 1 and found[1][1] == low and found[#found][1] == high
     if whole then -- all of the run's entries, in its order
-      for n, entry in ipairs(found) do bodies[first + n - 1] = body_of(entry) end
+      for n, entry in ipairs(found) do bodies[first + n - 1] = body_of(entry, pk) end
       return
     end
     local by_id = {} -- some went (pruned): matched by id
-    for _, entry in ipairs(found) do by_id[entry[1]] = body_of(entry) end
+    for _, entry in ipairs(found) do by_id[entry[1]] = body_of(entry, pk) end
     for r = first, last do bodies[r] = by_id[sid(score_at(r))] or false end
   end
   local function body(k)

@@ -53,11 +53,8 @@ _RESTART_SCRIPT = (
 local now = redis.call('TIME')
 local birth = tonumber(now[1]) * 1000 + tonumber(now[2]) / 1000
 local newest = tonumber(redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-local count = record_count(KEYS[3])
-if count > 0 then
-  local last = record_score(KEYS[3], count - 1)
-  if not newest or last > newest then newest = last end
-end
+local last = last_record(KEYS[3])
+if last and (not newest or last > newest) then newest = last end
 if newest and newest >= birth then birth = newest + 0.001 end
 redis.call('SET', KEYS[2], fmt(birth), 'PX', ARGV[1])
 return 1

@@ -40,14 +40,7 @@ from redis.cluster import RedisCluster
 
 from diffs.connection import cached_script
 from diffs.horizon import raise_to
-from diffs.keys import (
-    FEED_MARKER,
-    HORIZON_MARKER,
-    INDEX_MARKER,
-    LOG_MARKER,
-    KeyLayout,
-    KeyShape,
-)
+from diffs.keys import HORIZON_MARKER, KIND_MARKERS, KeyLayout, KeyShape
 from diffs.lanes import LANES_LUA
 
 SCAN_BATCH = 500
@@ -234,9 +227,7 @@ def horizon_key_of(layout: KeyLayout, key: RedisKey, shape: KeyShape) -> str:
     prefix = layout.prefix
     text = key.decode("utf-8") if isinstance(key, bytes) else key  # parse() decoded it
     after = text[len(prefix) :]
-    for kind, marker in (("feed", FEED_MARKER), ("log", LOG_MARKER), ("index", INDEX_MARKER)):
-        if shape.kind == kind:
-            after = after[len(marker) :]
+    after = after[len(KIND_MARKERS.get(shape.kind, "")) :]
     part = f"{{{shape.label}}}" if after.startswith("{") else shape.label
     return f"{prefix}{HORIZON_MARKER}{part}"
 
@@ -264,11 +255,11 @@ def _prune_batch(
             pipe.zcount(key, "-inf", "-inf")  # learns its type; trimmed in steps later
         else:
             pipe.zremrangebyscore(key, "-inf", cutoff)
-    results = dict(zip(queued, pipe.execute(raise_on_error=False), strict=True))
+    results = iter(pipe.execute(raise_on_error=False))
     indexes = [key for key, shape in ours if shape.kind == "index"]
-    trimmed = _trim_indexes(client, indexes, report.cutoff_ms, dry_run=dry_run)
-    for key, shape in ours:
-        result = trimmed.pop(0) if shape.kind == "index" else results[(key, shape)]
+    trimmed = iter(_trim_indexes(client, indexes, report.cutoff_ms, dry_run=dry_run))
+    for key, shape in ours:  # both answer in the order of ours
+        result = next(trimmed if shape.kind == "index" else results)
         if shape.kind not in _MODEL_WIDE:
             _account(report, printable_key(key), result, on_key)
         elif isinstance(result, redis.ResponseError):

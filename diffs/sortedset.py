@@ -197,17 +197,11 @@ if found then return found end
 local id = string.match(ARGV[1], '"id":"(%x+)"')
 if not id or #id ~= 16 then return nil end
 local index = redis.call('GET', KEYS[3])
-if not index then return nil end
-local needle, from = id_bytes(id), 1
-while true do
-  local at = string.find(index, needle, from, true)
-  if not at then return nil end
-  if (at - 1) % 16 == 8 then
-    local score = unpack_score(index, at - 8)
-    if log_member(KEYS[4], score) == ARGV[1] then return fmt(score) end
-  end
-  from = at + 1
-end
+local at = index and find_record(index, id)
+if not at then return nil end
+local score = unpack_score(index, at)
+if log_member(KEYS[4], score, '') == ARGV[1] then return fmt(score) end
+return nil
 """
 )
 
@@ -240,19 +234,31 @@ class DiffSortedSet:
     ) -> None:
         self.key = key
         self.client = client
-        if model is None and pk is None:
-            model, pk = _object_of(key)
+        layout = current_layout()
+        shape = layout.parse(key)
+        if shape is not None and shape.kind != "object":
+            shape = None  # one of ours, but not an object's
+        if model is None and pk is None and shape is not None:
+            model, pk = _object_of(shape.label, shape.pk_text)
         #: label and pk of the object the set belongs to, given to the diffs read (a
         #: compact member is rebuilt from them).
         self.model = model
         self.pk = pk
-        #: Where the score of the object's latest birth is kept (see diffs.keys).
-        self.birth_key = birth_key or _birth_key_of(key)
-        #: The object's index and its model's log (diffs.lanes).
-        self.index_key, self.log_key = _lane_keys_of(key)
+        #: Where the score of the object's latest birth is kept (see diffs.keys), and
+        #: the object's index and its model's log (diffs.lanes). A key that is not
+        #: under our prefix gets companions named after it.
+        if key.startswith(layout.prefix):
+            index_key, log_key = layout.lane_keys_for(key)
+            default_birth = layout.birth_key_for(key)
+        else:
+            index_key, log_key, default_birth = f"{key}:ix", f"{key}:log", f"{key}:born"
+        self.birth_key = birth_key or default_birth
+        self.index_key, self.log_key = index_key, log_key
         #: The pk text of the object's keys ("" when the key is not one of ours: its
         #: log entries are then taken without checking whose they are).
-        self.pk_text = _pk_text_of(key)
+        self.pk_text = "" if shape is None else shape.pk_text
+        #: The keys every raw read's script takes.
+        self._script_keys = [key, self.birth_key, index_key, log_key]
 
     def __repr__(self) -> str:
         return f"<DiffSortedSet {self.key}>"
@@ -346,8 +352,7 @@ class DiffSortedSet:
     def zscore(self, member: str) -> float | None:
         """The score of a raw member (in either lane, see ``diffs.lanes``), or None."""
         script = cached_script(self.client, _MEMBER_SCORE_SCRIPT)
-        keys = [self.key, self.birth_key, self.index_key, self.log_key]
-        score = script(keys=keys, args=[member])
+        score = script(keys=self._script_keys, args=[member])
         return None if score is None else float(score)
 
     def _decode(self, entries: list[tuple[Any, float]]) -> list[Diff]:
@@ -355,9 +360,8 @@ class DiffSortedSet:
 
     def _ranks(self, op: str, start: int, stop: int) -> Any:
         script = cached_script(self.client, _RANK_SCRIPT)
-        keys = [self.key, self.birth_key, self.index_key, self.log_key]
         args = [op, start, stop, self.pk_text]
-        return reads.read(lambda: script(keys=keys, args=args), self.key)
+        return reads.read(lambda: script(keys=self._script_keys, args=args), self.key)
 
     def _by_score(
         self, low: Score, high: Score, start: int | None, num: int | None, direction: str
@@ -365,36 +369,14 @@ class DiffSortedSet:
         script = cached_script(self.client, _SCORE_SCRIPT)
         args: list[str | int] = [str(low), str(high), start or 0, "" if num is None else num]
         args += (direction, self.pk_text)
-        keys = [self.key, self.birth_key, self.index_key, self.log_key]
-        return reads.read(lambda: script(keys=keys, args=args), self.key)
+        return reads.read(lambda: script(keys=self._script_keys, args=args), self.key)
 
 
-def _object_of(key: str) -> tuple[str | None, Any]:
-    """The label and pk (its field's Python value) of the object whose key is ``key``,
-    when it names one of an installed model under the prefix in use; else ``(None,
-    None)``."""
-    shape = current_layout().parse(key)
-    if shape is None or shape.kind != "object":
-        return None, None
+def _object_of(label: str, pk_text: str) -> tuple[str | None, Any]:
+    """The label and pk (its field's Python value) of an object of an installed model,
+    from its key's parts; ``(None, None)`` for a label no installed model has."""
     try:
-        model = apps.get_model(shape.label)
+        model = apps.get_model(label)
     except LookupError:
         return None, None
-    return shape.label, pk_value(model, shape.pk_text)
-
-
-def _pk_text_of(key: str) -> str:
-    shape = current_layout().parse(key)
-    return shape.pk_text if shape is not None and shape.kind == "object" else ""
-
-
-def _lane_keys_of(key: str) -> tuple[str, str]:
-    layout = current_layout()
-    if key.startswith(layout.prefix):
-        return layout.lane_keys_for(key)
-    return f"{key}:ix", f"{key}:log"
-
-
-def _birth_key_of(key: str) -> str:
-    layout = current_layout()
-    return layout.birth_key_for(key) if key.startswith(layout.prefix) else f"{key}:born"
+    return label, pk_value(model, pk_text)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from diffs.connection import REDIS_ERRORS, cached_script, get_connection
 from diffs.delivery.record import OutgoingDiff
-from diffs.keys import lane_keys
+from diffs.keys import companion_keys
 from diffs.lanes import LANES_LUA
 from diffs.settings import get_settings
 
@@ -44,15 +44,7 @@ for i = 1, #ARGV do
   local entry, ix = ARGV[i], KEYS[2 * i]
   local has = redis.call('ZSCORE', KEYS[2 * i - 1], entry) and 1 or 0
   local index = has == 0 and #entry >= 16 and redis.call('GET', ix)
-  if index then
-    local needle, from = id_bytes(string.sub(entry, 1, 16)), 1
-    while has == 0 do
-      local at = string.find(index, needle, from, true)
-      if not at then break end
-      if (at - 1) % 16 == 8 then has = 1 end
-      from = at + 1
-    end
-  end
+  if index and find_record(index, string.sub(entry, 1, 16)) then has = 1 end
   found[i] = has
 end
 return found
@@ -158,7 +150,7 @@ def forget() -> None:
 
 
 def _identity(diff: OutgoingDiff) -> _Identity:
-    index_key, _ = lane_keys(diff.key, diff.feed_key)
+    index_key = companion_keys(diff.key, diff.feed_key)[2]
     return diff.feed_key, diff.feed_member, diff.label, diff.object_pk, index_key
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from diffs.clock import now_ms
 from diffs.diff import with_original_time
-from diffs.keys import guard_keys, lane_keys
+from diffs.keys import companion_keys
 
 #: The member of a diff that records its object's birth and no diff. Its
 #: ``feed_member`` is a fresh id, so a write retried after a timeout sets it once.
@@ -103,8 +103,7 @@ class OutgoingDiff:
 
     def script_keys(self) -> tuple[str, ...]:
         """The six keys the write script takes for it (see ``store.WRITE_SCRIPT``)."""
-        key, feed_key = self.key, self.feed_key
-        return (key, feed_key, *guard_keys(key, feed_key), *lane_keys(key, feed_key))
+        return (self.key, self.feed_key, *companion_keys(self.key, self.feed_key))
 
     def script_args(self) -> tuple[str, str, str, str, str]:
         """The five arguments the write script takes for it."""

@@ -95,8 +95,7 @@ local function newest(key, kind)
         value = last_generated(key) -- trimmed empty: its last id still bars lower ones
       end
     else
-      local n = record_count(key)
-      if n > 0 then value = record_score(key, n - 1) end
+      value = last_record(key)
     end
     top[key] = value
   end
@@ -157,14 +156,8 @@ local function stored_score(feed, ix, entry, maybe)
   local existing = redis.call('ZSCORE', feed, entry)
   if existing or maybe ~= '1' then return existing end
   local index = redis.call('GET', ix)
-  if not index then return nil end
-  local needle, from = id_bytes(string.sub(entry, 1, 16)), 1
-  while true do
-    local at = string.find(index, needle, from, true)
-    if not at then return nil end
-    if (at - 1) % 16 == 8 then return fmt(unpack_score(index, at - 8)) end
-    from = at + 1
-  end
+  local at = index and find_record(index, string.sub(entry, 1, 16))
+  return at and fmt((unpack_score(index, at)))
 end
 local ttl, age, storage = ARGV[1], ARGV[2], ARGV[3]
 -- Once per key and call, right after its first write: should a later command of this
