@@ -21,6 +21,7 @@ from diffs.exceptions import (
     DiffsWriteError,
     HookError,
     InvalidCursor,
+    RedisTooOld,
     RedisUnavailable,
     RegistrationError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "FlushReport",
     "HookError",
     "InvalidCursor",
+    "RedisTooOld",
     "RedisUnavailable",
     "RegistrationError",
     "__version__",

@@ -17,7 +17,7 @@ from typing import TypeVar
 import redis
 from redis.exceptions import RedisClusterException
 
-from diffs.exceptions import RedisUnavailable
+from diffs.exceptions import RedisTooOld, RedisUnavailable
 
 _T = TypeVar("_T")
 
@@ -58,9 +58,12 @@ def is_outage(error: BaseException) -> bool:
     """True when ``error`` says Redis cannot serve now: out of reach, too busy, or
     answering with an error that passes with time (``READONLY`` during a failover,
     ``CLUSTERDOWN``, ``TRYAGAIN``, ``OOM``, ``NOPERM`` until the ACL is fixed, ...).
-    Only :func:`is_refusal` errors are not: the calls are tried again after the pause."""
+    Only :func:`is_refusal` errors are not, nor a server too old for django-diffs (no
+    pause makes it newer): the calls are tried again after the pause."""
     if isinstance(error, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
         return True
+    if isinstance(error, RedisTooOld):
+        return False
     return isinstance(error, redis.ResponseError) and not is_refusal(error)
 
 

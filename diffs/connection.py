@@ -24,6 +24,7 @@ from redis.retry import Retry
 
 from diffs import availability
 from diffs.deadline import DeadlineCluster
+from diffs.server_version import checked
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings, plain_url
 
 if TYPE_CHECKING:
@@ -108,11 +109,12 @@ _scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictio
 
 
 def cached_script(client: Any, source: str) -> Any:
-    """The ``redis-py`` Script for ``source`` on ``client``, registered once."""
+    """The ``redis-py`` Script for ``source`` on ``client``, registered once (wrapped so
+    that a server older than django-diffs needs says so, ``diffs.server_version``)."""
     by_source = _scripts.setdefault(client, {})
     script = by_source.get(source)
     if script is None:
-        script = by_source[source] = client.register_script(source)
+        script = by_source[source] = checked(client, client.register_script(source))
     return script
 
 

@@ -41,6 +41,14 @@ class DiffsWriteError(DiffsError):
     """
 
 
+class RedisTooOld(DiffsError, redis.ResponseError):
+    """The Redis server is older than django-diffs needs (6.2): it refused a script.
+
+    Raised instead of Redis's own refusal ("Invalid stream ID ...", "syntax error"), which
+    names nothing to fix. It is also a ``redis.ResponseError``.
+    """
+
+
 class RedisUnavailable(DiffsError, redis.ConnectionError):
     """A read could not reach Redis, or Redis failed less than ``retry_after`` seconds ago.
 

@@ -385,9 +385,12 @@ class DiffModelManager(Generic[_M]):
         """Store a diff for the object ``pk`` right away and return it.
 
         This is the low-level write (no hooks, no transaction, Redis errors propagate);
-        saves of registered models write for you. The diff goes to the object's set and
-        the model's feed. ``timestamp`` (epoch ms or a datetime) fixes the score; by
-        default Redis assigns the next one in write order, which cursors rely on.
+        saves of registered models write for you. The diff goes where a save's would
+        (the model's log and the object's index, see ``storage``); its member is always
+        written in the full format, whatever ``member_format`` says, since ``data`` need
+        not be the object's own serialized fields. ``timestamp`` (epoch ms or a datetime)
+        fixes the score; by default Redis assigns the next one in write order, which
+        cursors rely on.
         """
         if pk is None:
             msg = f"{self.model.__name__}.diffs.create() needs the pk of the object it describes."

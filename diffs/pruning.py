@@ -39,6 +39,7 @@ from django.db import models
 from redis.cluster import RedisCluster
 
 from diffs.connection import cached_script
+from diffs.exceptions import RedisTooOld
 from diffs.horizon import raise_to
 from diffs.keys import HORIZON_MARKER, KIND_MARKERS, KeyLayout, KeyShape
 from diffs.lanes import LANES_LUA
@@ -311,6 +312,8 @@ def _trim_model_wide(client: redis.Redis, key: RedisKey, kind: str, cutoff_ms: f
     trim_log = cached_script(client, _TRIM_LOG_SCRIPT)
     try:
         return int(trim_log(keys=[key], args=[repr(float(cutoff_ms))]))
+    except RedisTooOld:
+        raise  # XTRIM MINID: every log would be left untrimmed, say so
     except redis.ResponseError:
         return 0  # replaced by another type since the batch looked at it
 

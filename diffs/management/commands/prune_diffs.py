@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from diffs.checks import SHOWN_ERROR_CHARS, describe_server, redis_problem, shorten
 from diffs.clock import redis_time_ms
 from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
+from diffs.exceptions import RedisTooOld
 from diffs.keys import KeyLayout
 from diffs.pruning import PruneReport, prune
 from diffs.settings import SETTING_NAME, DiffsSettings, get_settings
@@ -83,6 +84,8 @@ class Command(BaseCommand):
     def _problem(self, error: Exception, conf: DiffsSettings, client: Any) -> str:
         """What went wrong with Redis and what to do, in one sentence or two."""
         where = describe_server(conf, client)
+        if isinstance(error, RedisTooOld):
+            return f"Redis at {where}: {error}"
         if isinstance(underlying_error(error), redis.ResponseError):
             return self.REFUSED.format(
                 where=where,
