@@ -103,18 +103,19 @@ def connection_advice(error: BaseException, url: str) -> str | None:
 
 _lock = threading.Lock()
 
-# One Script object per client and script source: it keeps the script's SHA and falls
-# back to EVAL once per server. Weak keys, so replaced clients are not kept alive.
+# One script object per client and script source: it keeps the script's SHA and loads
+# it once per server. Weak keys, and scripts hold their client weakly, so replaced
+# clients are not kept alive.
 _scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def cached_script(client: Any, source: str) -> Any:
-    """The ``redis-py`` Script for ``source`` on ``client``, registered once (wrapped so
-    that a server older than django-diffs needs says so, ``diffs.server_version``)."""
+    """The script ``source`` on ``client``, made once (``diffs.server_version``: a
+    server older than django-diffs needs says so)."""
     by_source = _scripts.setdefault(client, {})
     script = by_source.get(source)
     if script is None:
-        script = by_source[source] = checked(client, client.register_script(source))
+        script = by_source[source] = checked(client, source)
     return script
 
 
