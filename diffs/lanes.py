@@ -29,7 +29,8 @@ downgrade to ``storage: "sets"`` (which still reads the log).
 
 Stream ids: ``sid(score)`` = ``<whole ms>-<fraction in units of the double's spacing at
 that magnitude>``, exact and order-keeping for every score a double holds; scores from
-2^36 ms (1972) to 2^48 ms (year 10889) fit an index record. The log needs Redis 6.2 or
+2^36 ms (1972) to 2^47 ms (year 6429) fit an index record (its top bit is the
+"follows" flag); a diff scored outside them goes to the set lane. The log needs Redis 6.2 or
 later (exclusive ``XRANGE`` bounds, ``XTRIM MINID``).
 
 This module holds the Lua both the write and the read scripts use.

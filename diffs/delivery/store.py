@@ -78,7 +78,18 @@ end
 -- a write of a hundred diffs of one model reads its feed's top once, not a hundred
 -- times (false: the key is empty). Kinds: 'z' a sorted set, 's' the log (its last
 -- generated id, which a new entry must exceed even once trimmed), 'x' an index.
+-- A stream's last generated id as a score: no new entry may be at or below it.
+local function last_generated(key)
+  local info = redis.call('XINFO', 'STREAM', key)
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then return sid_score(info[j + 1]) end
+  end
+  return false
+end
 local top = {}
+-- Indexes whose length is not a whole number of records (written by something else):
+-- nothing is appended to them, their object's diffs go to the set lane.
+local misaligned = {}
 local function newest(key, kind)
   local value = top[key]
   if value == nil then
@@ -95,19 +106,16 @@ local function newest(key, kind)
         value = last_generated(key) -- trimmed empty: its last id still bars lower ones
       end
     else
-      value = last_record(key)
+      local length = redis.call('STRLEN', key)
+      if length % 16 ~= 0 then
+        misaligned[key] = true
+      elseif length > 0 then
+        value = record_score(key, length / 16 - 1)
+      end
     end
     top[key] = value
   end
   return value
-end
--- A stream's last generated id as a score: no new entry may be at or below it.
-local function last_generated(key)
-  local info = redis.call('XINFO', 'STREAM', key)
-  for j = 1, #info, 2 do
-    if info[j] == 'last-generated-id' then return sid_score(info[j + 1]) end
-  end
-  return false
 end
 local function object_newest(set, ix)
   local a, b = newest(set, 'z'), newest(ix, 'x')
@@ -152,9 +160,10 @@ end
 -- Where a diff that may be in Redis already was written: its score, or nil. The set
 -- lane knows by its feed entry; the log lane by the id in the object's index (read
 -- only for such a diff: a write that timed out, or a row recovered from the outbox).
+local replay = false
 local function stored_score(feed, ix, entry, maybe)
   local existing = redis.call('ZSCORE', feed, entry)
-  if existing or maybe ~= '1' then return existing end
+  if existing or (maybe ~= '1' and not replay) then return existing end
   local index = redis.call('GET', ix)
   local at = index and find_record(index, string.sub(entry, 1, 16))
   return at and fmt((unpack_score(index, at)))
@@ -178,6 +187,25 @@ local guarded = {}
 -- searching from the start.
 local after_fixed = {}
 local added = {}
+-- A call sent again: a client that lost the reply of this very call (redis-py sends a
+-- command again when the connection fails while its reply is read) after Redis ran it.
+-- Its last diff is then stored already (the object's newest record, give or take
+-- REPLAY_TAIL - 1 diffs written to that object since, or in the feed), and every diff
+-- of the call is looked for before it is written, as for a diff that may be in Redis.
+local REPLAY_TAIL = 8
+for i = math.floor(#KEYS / 6), 1, -1 do
+  local entry = ARGV[3 + 5 * (i - 1) + 2]
+  if entry ~= '' then
+    local feed, ix = KEYS[6 * (i - 1) + 2], KEYS[6 * (i - 1) + 5]
+    if redis.call('ZSCORE', feed, entry) then
+      replay = true
+    else
+      local tail = redis.call('GETRANGE', ix, -16 * REPLAY_TAIL, -1)
+      replay = #tail % 16 == 0 and find_record(tail, string.sub(entry, 1, 16)) ~= nil
+    end
+    break
+  end
+end
 for i = 1, #KEYS / 6 do
   local k = 6 * (i - 1)
   local set, feed, hkey, bkey, ix, log =
@@ -230,12 +258,15 @@ for i = 1, #KEYS / 6 do
     local text = fmt(score)
     local last_log = newest(log, 's')
     local logged = false
+    -- The log lane: the body once in the model's log, a record in the object's index,
+    -- when the record goes after every other (an index outliving its log must stay in
+    -- order) in an index of whole records. Its index read first: a key of another type
+    -- fails the diff before the log has it.
+    local object_last = storage == 'log' and newest(ix, 'x')
     if storage == 'log' and packable(score) and (not last_log or score > last_log)
+        and not misaligned[ix] and (not object_last or score > object_last)
         and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
-      -- The log lane: the body once in the model's log, a record in the object's index.
-      -- Its index read first: a key of another type fails the diff before the log has
-      -- it. The record "follows" when the log's last entry is the object's last diff.
-      local object_last = newest(ix, 'x')
+      -- The record "follows" when the log's last entry is the object's last diff.
       local follows = last_log and object_last == last_log
       local pk_text = string.sub(entry, 17)
       local added_id = redis.pcall('XADD', log, sid(score), 'p', pk_text, 'm', member)
