@@ -9,12 +9,10 @@ import time
 import pytest
 
 from diffs.delivery import store
-from diffs.diff import Diff, new_diff_id
-from diffs.keys import feed_member
-from diffs.layout import current_layout
 from tests.support.keynames import index_key, log_key
 from tests.support.stored import record_scores, stream_id
-from tests.support.writing import open_horizon, outgoing, write_at
+from tests.support.writing import open_horizon, write_at
+from tests.test_lanes import outgoing_diff
 from tests.testapp.models import Question
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,15 +70,7 @@ def test_an_index_of_broken_length_gets_nothing_appended(redis_client):
 
 def test_a_diff_sent_again_beside_a_broken_index_is_stored_once(redis_client):
     redis_client.set(index_key("testapp.question", 1), b"123")
-    layout = current_layout()
-    diff_id = new_diff_id()
-    member = Diff(data={"n": 1}, created=False, id=diff_id).to_member()
-    diff = outgoing(
-        layout.object_key(Question, 1),
-        layout.feed_key(Question),
-        member,
-        feed_member(diff_id, "1"),
-    )
+    diff = outgoing_diff(1)
     [score] = store.write_many(redis_client, [diff])
     diff.maybe_stored = True
     assert store.write_many(redis_client, [diff]) == [score]
