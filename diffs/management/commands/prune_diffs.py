@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from diffs.checks import SHOWN_ERROR_CHARS, describe_server, redis_problem, shorten
 from diffs.clock import redis_time_ms
 from diffs.connection import REDIS_ERRORS, get_connection, underlying_error
+from diffs.eviction import eviction_risk
 from diffs.exceptions import RedisTooOld
 from diffs.keys import KeyLayout
 from diffs.pruning import PruneReport, prune
@@ -75,11 +76,14 @@ class Command(BaseCommand):
             cutoff = redis_time_ms(client) - age * 1000
             layout = KeyLayout.from_settings(conf)
             report = prune(client, layout, cutoff, dry_run=dry_run, on_key=on_key)
+            risk = eviction_risk(client)
         except REDIS_ERRORS as error:
             # One line naming the server and the fix, not a traceback from deep in redis-py.
             problem = self._problem(error, conf, client)
             raise CommandError(self.STOPPED.format(problem=problem)) from None
         self._write_report(report, conf.prefix, dry_run, verbosity)
+        if risk is not None:
+            self.stderr.write(self.style.WARNING(risk))
 
     def _problem(self, error: Exception, conf: DiffsSettings, client: Any) -> str:
         """What went wrong with Redis and what to do, in one sentence or two."""
