@@ -75,3 +75,24 @@ def test_a_diff_sent_again_beside_a_broken_index_is_stored_once(redis_client):
     diff.maybe_stored = True
     assert store.write_many(redis_client, [diff]) == [score]
     assert numbers(Question.diffs.since(None).diffs) == [1]
+
+
+@pytest.mark.parametrize("diff_id", ["zz", "g" * 16, "12ab"])
+def test_a_feed_entry_without_a_hex_id_goes_to_the_set_lane_once(redis_client, diff_id):
+    from diffs.diff import Diff
+    from diffs.keys import feed_member
+    from diffs.layout import current_layout
+    from tests.support.writing import outgoing
+
+    layout = current_layout()
+    member = Diff(data={"n": 5}, created=False, id="a" * 16).to_member()
+    diff = outgoing(
+        layout.object_key(Question, 1),
+        layout.feed_key(Question),
+        member,
+        feed_member(diff_id, "1"),
+    )
+    first = store.write_many(redis_client, [diff])
+    assert store.write_many(redis_client, [diff]) == first  # sent again: found in the feed
+    assert redis_client.zcard(layout.object_key(Question, 1)) == 1
+    assert not redis_client.exists(log_key("testapp.question"))

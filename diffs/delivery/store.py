@@ -197,11 +197,12 @@ for i = math.floor(#KEYS / 6), 1, -1 do
   local entry = ARGV[3 + 5 * (i - 1) + 2]
   if entry ~= '' then
     local feed, ix = KEYS[6 * (i - 1) + 2], KEYS[6 * (i - 1) + 5]
+    local id = string.sub(entry, 1, 16)
     if redis.call('ZSCORE', feed, entry) then
       replay = true
-    else
+    elseif #entry > 16 and string.match(id, '^%x+$') then -- an id the log lane takes
       local tail = redis.call('GETRANGE', ix, -16 * REPLAY_TAIL, -1)
-      replay = #tail % 16 == 0 and find_record(tail, string.sub(entry, 1, 16)) ~= nil
+      replay = #tail % 16 == 0 and find_record(tail, id) ~= nil
     end
     break
   end
