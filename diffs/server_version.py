@@ -166,7 +166,10 @@ class CheckedScript:
         self._client = weakref.ref(client)
         self.source = source
         #: The script's SHA1, for pipelines (``pipe.evalsha(script.sha, ...)``).
-        self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+        # Encoded as the client sends it (redis-py's Script does the same).
+        encoder = getattr(client, "get_encoder", None)
+        encoded = encoder().encode(source) if encoder is not None else source.encode()
+        self.sha = hashlib.sha1(encoded, usedforsecurity=False).hexdigest()
 
     def client(self) -> Any:
         """The client the script runs on (alive while a caller holds it)."""

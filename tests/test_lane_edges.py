@@ -96,3 +96,26 @@ def test_a_feed_entry_without_a_hex_id_goes_to_the_set_lane_once(redis_client, d
     assert store.write_many(redis_client, [diff]) == first  # sent again: found in the feed
     assert redis_client.zcard(layout.object_key(Question, 1)) == 1
     assert not redis_client.exists(log_key("testapp.question"))
+
+
+def test_a_call_sent_again_with_an_entry_without_a_hex_id_is_looked_up_without_error(
+    redis_client,
+):
+    from diffs.diff import Diff
+    from diffs.keys import feed_member
+    from diffs.layout import current_layout
+    from tests.support.writing import outgoing
+
+    layout = current_layout()
+    stored_first = outgoing_diff(1)
+    store.write_many(redis_client, [stored_first])
+    odd = outgoing(
+        layout.object_key(Question, 1),
+        layout.feed_key(Question),
+        Diff(data={"n": 9}, created=False, id="b" * 16).to_member(),
+        feed_member("12ab", "1"),
+    )
+    # The call's last diff is stored already: every diff of it is looked up first.
+    scores = store.write_many(redis_client, [odd, stored_first])
+    assert scores == store.write_many(redis_client, [odd, stored_first])
+    assert sorted(numbers(Question.diffs.get_by_object_id(1))) == [1, 9]

@@ -161,11 +161,19 @@ end
 -- lane knows by its feed entry; the log lane by the id in the object's index (read
 -- only for such a diff: a write that timed out, or a row recovered from the outbox).
 local replay = false
+-- The diff id of a feed entry the log lane can take (16 hex digits, then the pk text),
+-- or nil: any other entry is written to the set lane, and found in the feed.
+local function log_id(entry)
+  local id = string.sub(entry, 1, 16)
+  if #entry > 16 and string.match(id, '^%x+$') then return id end
+  return nil
+end
 local function stored_score(feed, ix, entry, maybe)
   local existing = redis.call('ZSCORE', feed, entry)
   if existing or (maybe ~= '1' and not replay) then return existing end
-  local index = redis.call('GET', ix)
-  local at = index and find_record(index, string.sub(entry, 1, 16))
+  local id = log_id(entry)
+  local index = id and redis.call('GET', ix)
+  local at = index and find_record(index, id)
   return at and fmt((unpack_score(index, at)))
 end
 local ttl, age, storage = ARGV[1], ARGV[2], ARGV[3]
@@ -197,10 +205,10 @@ for i = math.floor(#KEYS / 6), 1, -1 do
   local entry = ARGV[3 + 5 * (i - 1) + 2]
   if entry ~= '' then
     local feed, ix = KEYS[6 * (i - 1) + 2], KEYS[6 * (i - 1) + 5]
-    local id = string.sub(entry, 1, 16)
+    local id = log_id(entry)
     if redis.call('ZSCORE', feed, entry) then
       replay = true
-    elseif #entry > 16 and string.match(id, '^%x+$') then -- an id the log lane takes
+    elseif id then
       local tail = redis.call('GETRANGE', ix, -16 * REPLAY_TAIL, -1)
       replay = #tail % 16 == 0 and find_record(tail, id) ~= nil
     end
@@ -221,12 +229,15 @@ for i = 1, #KEYS / 6 do
   end
   local existing = entry ~= '' and stored_score(feed, ix, entry, maybe)
   if string.sub(creates, 1, 2) == 'b:' then
-    -- A creation without a diff: only the birth, above what the object has, once.
+    -- A creation without a diff: only the birth, above what the object has, once. With
+    -- no history it hides nothing (score 0) but is still marked done: a call sent again
+    -- must not put it above a diff of the same object that this call wrote after it.
     local marker = '|' .. string.sub(creates, 3)
     local current = redis.call('GET', bkey)
-    local last = object_newest(set, ix)
-    if last and not (current and string.find(current, marker, 1, true)) then
-      redis.call('SET', bkey, fmt(by_clock(clock, {last})) .. marker, 'PX', ttl)
+    if not (current and string.find(current, marker, 1, true)) then
+      local last = object_newest(set, ix)
+      local at = last and fmt(by_clock(clock, {last})) or '0'
+      redis.call('SET', bkey, at .. marker, 'PX', ttl)
     end
     scores[i] = fmt(clock)
   elseif existing then
@@ -266,7 +277,7 @@ for i = 1, #KEYS / 6 do
     local object_last = storage == 'log' and newest(ix, 'x')
     if storage == 'log' and packable(score) and (not last_log or score > last_log)
         and not misaligned[ix] and (not object_last or score > object_last)
-        and string.match(string.sub(entry, 1, 16), '^%x+$') and #entry > 16 then
+        and log_id(entry) then
       -- The record "follows" when the log's last entry is the object's last diff.
       local follows = last_log and object_last == last_log
       local pk_text = string.sub(entry, 17)
