@@ -128,10 +128,13 @@ local function record_count(ix) return math.floor(redis.call('STRLEN', ix) / 16)
 local function record_score(ix, k) -- k: 0-based
   return (unpack_score(redis.call('GETRANGE', ix, 16 * k, 16 * k + 7), 1))
 end
--- The score of an index's newest record, or false when it has none.
+-- The score of an index's newest record, or false when it has none; then whether the
+-- index is whole records (one that is not was written by something else: its last
+-- bytes are no record, and nothing may be appended to it).
 local function last_record(ix)
-  local n = record_count(ix)
-  return n > 0 and record_score(ix, n - 1)
+  local length = redis.call('STRLEN', ix)
+  if length % 16 ~= 0 then return false, false end
+  return length > 0 and record_score(ix, length / 16 - 1), true
 end
 -- The number of the first record scored above the value (at or above it when not
 -- exclusive): a binary search, log2(n) reads of 8 bytes.

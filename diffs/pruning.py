@@ -38,8 +38,8 @@ from django.apps import apps
 from django.db import models
 from redis.cluster import RedisCluster
 
+from diffs.availability import is_refusal
 from diffs.connection import cached_script
-from diffs.exceptions import RedisTooOld
 from diffs.horizon import raise_to
 from diffs.keys import HORIZON_MARKER, KIND_MARKERS, KeyLayout, KeyShape
 from diffs.lanes import LANES_LUA
@@ -312,9 +312,9 @@ def _trim_model_wide(client: redis.Redis, key: RedisKey, kind: str, cutoff_ms: f
     trim_log = cached_script(client, _TRIM_LOG_SCRIPT)
     try:
         return int(trim_log(keys=[key], args=[repr(float(cutoff_ms))]))
-    except RedisTooOld:
-        raise  # XTRIM MINID: every log would be left untrimmed, say so
-    except redis.ResponseError:
+    except redis.ResponseError as error:
+        if not is_refusal(error):
+            raise  # not a key replaced by another type (Redis too old for XTRIM MINID...)
         return 0  # replaced by another type since the batch looked at it
 
 
@@ -324,7 +324,9 @@ def _trim_feed(client: redis.Redis, feed: RedisKey, cutoff_ms: float) -> int:
     while True:
         try:
             step = int(trim(keys=[feed], args=[f"({cutoff_ms}", FEED_STEP]))
-        except redis.ResponseError:
+        except redis.ResponseError as error:
+            if not is_refusal(error):
+                raise
             return removed  # replaced by another type since the batch looked at it
         removed += step
         if step < FEED_STEP:

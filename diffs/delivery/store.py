@@ -106,12 +106,9 @@ local function newest(key, kind)
         value = last_generated(key) -- trimmed empty: its last id still bars lower ones
       end
     else
-      local length = redis.call('STRLEN', key)
-      if length % 16 ~= 0 then
-        misaligned[key] = true
-      elseif length > 0 then
-        value = record_score(key, length / 16 - 1)
-      end
+      local whole
+      value, whole = last_record(key)
+      misaligned[key] = not whole
     end
     top[key] = value
   end
